@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
+"""GAN-agnostic PyTorch infrastructure: persistence, statistics, distributed set-up, plugins and ops."""

@@ -1,0 +1,132 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Pickles that carry their own source code.
+
+`@persistent_class` makes a class pickle as (the full source of the module that defines it, the class name,
+the object's state). Unpickling executes that stored source in a fresh module and rebuilds the object from it,
+so a network snapshot still loads after the code that made it has changed, moved or been deleted.
+
+SECURITY: loading such a pickle RUNS THE PYTHON CODE STORED INSIDE IT (as loading any pickle can). Only load
+snapshots from people you trust. The safe export (weights plus a JSON config, loadable with
+`torch.load(weights_only=True)`) does not run code.
+
+When the defining module is already imported and its source is unchanged, the original class is reused, so
+`isinstance` keeps working for snapshots made by the current code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import sys
+import types
+from typing import Any, Callable
+
+_FORMAT_VERSION = 1
+
+_module_to_src: dict[types.ModuleType, str] = {}  # Source of each module we know, keyed by module object.
+_src_to_module: dict[str, types.ModuleType] = {}  # Modules made from stored source, keyed by that source.
+_import_hooks: list[Callable[[dict], dict]] = []
+
+
+def persistent_class(orig_class: type) -> type:
+    """Class decorator: instances pickle together with the source code of the class's module.
+
+    The wrapped class also records the arguments it was constructed with (`init_args`, `init_kwargs`), so an
+    object can be re-created with the same hyperparameters.
+    """
+    if not isinstance(orig_class, type):
+        raise TypeError('persistent_class expects a class')
+    if is_persistent(orig_class):
+        return orig_class
+    module = sys.modules[orig_class.__module__]
+    module_src = _module_source(module)
+
+    class Decorator(orig_class):
+        _orig_module_src = module_src
+        _orig_class_name = orig_class.__name__
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._init_args = copy.deepcopy(args)
+            self._init_kwargs = copy.deepcopy(kwargs)
+
+        @property
+        def init_args(self) -> tuple:
+            return copy.deepcopy(self._init_args)
+
+        @property
+        def init_kwargs(self) -> dict:
+            return copy.deepcopy(self._init_kwargs)
+
+        def __reduce__(self):
+            state = self.__getstate__() if hasattr(self, '__getstate__') else self.__dict__
+            meta = dict(type='class', version=_FORMAT_VERSION, module_src=self._orig_module_src,
+                        module_name=orig_class.__module__, class_name=self._orig_class_name, state=state)
+            return _reconstruct_persistent_obj, (meta,)
+
+    Decorator.__name__ = orig_class.__name__
+    Decorator.__qualname__ = orig_class.__qualname__
+    Decorator.__module__ = orig_class.__module__
+    Decorator.__doc__ = orig_class.__doc__
+    return Decorator
+
+
+def is_persistent(obj: Any) -> bool:
+    """True for a persistent class or an instance of one."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return '_orig_module_src' in cls.__dict__
+
+
+def import_hook(hook: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """Register `hook(meta) -> meta`, called on every persistent object before it is rebuilt.
+
+    `meta` holds 'module_src', 'module_name', 'class_name' and 'state'; a hook may patch them, e.g. to load
+    snapshots whose stored source needs a fix for a newer PyTorch.
+    """
+    _import_hooks.append(hook)
+    return hook
+
+
+def _module_source(module: types.ModuleType) -> str:
+    if module not in _module_to_src:
+        _module_to_src[module] = inspect.getsource(module)
+    return _module_to_src[module]
+
+
+def _module_from_source(src: str) -> types.ModuleType:
+    """Execute stored source once per distinct source text, in a module of its own."""
+    module = _src_to_module.get(src)
+    if module is None:
+        name = '_persistent_module_' + hashlib.md5(src.encode()).hexdigest()
+        module = types.ModuleType(name)
+        sys.modules[name] = module
+        _module_to_src[module] = src
+        _src_to_module[src] = module
+        exec(compile(src, f'<stored source of {name}>', 'exec'), module.__dict__)  # noqa: S102
+    return module
+
+
+def _find_class(meta: dict) -> type:
+    # Reuse the live class when its module is already loaded and unchanged (no import is attempted).
+    live = sys.modules.get(meta['module_name'])
+    if live is not None and live in _module_to_src and _module_to_src[live] == meta['module_src']:
+        return getattr(live, meta['class_name'])
+    return getattr(_module_from_source(meta['module_src']), meta['class_name'])
+
+
+def _reconstruct_persistent_obj(meta: dict) -> Any:
+    meta = dict(meta)
+    for hook in _import_hooks:
+        meta = hook(meta)
+    if meta.get('type') != 'class' or meta.get('version', 0) > _FORMAT_VERSION:
+        raise ValueError(f'Unsupported persistent object (format version {meta.get("version")}); '
+                         f'this code reads version {_FORMAT_VERSION} or older')
+    cls = _find_class(meta)
+    obj = cls.__new__(cls)
+    state = meta['state']
+    if hasattr(obj, '__setstate__'):
+        obj.__setstate__(state)
+    else:
+        obj.__dict__.update(state)
+    return obj
