@@ -57,6 +57,15 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank `src`'s `obj` on every rank (picklable objects; identity for a single process)."""
+    if not torch.distributed.is_initialized():
+        return obj
+    holder = [obj]
+    torch.distributed.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
 def print0(*args: Any, **kwargs: Any) -> None:
     """print() on rank 0 only."""
     if get_rank() == 0:

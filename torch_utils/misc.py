@@ -74,11 +74,12 @@ def profiled_function(fn: Callable) -> Callable:
 class InfiniteSampler(torch.utils.data.Sampler):
     """Endless index stream, shuffled within a sliding window, every `num_replicas`-th item for this rank.
 
-    The window keeps reshuffling indices so that consecutive epochs do not repeat the same order.
+    The window keeps reshuffling indices so that consecutive epochs do not repeat the same order. `skip` drops
+    this rank's first items, so a resumed run continues the exact stream it stopped in.
     """
 
     def __init__(self, dataset: Any, rank: int = 0, num_replicas: int = 1, shuffle: bool = True, seed: int = 0,
-                 window_size: float = 0.5):
+                 window_size: float = 0.5, skip: int = 0):
         if len(dataset) <= 0:
             raise ValueError('InfiniteSampler needs a non-empty dataset')
         if not 0 <= rank < num_replicas:
@@ -92,6 +93,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         self.shuffle = shuffle
         self.seed = seed
         self.window_size = window_size
+        self.skip = skip
 
     def __iter__(self) -> Iterator[int]:
         order = np.arange(len(self.dataset))
@@ -102,10 +104,14 @@ class InfiniteSampler(torch.utils.data.Sampler):
             rnd.shuffle(order)
             window = int(np.rint(order.size * self.window_size))
         idx = 0
+        skip = self.skip
         while True:
             i = idx % order.size
             if idx % self.num_replicas == self.rank:
-                yield int(order[i])
+                if skip > 0:
+                    skip -= 1
+                else:
+                    yield int(order[i])
             if window >= 2:
                 j = (i - rnd.randint(window)) % order.size
                 order[i], order[j] = order[j], order[i]

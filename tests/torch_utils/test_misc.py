@@ -32,6 +32,8 @@ def test_infinite_sampler_covers_and_splits_ranks():
     assert stream0 == single[0::2] and stream1 == single[1::2]  # Ranks take alternate items of one stream.
     assert set(single) == set(data) and single[:10] != sorted(single[:10])
     assert stream0 == list(itertools.islice(iter(misc.InfiniteSampler(data, rank=0, num_replicas=2, seed=1)), 50))
+    resumed = list(itertools.islice(iter(misc.InfiniteSampler(data, rank=0, num_replicas=2, seed=1, skip=7)), 43))
+    assert resumed == stream0[7:]
     unshuffled = list(itertools.islice(iter(misc.InfiniteSampler(data, shuffle=False)), 12))
     assert unshuffled == list(range(10)) + [0, 1]
     with pytest.raises(ValueError):
