@@ -158,9 +158,13 @@ def ddp_sync(module: torch.nn.Module, sync: bool):
 
 
 def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = None) -> None:
-    """Assert that every parameter and buffer is identical on all ranks (e.g. before a snapshot)."""
+    """Assert that every parameter and buffer is identical on all ranks (e.g. before a snapshot).
+
+    Every rank walks all tensors before any raises, so a mismatch is an error on all ranks, not a hang.
+    """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
+    mismatches = []
     for name, tensor in named_params_and_buffers(module):
         fullname = type(module).__name__ + '.' + name
         if ignore_regex is not None and re.fullmatch(ignore_regex, fullname):
@@ -171,7 +175,15 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = No
         other = tensor.clone()
         torch.distributed.broadcast(tensor=other, src=0)
         if not (tensor == other).all():
-            raise AssertionError(f'DDP consistency check failed for {fullname}')
+            mismatches.append(fullname)
+    nccl = torch.distributed.get_backend() == 'nccl'
+    count = torch.tensor([len(mismatches)], dtype=torch.float32,
+                         device=torch.device('cuda', torch.cuda.current_device()) if nccl else 'cpu')
+    torch.distributed.all_reduce(count)
+    if count.item() > 0:
+        where = ', '.join(mismatches[:5]) if mismatches else 'on another rank'
+        raise AssertionError(f'DDP consistency check failed: {int(count.item())} tensors differ from rank 0 ({where})')
+
 
 #----------------------------------------------------------------------------
 # Module summary table.
