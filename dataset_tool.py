@@ -1,0 +1,617 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Pack medical volumes into a training dataset for stylegan2-ada-3d.
+
+Each volume goes through: read -> reorient to LPS -> resample to --spacing -> centred crop/pad to --fov ->
+resize to --size -> clip to the --clip percentiles -> scale to --dtype. The geometric steps are composed into one
+linear resampling (with Gaussian anti-aliasing when down-sampling), so every voxel is interpolated once. LPS, the
+canonical orientation recorded in dataset.json, has x towards the patient's left, y towards posterior and z towards
+superior (identity direction). With --spacing and --size but no --fov, the box is size x spacing.
+
+The output is a zip (or folder) of uncompressed .npy volumes [C, D, H, W] named 00000/vol00000000.npy, plus
+dataset.json with the shape, dtype, spacing, orientation, channel names, labels and source names. It is written
+to a temporary name next to --dest and renamed at the end, so a failed or interrupted run leaves nothing.
+
+Examples:
+
+\b
+  # 200 built-in phantoms at 64x64x16 (x, y, z):
+  python dataset_tool.py --source=phantom:200 --dest=~/datasets/phantoms.zip --size=64x64x16
+\b
+  # NIfTI/NRRD/MHA/DICOM volumes found under a folder, at 0.5 x 0.5 x 3 mm in a 128 x 128 x 72 mm box:
+  python dataset_tool.py --source=~/prostate --dest=~/datasets/prostate.zip \\
+      --spacing=0.5,0.5,3 --fov=128,128,72 --size=256x256x24 --labels=~/prostate/labels.csv
+\b
+  # Three MR sequences per case as one 3-channel volume, aligned on the T2W grid:
+  python dataset_tool.py --source=~/picai --dest=~/datasets/picai.zip --size=256x256x24 \\
+      --channels='*_t2w.mha,*_adc.mha,*_hbv.mha'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from typing import Iterator
+
+import click
+import numpy as np
+import SimpleITK as sitk
+import tqdm
+
+from training import phantom, volume_io
+from training.dataset import DATASET_FORMAT
+
+DTYPES = ('uint8', 'uint16')
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: the same inputs give the same archive.
+
+
+class PackError(ValueError):
+    """A problem that stops packing (bad options, unusable sources, or any error with on_error='stop')."""
+
+#----------------------------------------------------------------------------
+# Sources: cases to pack, each with one item per channel.
+
+
+@dataclasses.dataclass
+class Case:
+    """One output volume: a name for reports, one source item per channel, and the names a label may use."""
+    name: str                         # Relative path, DICOM folder, case id or 'phantom:SEED'.
+    items: list[tuple[str, object]]   # ('file', path) | ('dicom', [slice files]) | ('phantom', seed).
+    keys: tuple[str, ...]             # Label names that refer to this case.
+
+
+def parse_phantom_source(source: str) -> tuple[int, int] | None:
+    """'phantom:N' or 'phantom:N:SEED' -> (N, SEED); None for other sources."""
+    if not source.startswith('phantom:'):
+        return None
+    match = re.fullmatch(r'phantom:(\d+)(?::(\d+))?', source)
+    if not match or int(match.group(1)) < 1:
+        raise PackError(f'--source "{source}": expected phantom:N or phantom:N:SEED with N >= 1')
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def phantom_cases(count: int, seed: int) -> list[Case]:
+    """Phantom volumes with seeds seed, seed + 1, ..."""
+    return [Case(f'phantom:{s}', [('phantom', s)], (f'phantom:{s}', f'phantom{s}', str(s)))
+            for s in range(seed, seed + count)]
+
+
+def _file_keys(rel: str) -> tuple[str, ...]:
+    base = os.path.basename(rel)
+    return (rel, volume_io.strip_extension(rel), base, volume_io.strip_extension(base))
+
+
+def _walk(root: str) -> Iterator[tuple[str, list[str]]]:
+    """(folder, sorted file names) under root, sorted, skipping hidden entries and macOS zip debris."""
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d != '__MACOSX')
+        yield folder, sorted(n for n in names if not n.startswith('.'))
+
+
+def folder_cases(root: str) -> tuple[list[Case], list[tuple[str, str]]]:
+    """Single-volume cases under root: volume files and DICOM series (one case per series).
+
+    Returns:
+        (cases, problems): problems are (name, reason) for DICOM folders whose series cannot be listed.
+    """
+    cases, problems = [], []
+    for folder, names in _walk(root):
+        dicom = []
+        for name in names:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root).replace(os.sep, '/')
+            if volume_io.volume_extension(name):
+                cases.append(Case(rel, [('file', path)], _file_keys(rel)))
+            elif volume_io.is_dicom_file(path):
+                dicom.append(path)
+        if dicom:
+            rel = os.path.relpath(folder, root).replace(os.sep, '/')
+            series = volume_io.find_dicom_series(folder)
+            if not series:
+                problems.append((rel, f'{len(dicom)} DICOM files but no readable series'))
+            for uid, files in series:
+                name = rel if len(series) == 1 else f'{rel}#{uid}'
+                cases.append(Case(name, [('dicom', files)], (name, rel, os.path.basename(folder), uid)))
+    return sorted(cases, key=lambda c: c.name), problems
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    # The single '*' captures the case id; '?' matches one character as in a glob.
+    head, tail = pattern.split('*')
+    escape = lambda s: re.escape(s).replace(r'\?', '.')  # noqa: E731
+    return re.compile(escape(head) + '(.+)' + escape(tail) + r'\Z', flags=re.IGNORECASE)
+
+
+def channel_names(patterns: list[str]) -> list[str]:
+    """Readable channel names from patterns: '*_t2w.nii.gz' -> 't2w'."""
+    names = []
+    for i, pattern in enumerate(patterns):
+        stem = volume_io.strip_extension(os.path.basename(pattern)).replace('*', '')
+        stem = stem.strip('_-. ') or f'channel{i}'
+        names.append(stem if stem not in names else f'{stem}{i}')
+    return names
+
+
+def sequence_cases(root: str, patterns: list[str]) -> tuple[list[Case], list[tuple[str, str]]]:
+    """Multi-sequence cases: files matching each pattern grouped by the part matched by '*'.
+
+    A pattern with a '/' matches the path relative to root; otherwise the file name.
+
+    Returns:
+        (cases, problems): problems are (case id, reason) for cases missing a sequence or matching twice.
+    """
+    regexes = [_pattern_regex(p) for p in patterns]
+    found: dict[str, list[list[str]]] = {}
+    for folder, names in _walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root).replace(os.sep, '/')
+            for c, (pattern, regex) in enumerate(zip(patterns, regexes)):
+                match = regex.match(rel if '/' in pattern else name)
+                if match:
+                    found.setdefault(match.group(1), [[] for _ in patterns])[c].append(rel)
+    cases, problems = [], []
+    for case_id in sorted(found):
+        hits = found[case_id]
+        missing = [patterns[c] for c, h in enumerate(hits) if not h]
+        double = [patterns[c] for c, h in enumerate(hits) if len(h) > 1]
+        if missing:
+            problems.append((case_id, f'case "{case_id}" has no file for {", ".join(missing)}'))
+        elif double:
+            problems.append((case_id, f'case "{case_id}" has several files for {", ".join(double)}'))
+        else:
+            items = [('file', os.path.join(root, h[0])) for h in hits]
+            cases.append(Case(case_id, items, (case_id, *_file_keys(hits[0][0]))))
+    return cases, problems
+
+
+@contextlib.contextmanager
+def source_root(source: str) -> Iterator[str]:
+    """The folder to search: the source folder itself, or a temporary extraction of a source zip."""
+    if os.path.isdir(source):
+        yield source
+        return
+    if not os.path.isfile(source):
+        raise PackError(f'--source "{source}" does not exist (expected a folder, a .zip or phantom:N)')
+    if not zipfile.is_zipfile(source):
+        raise PackError(f'--source "{source}" is neither a folder nor a .zip archive')
+    with tempfile.TemporaryDirectory(prefix='dataset-tool-') as tmp:
+        try:
+            with zipfile.ZipFile(source) as z:
+                z.extractall(tmp)  # extractall drops absolute paths and '..' from member names.
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise PackError(f'cannot extract --source "{source}": {e}') from None
+        yield tmp
+
+#----------------------------------------------------------------------------
+# Labels.
+
+
+def _parse_number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if re.fullmatch(r'\s*[+-]?\d+\s*', text) else value
+
+
+def load_labels(path: str) -> dict[str, int | list[float]]:
+    """Labels from a CSV (name,value[,value...], optional header) or JSON ({name: int or [floats]}).
+
+    All labels must be non-negative class indices, or all float vectors of one length.
+    """
+    try:
+        with open(path, newline='') as f:
+            if path.lower().endswith('.json'):
+                raw = json.load(f)
+                if not isinstance(raw, dict):
+                    raise PackError(f'--labels {path}: expected a JSON object {{name: label}}')
+            elif path.lower().endswith('.csv'):
+                raw = _read_label_csv(f, path)
+            else:
+                raise PackError(f'--labels {path}: expected a .csv or .json file')
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PackError(f'--labels {path}: {" ".join(str(e).split())}') from None
+    if not raw:
+        raise PackError(f'--labels {path} holds no labels')
+    return _validate_labels(raw, path)
+
+
+def _read_label_csv(f, path: str) -> dict[str, object]:
+    rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
+    labels = {}
+    for i, row in enumerate(rows):
+        name, values = row[0].strip(), [v.strip() for v in row[1:] if v.strip()]
+        try:
+            numbers = [_parse_number(v) for v in values]
+        except ValueError:
+            if i == 0:
+                continue  # A header row.
+            raise PackError(f'--labels {path}, row {i + 1}: labels must be numbers, got {values}') from None
+        if not values:
+            raise PackError(f'--labels {path}, row {i + 1}: "{name}" has no label')
+        labels[name] = numbers[0] if len(numbers) == 1 and isinstance(numbers[0], int) else [float(v) for v in numbers]
+    return labels
+
+
+def _validate_labels(raw: dict, path: str) -> dict[str, int | list[float]]:
+    is_class = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    values = list(raw.values())
+    if all(is_class(v) for v in values):
+        if min(values) < 0:
+            raise PackError(f'--labels {path}: class labels must be >= 0')
+        return {str(k): int(v) for k, v in raw.items()}
+    vectors = [v if isinstance(v, list) else [v] for v in values]
+    ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for v in vectors for x in v)
+    if not ok or len({len(v) for v in vectors}) != 1 or not vectors[0]:
+        raise PackError(f'--labels {path}: labels must all be class indices or all float vectors of one length')
+    return {str(k): [float(x) for x in v] for k, v in zip(raw, vectors)}
+
+
+def unmatched_labels(labels: dict, cases: list[Case]) -> list[str]:
+    """Label names that refer to no case."""
+    keys = {k for case in cases for k in case.keys}
+    return sorted(name for name in labels if name not in keys)
+
+
+def case_label(case: Case, labels: dict):
+    """The label of case (first of its keys found in labels), or None."""
+    return next((labels[k] for k in case.keys if k in labels), None)
+
+#----------------------------------------------------------------------------
+# One case: read, reorient, resample, clip, scale.
+
+
+@dataclasses.dataclass
+class GeometryOptions:
+    """The geometric target; every field (x, y, z) or None."""
+    size: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = None
+    fov: tuple[float, float, float] | None = None
+
+
+def read_item(item: tuple[str, object], geometry: GeometryOptions) -> sitk.Image:
+    """Read one channel source as a checked 3D image in its file orientation."""
+    kind, what = item
+    if kind == 'file':
+        return volume_io.read_image(what)
+    if kind == 'dicom':
+        return volume_io.read_dicom_series(what)
+    # Phantoms are drawn at the requested size directly, which saves a resampling when only --size is given.
+    array, spacing = phantom.make_phantom(int(what), geometry.size or phantom.DEFAULT_SIZE_XYZ)
+    return volume_io.array_to_image(array, spacing, volume_io.CANONICAL_DIRECTION)
+
+
+def to_stored(array: np.ndarray, clip: tuple[float, float], dtype: str, name: str) -> np.ndarray:
+    """Clip float voxels to their own percentiles and scale them to the full range of dtype."""
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f'{name} has NaN or infinite voxels')
+    lo, hi = np.percentile(array, clip)
+    if not hi > lo:
+        raise ValueError(f'{name} has constant intensity between the {clip[0]:g} and {clip[1]:g} percentiles')
+    max_value = np.iinfo(dtype).max
+    scaled = np.clip((array - np.float32(lo)) * np.float32(max_value / (hi - lo)), 0, max_value)
+    return np.rint(scaled).astype(dtype)
+
+
+def process_case(case: Case, geometry: GeometryOptions, clip: tuple[float, float],
+                 dtype: str) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Make the stored volume of a case.
+
+    Every channel is reoriented to LPS and resampled onto the first channel's target grid, then clipped and
+    scaled on its own.
+
+    Returns:
+        (volume [C, D, H, W] in dtype, spacing (x, y, z) mm).
+    """
+    images = [volume_io.reorient(read_item(item, geometry)) for item in case.items]
+    grid = volume_io.target_grid(images[0], geometry.size, geometry.spacing, geometry.fov)
+    channels = []
+    for item, image in zip(case.items, images):
+        array = volume_io.image_to_array(volume_io.resample(image, grid))  # [D, H, W]
+        label = item[1] if item[0] == 'file' else case.name
+        channels.append(to_stored(array, clip, dtype, str(label)))
+    return np.stack(channels), grid.spacing  # [C, D, H, W]
+
+#----------------------------------------------------------------------------
+# Output: a zip or a folder, written under a temporary name and renamed at the end.
+
+
+class DatasetWriter:
+    """Writes members to a temporary zip or folder beside dest; commit() renames it into place, abort() removes it."""
+
+    def __init__(self, dest: str) -> None:
+        self.dest = os.path.abspath(os.path.expanduser(dest))
+        self.is_zip = self.dest.lower().endswith('.zip')
+        parent = os.path.dirname(self.dest)
+        if self.is_zip and os.path.isdir(self.dest):
+            raise PackError(f'--dest {dest} is a folder; a .zip destination must be a file')
+        if not self.is_zip and os.path.exists(self.dest):
+            if not os.path.isdir(self.dest):
+                raise PackError(f'--dest {dest} exists and is not a folder (use a .zip name or an empty folder)')
+            if os.listdir(self.dest):
+                raise PackError(f'--dest {dest} is not empty')
+        os.makedirs(parent, exist_ok=True)
+        prefix = f'.{os.path.basename(self.dest)}.'
+        if self.is_zip:
+            fd, self.tmp = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
+            os.close(fd)
+            self._zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
+        else:
+            self.tmp = tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent)
+
+    def add(self, fname: str, data: bytes) -> None:
+        """Store one member (a '/'-separated relative name)."""
+        if self.is_zip:
+            self._zip.writestr(zipfile.ZipInfo(fname, date_time=_ZIP_DATE), data, compress_type=zipfile.ZIP_STORED)
+            return
+        path = os.path.join(self.tmp, *fname.split('/'))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            f.write(data)
+
+    def commit(self) -> None:
+        """Move the finished output to dest."""
+        if self.is_zip:
+            self._zip.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, (0o777 if not self.is_zip else 0o666) & ~umask)  # mkstemp/mkdtemp made it private.
+        os.replace(self.tmp, self.dest)  # An existing empty dest folder is replaced too (POSIX rename).
+
+    def abort(self) -> None:
+        """Remove the partial output."""
+        if self.is_zip:
+            with contextlib.suppress(Exception):
+                self._zip.close()
+            with contextlib.suppress(OSError):
+                os.remove(self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as the bytes of an uncompressed .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def volume_fname(index: int) -> str:
+    """The member name of volume index: 00000/vol00000000.npy, 1000 volumes per folder."""
+    return f'{index // 1000:05d}/vol{index:08d}.npy'
+
+#----------------------------------------------------------------------------
+# The whole run.
+
+
+@dataclasses.dataclass
+class PackSummary:
+    """What a run did."""
+    dest: str
+    written: int = 0
+    shape: list[int] | None = None                                 # [C, D, H, W]
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (name, reason)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def report(self) -> str:
+        """A human-readable summary."""
+        lines = [f'Wrote {self.written} volume{"s" * (self.written != 1)} of shape [C, D, H, W] = {self.shape} '
+                 f'to {self.dest}; skipped {len(self.skipped)}.']
+        lines += [f'  skipped {name}: {reason}' for name, reason in self.skipped]
+        lines += [f'  warning: {w}' for w in self.warnings]
+        return '\n'.join(lines)
+
+
+def _find_cases(source: str, root: str | None, channels: list[str] | None) -> tuple[list[Case], list]:
+    ph = parse_phantom_source(source)
+    if ph is not None:
+        if channels:
+            raise PackError('--channels does not apply to a phantom source')
+        return phantom_cases(*ph), []
+    cases, problems = sequence_cases(root, channels) if channels else folder_cases(root)
+    if not cases and not problems:
+        kinds = 'files matching --channels' if channels else 'volumes (NIfTI, NRRD, MHA/MHD, .npy or DICOM)'
+        raise PackError(f'--source {source}: no {kinds} found')
+    return cases, problems
+
+
+def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = None,
+                 spacing: tuple[float, float, float] | None = None, fov: tuple[float, float, float] | None = None,
+                 clip: tuple[float, float] = (0.5, 99.5), dtype: str = 'uint8', labels: str | None = None,
+                 max_volumes: int | None = None, on_error: str = 'skip', channels: list[str] | None = None,
+                 progress: bool = False) -> PackSummary:
+    """Pack a source into a dataset zip or folder (see the module docstring for the steps).
+
+    Args:
+        source: A folder (searched recursively), a .zip of such files, or 'phantom:N[:SEED]'.
+        dest: A .zip path, or an empty or non-existent folder.
+        size: Output size (x, y, z); None: all volumes must already share a size.
+        spacing: Resample to this spacing (x, y, z) mm; with size and no fov, the box is size * spacing.
+        fov: Centred physical crop/pad (x, y, z) mm.
+        clip: Lower and upper intensity percentiles, per volume and channel.
+        dtype: 'uint8' or 'uint16'.
+        labels: A CSV or JSON label file, or None.
+        max_volumes: Stop after writing this many volumes.
+        on_error: 'skip' (report and continue) or 'stop' (raise PackError) for a volume that cannot be packed.
+        channels: Glob patterns with one '*' each, one per sequence; the '*' part is the case id.
+        progress: Show a progress bar.
+
+    Returns:
+        The summary. Raises PackError when nothing could be written or on the first error with on_error='stop'.
+    """
+    ph = parse_phantom_source(source)
+    label_map = load_labels(labels) if labels else None
+    writer = DatasetWriter(dest)
+    try:
+        with (contextlib.nullcontext(None) if ph else source_root(source)) as root:
+            summary = _pack(source, root, writer, GeometryOptions(size, spacing, fov), clip, dtype, label_map,
+                            labels, max_volumes, on_error, channels, progress)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return summary
+
+
+def _pack(source, root, writer, geometry, clip, dtype, label_map, labels_path, max_volumes, on_error, channels,
+          progress) -> PackSummary:
+    summary = PackSummary(dest=writer.dest)
+    cases, problems = _find_cases(source, root, channels)
+
+    def fail(name: str, reason: str) -> None:
+        reason = reason.replace(root, source.rstrip('/\\')) if root and root != source else reason
+        if on_error == 'stop':
+            raise PackError(reason if name in reason else f'{name}: {reason}')
+        summary.skipped.append((name, reason))
+
+    if label_map is not None:
+        _check_label_names(label_map, labels_path, cases, on_error, summary)
+    for name, reason in problems:
+        fail(name, reason)
+
+    records, sources, spacings = [], [], []
+    for case in tqdm.tqdm(cases, desc='Packing', unit='vol', disable=None if progress else True):
+        if max_volumes is not None and summary.written >= max_volumes:
+            break
+        label = case_label(case, label_map) if label_map is not None else None
+        if label_map is not None and label is None:
+            fail(case.name, f'no label for {case.name} in {labels_path}')
+            continue
+        try:
+            volume, vox = process_case(case, geometry, clip, dtype)
+        except (ValueError, OSError, RuntimeError, MemoryError) as e:
+            fail(case.name, volume_io.sitk_error_message(e) if isinstance(e, RuntimeError) else str(e))
+            continue
+        if summary.shape is not None and list(volume.shape) != summary.shape:
+            fail(case.name, f'{case.name} has size {_xyz(volume.shape)}, the first volume {_xyz(summary.shape)}; '
+                 f'pass --size to resize every volume (or --spacing with --size or --fov for a common box)')
+            continue
+        summary.shape = list(volume.shape)
+        fname = volume_fname(summary.written)
+        writer.add(fname, npy_bytes(volume))
+        records.append([fname, label])
+        sources.append([fname, case.name])
+        spacings.append(vox)
+        summary.written += 1
+
+    if summary.written == 0:
+        raise PackError(f'no volumes were written from {source} ({len(summary.skipped)} skipped'
+                        + (f', e.g. {summary.skipped[0][0]}: {summary.skipped[0][1]})' if summary.skipped else ')'))
+    writer.add('dataset.json', json.dumps(_dataset_info(summary, spacings, dtype, channels, records, sources,
+                                                        clip)).encode())
+    return summary
+
+
+def _check_label_names(label_map: dict, labels_path: str, cases: list[Case], on_error: str,
+                       summary: PackSummary) -> None:
+    # A label for a volume that is not there is usually a typo or a wrong --source: stop or warn.
+    unmatched = unmatched_labels(label_map, cases)
+    if unmatched:
+        message = f'--labels {labels_path} names {len(unmatched)} volume(s) not in the source, e.g. "{unmatched[0]}"'
+        if on_error == 'stop':
+            raise PackError(message)
+        summary.warnings.append(message)
+
+
+def _xyz(shape_cdhw) -> str:
+    return 'x'.join(str(s) for s in list(shape_cdhw)[:0:-1])  # [C, D, H, W] -> "WxHxD".
+
+
+def _dataset_info(summary, spacings, dtype, channels, records, sources, clip) -> dict:
+    median = np.median(np.asarray(spacings), axis=0)
+    spread = np.max(np.abs(np.asarray(spacings) / median - 1))
+    if spread > 0.01:
+        summary.warnings.append(f'voxel spacings differ by up to {spread:.0%} between volumes; dataset.json '
+                                f'records the median {np.round(median, 4).tolist()} mm (use --spacing or --fov)')
+    names = channel_names(channels) if channels else ['image']
+    return {
+        'format': DATASET_FORMAT,
+        'shape': summary.shape,
+        'dtype': dtype,
+        'spacing': [round(float(s), 6) for s in median],
+        'direction': list(volume_io.CANONICAL_DIRECTION),
+        'orientation': volume_io.CANONICAL_ORIENTATION,
+        'channels': names,
+        'channels_are_sequences': bool(channels) and len(channels) > 1,
+        'labels': records if all(label is not None for _, label in records) else None,
+        'sources': sources,
+        'clip_percentiles': [float(clip[0]), float(clip[1])],
+    }
+
+#----------------------------------------------------------------------------
+# Command line.
+
+
+def _numbers(value: str | None, param: str, count: int, integer: bool = False, sep: str = ','):
+    """Parse 'a,b,c' (or one number, repeated, when count is 3 and sep is ',') into a tuple of positive numbers."""
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.lower().split(sep)]
+    if len(parts) == 1 and sep == ',' and count == 3:
+        parts = parts * 3
+    try:
+        numbers = tuple(int(p) if integer else float(p) for p in parts)
+    except ValueError:
+        numbers = ()
+    if len(numbers) != count or min(numbers) <= 0 or not all(np.isfinite(numbers)):
+        what = 'XxYxZ positive integers, e.g. 256x256x24' if integer else \
+            f'{count} positive numbers separated by "{sep}"'
+        raise click.BadParameter(f'"{value}": expected {what}', param_hint=param)
+    return numbers
+
+
+def _parse_clip(value: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(p) for p in value.split(','))
+    except ValueError:
+        lo, hi = -1.0, -1.0
+    if not 0 <= lo < hi <= 100:
+        raise click.BadParameter(f'"{value}": expected two percentiles lo,hi with 0 <= lo < hi <= 100',
+                                 param_hint='--clip')
+    return lo, hi
+
+
+def _parse_channels(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    patterns = [p.strip() for p in value.split(',') if p.strip()]
+    bad = [p for p in patterns if p.count('*') != 1]
+    if not patterns or bad:
+        raise click.BadParameter(f'each pattern needs exactly one "*" (the case id), got "{bad[0] if bad else value}"',
+                                 param_hint='--channels')
+    return patterns
+
+
+@click.command(help=__doc__)
+@click.option('--source', required=True, metavar='PATH', help='Folder, .zip, or phantom:N[:SEED]')
+@click.option('--dest', required=True, metavar='PATH', help='Output .zip, or an empty or new folder')
+@click.option('--size', metavar='XxYxZ', help='Output size, e.g. 256x256x24 (W x H x D)')
+@click.option('--spacing', metavar='MM', help='Resample to this spacing: sx,sy,sz or one number')
+@click.option('--fov', metavar='MM', help='Centred physical crop/pad: fx,fy,fz or one number')
+@click.option('--clip', default='0.5,99.5', show_default=True, metavar='LO,HI', help='Intensity percentiles')
+@click.option('--dtype', type=click.Choice(DTYPES), default='uint8', show_default=True, help='Stored type')
+@click.option('--labels', type=click.Path(exists=True, dir_okay=False), help='Labels: CSV (name,label...) or JSON')
+@click.option('--max-volumes', type=click.IntRange(min=1), metavar='INT', help='Stop after this many volumes')
+@click.option('--on-error', type=click.Choice(['skip', 'stop']), default='skip', show_default=True,
+              help='Skip (and report) or stop at a volume that cannot be packed')
+@click.option('--channels', metavar='GLOBS', help='One pattern per sequence, e.g. "*_t2w.nii.gz,*_adc.nii.gz"')
+def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str | None, clip: str, dtype: str,
+         labels: str | None, max_volumes: int | None, on_error: str, channels: str | None) -> None:
+    try:
+        summary = pack_dataset(
+            source=os.path.expanduser(source), dest=dest, size=_numbers(size, '--size', 3, integer=True, sep='x'),
+            spacing=_numbers(spacing, '--spacing', 3), fov=_numbers(fov, '--fov', 3), clip=_parse_clip(clip),
+            dtype=dtype, labels=labels, max_volumes=max_volumes, on_error=on_error,
+            channels=_parse_channels(channels), progress=True)
+    except PackError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(summary.report())
+
+
+if __name__ == '__main__':
+    main()  # pylint: disable=no-value-for-parameter

@@ -1,0 +1,376 @@
+# SPDX-License-Identifier: Apache-2.0
+"""dataset_tool.py end to end on real files: every source format, geometry, sequences, labels and bad inputs."""
+
+import json
+import os
+import zipfile
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from click.testing import CliRunner
+
+import dataset_tool
+from tests.training.test_volume_io import measured_radius, sphere_image, write_dicom_series
+from training.dataset import VolumeFolderDataset
+
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+BLOB_SIGMA_MM = 3.0
+
+
+def pack(*args):
+    return CliRunner().invoke(dataset_tool.main, [str(a) for a in args])
+
+
+def read_zip(path):
+    """(dataset.json, {name: array}) of a packed zip."""
+    with zipfile.ZipFile(path) as z:
+        info = json.loads(z.read('dataset.json'))
+        arrays = {n: np.load(z.open(n)) for n in z.namelist() if n.endswith('.npy')}
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
+    return info, arrays
+
+
+def leftovers(folder):
+    return [n for n in os.listdir(folder) if n.startswith('.') or n.endswith(('.zip', '.tmp'))]
+
+#----------------------------------------------------------------------------
+# Sources with a smooth blob at a known world position (LPS, mm).
+
+
+def blob(points_lps, centre_lps):
+    """A Gaussian blob (peak 1000) on a gentle ramp, evaluated at world points [..., 3]."""
+    r2 = ((points_lps - np.asarray(centre_lps)) ** 2).sum(-1)
+    return 1000 * np.exp(-r2 / (2 * BLOB_SIGMA_MM ** 2)) + 20 + points_lps[..., 0]
+
+
+def sitk_blob_image(size_xyz, spacing, direction, centre_lps, blob_lps):
+    """A float32 image on the given grid, centred at centre_lps, holding the blob at blob_lps."""
+    m = np.reshape(direction, (3, 3))
+    half = (np.asarray(size_xyz) - 1) / 2 * np.asarray(spacing)
+    origin = np.asarray(centre_lps) - m @ half
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in size_xyz[::-1]], indexing='ij')  # [D, H, W] each
+    index_mm = np.stack([xx, yy, zz], -1) * np.asarray(spacing)                       # [D, H, W, 3]
+    points = origin + index_mm @ m.T
+    image = sitk.GetImageFromArray(blob(points, blob_lps).astype(np.float32))
+    image.SetSpacing(spacing)
+    image.SetDirection(tuple(float(d) for d in direction))
+    image.SetOrigin(tuple(origin))
+    return image
+
+
+def write_source(fmt, folder, blob_lps):
+    """Write one volume in format fmt whose grid is centred at the world origin; returns the source path."""
+    os.makedirs(folder, exist_ok=True)
+    if fmt == 'nifti':  # Written by nibabel with permuted and flipped axes and anisotropic voxels.
+        shape, spacing = (20, 30, 10), (1.5, 1.0, 3.0)
+        axes = np.array([[0, 1, 0], [-1, 0, 0], [0, 0, -1]], dtype=np.float64)  # Columns: RAS direction of i, j, k.
+        affine = np.eye(4)
+        affine[:3, :3] = axes * np.asarray(spacing)[None, :]
+        affine[:3, 3] = -affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
+        ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing='ij'), -1)
+        points = (ijk @ affine[:3, :3].T + affine[:3, 3]) @ LPS_FROM_RAS.T
+        path = os.path.join(folder, 'case.nii.gz')
+        nib.save(nib.Nifti1Image(blob(points, blob_lps).astype(np.float32), affine), path)
+        return path
+    if fmt in ('nrrd', 'nhdr', 'mha', 'mhd'):  # .nhdr and .mhd are detached headers beside a data file.
+        direction = (-1, 0, 0, 0, 0, 1, 0, 1, 0)  # x flipped, y and z swapped.
+        path = os.path.join(folder, f'case.{fmt}')
+        sitk.WriteImage(sitk_blob_image((30, 15, 20), (1.0, 2.0, 1.5), direction, (0, 0, 0), blob_lps), path)
+        return path
+    if fmt == 'npy':  # .npy is [D, H, W] at 1 mm with identity direction; centre it by the formula.
+        image = sitk_blob_image((30, 30, 30), (1.0, 1.0, 1.0), (1, 0, 0, 0, 1, 0, 0, 0, 1),
+                                (14.5, 14.5, 14.5), np.asarray(blob_lps) + 14.5)
+        path = os.path.join(folder, 'case.npy')
+        np.save(path, sitk.GetArrayFromImage(image))
+        return path
+    image = sitk_blob_image((30, 30, 10), (1.0, 1.0, 3.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 0), blob_lps)
+    volume = np.rint(sitk.GetArrayFromImage(image)).astype(np.int16)
+    write_dicom_series(os.path.join(folder, 'series1'), volume, (1.0, 1.0, 3.0), origin=image.GetOrigin(),
+                       extension='' if fmt == 'dicom-noext' else '.dcm')
+    return os.path.join(folder, 'series1')
+
+
+def blob_centroid(volume_dhw):
+    """Intensity-weighted centroid (x, y, z) in voxels of the part above half the peak."""
+    v = volume_dhw.astype(np.float64)
+    weights = np.where(v > v.max() / 2, v, 0)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in v.shape], indexing='ij')
+    return np.array([(g * weights).sum() / weights.sum() for g in (xx, yy, zz)])
+
+
+@pytest.mark.parametrize('fmt', ['nifti', 'nrrd', 'nhdr', 'mha', 'mhd', 'npy', 'dicom', 'dicom-noext'])
+def test_each_format_packs_with_size_spacing_and_orientation(tmp_path, fmt):
+    blob_lps = (5.0, -4.0, 6.0)  # Towards the patient's left, anterior and superior of the centre.
+    write_source(fmt, tmp_path / 'src', blob_lps)
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--size', '16x14x10',
+                  '--spacing', '2,2,3', '--clip', '0,100')
+    assert result.exit_code == 0, result.output
+    assert 'Wrote 1 volume' in result.output
+    info, arrays = read_zip(tmp_path / 'out.zip')
+    assert info['shape'] == [1, 10, 14, 16] and info['spacing'] == [2.0, 2.0, 3.0]
+    assert info['orientation'] == 'LPS' and info['direction'] == [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert info['format'] == 'stylegan2-ada-3d/1' and info['dtype'] == 'uint8'
+    assert info['labels'] is None and info['sources'][0][0] == '00000/vol00000000.npy'
+    volume = arrays['00000/vol00000000.npy']
+    assert volume.dtype == np.uint8 and volume.shape == (1, 10, 14, 16)
+    # The output grid is centred on the source's centre (the world origin): index = centre + offset / spacing.
+    expected = (np.array([16, 14, 10]) - 1) / 2 + np.asarray(blob_lps) / np.array([2.0, 2.0, 3.0])
+    assert np.allclose(blob_centroid(volume[0]), expected, atol=0.5), (blob_centroid(volume[0]), expected)
+
+
+def test_reorientation_alone_moves_a_marker_voxel_exactly(tmp_path):
+    data = np.zeros((6, 8, 5), dtype=np.float32)  # i, j, k
+    data[1, 6, 3] = 10
+    affine = np.array([[0, 1.5, 0, 3], [-2, 0, 0, 1], [0, 0, -2.5, 7], [0, 0, 0, 1]], dtype=np.float64)
+    os.makedirs(tmp_path / 'src')
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / 'src' / 'm.nii.gz')
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--clip', '0,100')
+    assert result.exit_code == 0, result.output
+    info, arrays = read_zip(tmp_path / 'out.zip')
+    volume = arrays['00000/vol00000000.npy'][0]  # [D, H, W]
+    # i runs along world -y (RAS) = +y (LPS), j along +x (RAS) = -x (LPS), k along -z: x <- flipped j, y <- i,
+    # z <- flipped k.
+    assert volume.shape == (5, 6, 8) and info['spacing'] == [1.5, 2.0, 2.5]
+    assert np.argwhere(volume == 255).tolist() == [[5 - 1 - 3, 1, 8 - 1 - 6]]
+
+
+def test_sphere_keeps_its_physical_radius(tmp_path):
+    os.makedirs(tmp_path / 'src')
+    sitk.WriteImage(sphere_image((0.6, 0.8, 3.0), 9.0, (48, 36, 10)), str(tmp_path / 'src' / 'sphere.nii.gz'))
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--spacing', '1',
+                  '--fov', '30,30,30', '--clip', '0,100')
+    assert result.exit_code == 0, result.output
+    info, arrays = read_zip(tmp_path / 'out.zip')
+    assert info['shape'] == [1, 30, 30, 30] and info['spacing'] == [1.0, 1.0, 1.0]
+    volume = arrays['00000/vol00000000.npy'][0] / 255.0
+    assert abs(measured_radius(volume, (1, 1, 1)) - 9.0) < 1.0  # Within a voxel.
+
+
+def test_three_sequences_on_different_grids_pack_aligned(tmp_path):
+    blob_lps = (6.0, 5.0, -4.0)
+    grids = {  # Per sequence: size, spacing, direction, centre (mm): all cover the same 40 mm box.
+        't2w': ((80, 80, 10), (0.5, 0.5, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 0)),
+        'adc': ((20, 20, 10), (2.0, 2.0, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (1.0, -1.0, 0)),
+        'hbv': ((16, 16, 8), (2.5, 2.5, 5.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1), (-1.0, 0, 2.0)),
+    }
+    for case in ('p001', 'p002'):
+        for seq, (size, spacing, direction, centre) in grids.items():
+            if case == 'p002' and seq == 'hbv':
+                continue  # p002 lacks a sequence: reported and skipped.
+            folder = tmp_path / 'src' / case
+            os.makedirs(folder, exist_ok=True)
+            image = sitk_blob_image(size, spacing, direction, centre, blob_lps)
+            sitk.WriteImage(image, str(folder / f'{case}_{seq}.nii.gz'))
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--size', '20x20x10',
+                  '--channels', '*_t2w.nii.gz,*_adc.nii.gz,*_hbv.nii.gz', '--clip', '0,100')
+    assert result.exit_code == 0, result.output
+    assert 'Wrote 1 volume' in result.output
+    assert 'skipped p002: case "p002" has no file for *_hbv.nii.gz' in result.output
+    info, arrays = read_zip(tmp_path / 'out.zip')
+    assert info['channels'] == ['t2w', 'adc', 'hbv'] and info['channels_are_sequences'] is True
+    assert info['shape'] == [3, 10, 20, 20] and info['spacing'] == [2.0, 2.0, 4.0]  # The T2W box over the size.
+    assert info['sources'] == [['00000/vol00000000.npy', 'p001']]
+    volume = arrays['00000/vol00000000.npy']
+    expected = (np.array([20, 20, 10]) - 1) / 2 + np.asarray(blob_lps) / np.array([2.0, 2.0, 4.0])
+    for c in range(3):
+        assert volume[c].max() == 255  # Each channel normalised on its own.
+        assert np.allclose(blob_centroid(volume[c]), expected, atol=0.5), (c, blob_centroid(volume[c]))
+
+
+def write_npy_cases(folder, names, shape=(4, 6, 8)):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        np.save(os.path.join(folder, f'{name}.npy'), rng.random(shape).astype(np.float32))
+
+
+def test_labels_from_csv_and_json_and_onehot_dataset(tmp_path):
+    write_npy_cases(tmp_path / 'src', ['a', 'b', 'c'])
+    (tmp_path / 'labels.csv').write_text('file,class\na.npy,2\nb,0\nc,1\n')  # Full name or stem.
+    (tmp_path / 'labels.json').write_text(json.dumps({'a': [0.5, 1.0], 'b.npy': [1.5, 2.0], 'c': [2.5, 3.0]}))
+    assert pack('--source', tmp_path / 'src', '--dest', tmp_path / 'csv.zip', '--labels',
+                tmp_path / 'labels.csv').exit_code == 0
+    assert pack('--source', tmp_path / 'src', '--dest', tmp_path / 'json', '--labels',
+                tmp_path / 'labels.json').exit_code == 0  # A folder destination.
+    info, _ = read_zip(tmp_path / 'csv.zip')
+    assert info['labels'] == [['00000/vol00000000.npy', 2], ['00000/vol00000001.npy', 0],
+                              ['00000/vol00000002.npy', 1]]
+    ds = VolumeFolderDataset(str(tmp_path / 'csv.zip'), use_labels=True)
+    assert ds.has_onehot_labels and [ds[i][1].tolist() for i in range(3)] == [[0, 0, 1], [1, 0, 0], [0, 1, 0]]
+    ds = VolumeFolderDataset(str(tmp_path / 'json'), use_labels=True)
+    assert not ds.has_onehot_labels and ds[1][1].tolist() == [1.5, 2.0]
+
+
+def test_dicom_folders_recursive_and_zip_source(tmp_path):
+    volume = np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8)
+    write_dicom_series(tmp_path / 'src' / 'pat1' / 'mr', volume, (1.0, 1.0, 2.0), uid='1.2.3.1')
+    write_dicom_series(tmp_path / 'src' / 'pat2', volume[:, ::-1], (1.0, 1.0, 2.0), uid='1.2.3.2', extension='')
+    write_dicom_series(tmp_path / 'src' / 'pat2', volume[::-1], (1.0, 1.0, 2.0), uid='1.2.3.3', origin=(0, 0, 50))
+    write_npy_cases(tmp_path / 'src' / 'npy', ['x'], shape=(3, 8, 8))
+    with zipfile.ZipFile(tmp_path / 'src.zip', 'w') as z:
+        for root, _, names in os.walk(tmp_path / 'src'):
+            for n in names:
+                z.write(os.path.join(root, n), os.path.relpath(os.path.join(root, n), tmp_path / 'src'))
+    for source in ('src', 'src.zip'):
+        result = pack('--source', tmp_path / source, '--dest', tmp_path / f'{source}-out.zip', '--clip', '0,100')
+        assert result.exit_code == 0, result.output
+        info, arrays = read_zip(tmp_path / f'{source}-out.zip')
+        assert [s for _, s in info['sources']] == ['npy/x.npy', 'pat1/mr', 'pat2#1.2.3.2', 'pat2#1.2.3.3']
+        assert info['shape'] == [1, 3, 8, 8]
+        expected = np.rint(volume.astype(np.float64) * 255 / volume.max())
+        assert np.array_equal(arrays['00000/vol00000001.npy'][0], expected)
+        assert np.array_equal(arrays['00000/vol00000002.npy'][0], expected[:, ::-1])
+
+
+def test_phantom_source_max_volumes_and_determinism(tmp_path):
+    for name in ('a.zip', 'b.zip'):
+        result = pack('--source', 'phantom:5:100', '--dest', tmp_path / name, '--size', '16x16x8',
+                      '--max-volumes', '3')
+        assert result.exit_code == 0, result.output
+    info, arrays = read_zip(tmp_path / 'a.zip')
+    assert len(arrays) == 3 and [s for _, s in info['sources']] == ['phantom:100', 'phantom:101', 'phantom:102']
+    assert (tmp_path / 'a.zip').read_bytes() == (tmp_path / 'b.zip').read_bytes()  # Reproducible archives.
+    assert info['clip_percentiles'] == [0.5, 99.5]
+
+
+def test_uint16_and_percentile_clipping(tmp_path):
+    os.makedirs(tmp_path / 'src')
+    ramp = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    np.save(tmp_path / 'src' / 'ramp.npy', ramp)
+    assert pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--dtype', 'uint16',
+                '--clip', '10,90').exit_code == 0
+    _, arrays = read_zip(tmp_path / 'out.zip')
+    volume = arrays['00000/vol00000000.npy'][0]
+    lo, hi = np.percentile(ramp, [10, 90])
+    expected = np.rint(np.clip((ramp - lo) / (hi - lo), 0, 1) * 65535)
+    assert volume.dtype == np.uint16 and np.abs(volume.astype(np.float64) - expected).max() <= 1
+
+#----------------------------------------------------------------------------
+# Bad inputs: one-line errors naming the file, skips with reasons, and nothing left on failure.
+
+
+def make_bad(folder, kind):
+    """Write a bad volume of the given kind in folder; returns its name."""
+    os.makedirs(folder, exist_ok=True)
+    if kind == 'truncated':
+        nib.save(nib.Nifti1Image(np.random.rand(12, 12, 6).astype(np.float32), np.eye(4)), folder / 'bad.nii.gz')
+        data = (folder / 'bad.nii.gz').read_bytes()
+        (folder / 'bad.nii.gz').write_bytes(data[:len(data) // 2])
+        return 'bad.nii.gz'
+    if kind == '2d':
+        nib.save(nib.Nifti1Image(np.random.rand(8, 6).astype(np.float32), np.eye(4)), folder / 'bad.nii')
+        return 'bad.nii'
+    if kind == '4d':
+        nib.save(nib.Nifti1Image(np.random.rand(8, 6, 4, 2).astype(np.float32), np.eye(4)), folder / 'bad.nii.gz')
+        return 'bad.nii.gz'
+    if kind == 'zero-size':
+        np.save(folder / 'bad.npy', np.zeros((0, 6, 8), np.float32))
+        return 'bad.npy'
+    np.save(folder / 'bad.npy', np.random.rand(4, 6, 9).astype(np.float32))  # 'mixed': another size.
+    return 'bad.npy'
+
+
+@pytest.mark.parametrize('kind, message', [
+    ('truncated', 'is truncated'),
+    ('2d', 'is a 2D image'),
+    ('4d', 'is a 4D image'),
+    ('zero-size', 'is empty'),
+    ('mixed', 'pass --size'),
+])
+def test_bad_volume_stops_or_is_skipped(tmp_path, kind, message):
+    write_npy_cases(tmp_path / 'src', ['a_good'])
+    name = make_bad(tmp_path / 'src', kind)
+    os.makedirs(tmp_path / 'out')
+    stop = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip', '--on-error', 'stop')
+    assert stop.exit_code == 1 and message in stop.output and name in stop.output, stop.output
+    error_lines = [line for line in stop.output.splitlines() if line.startswith('Error')]
+    assert len(error_lines) == 1 and message in error_lines[0]
+    assert os.listdir(tmp_path / 'out') == []  # No archive and no temporary file.
+
+    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip')
+    assert skip.exit_code == 0, skip.output
+    assert f'skipped {name}:' in skip.output and message in skip.output and 'Wrote 1 volume' in skip.output
+    _, arrays = read_zip(tmp_path / 'out' / 'd.zip')
+    assert len(arrays) == 1
+
+
+def test_mixed_sizes_pack_with_size(tmp_path):
+    write_npy_cases(tmp_path / 'src', ['a'], shape=(4, 6, 8))
+    write_npy_cases(tmp_path / 'src', ['b'], shape=(5, 7, 9))
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--size', '8x6x4')
+    assert result.exit_code == 0 and 'Wrote 2 volumes' in result.output, result.output
+
+
+def test_empty_folder_and_all_skipped_leave_nothing(tmp_path):
+    os.makedirs(tmp_path / 'empty')
+    (tmp_path / 'empty' / 'notes.txt').write_text('no volumes here')
+    result = pack('--source', tmp_path / 'empty', '--dest', tmp_path / 'out.zip')
+    assert result.exit_code == 1 and 'no volumes (NIfTI, NRRD, MHA/MHD, .npy or DICOM) found' in result.output
+    make_bad(tmp_path / 'bad', '2d')
+    result = pack('--source', tmp_path / 'bad', '--dest', tmp_path / 'out.zip')
+    assert result.exit_code == 1 and 'no volumes were written' in result.output and 'bad.nii' in result.output
+    assert sorted(os.listdir(tmp_path)) == ['bad', 'empty']
+
+
+def test_label_file_naming_missing_files(tmp_path):
+    write_npy_cases(tmp_path / 'src', ['a', 'b'])
+    (tmp_path / 'labels.csv').write_text('a,1\nb,0\nghost,1\n')
+    stop = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--labels', tmp_path / 'labels.csv',
+                '--on-error', 'stop')
+    assert stop.exit_code == 1 and 'labels.csv' in stop.output and '"ghost"' in stop.output
+    assert not os.path.exists(tmp_path / 'out.zip') and leftovers(tmp_path) == []
+    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--labels', tmp_path / 'labels.csv')
+    assert skip.exit_code == 0 and 'warning:' in skip.output and '"ghost"' in skip.output
+    # A volume without a label is a per-volume error.
+    (tmp_path / 'labels.csv').write_text('a,1\n')
+    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out2.zip', '--labels', tmp_path / 'labels.csv')
+    assert skip.exit_code == 0 and 'skipped b.npy: no label for b.npy' in skip.output
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--size', '16x16'], '--size'),
+    (['--size', '0x16x8'], '--size'),
+    (['--spacing', '1,2'], '--spacing'),
+    (['--fov', 'a,b,c'], '--fov'),
+    (['--clip', '90,10'], '--clip'),
+    (['--channels', '*_t2w_*.nii'], 'exactly one "*"'),
+    (['--dtype', 'float32'], '--dtype'),
+])
+def test_bad_options(tmp_path, args, message):
+    result = pack('--source', 'phantom:2', '--dest', tmp_path / 'out.zip', *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_sources_and_destinations(tmp_path):
+    result = pack('--source', tmp_path / 'missing', '--dest', tmp_path / 'out.zip')
+    assert result.exit_code == 1 and 'missing' in result.output and 'does not exist' in result.output
+    result = pack('--source', 'phantom:x', '--dest', tmp_path / 'out.zip')
+    assert result.exit_code == 1 and 'phantom:N' in result.output
+    os.makedirs(tmp_path / 'full')
+    (tmp_path / 'full' / 'x').write_text('')
+    result = pack('--source', 'phantom:1', '--dest', tmp_path / 'full')
+    assert result.exit_code == 1 and 'is not empty' in result.output
+    result = pack('--source', 'phantom:1', '--dest', tmp_path / 'l.zip', '--labels', tmp_path / 'full' / 'x')
+    assert result.exit_code == 1 and 'expected a .csv or .json' in result.output
+    assert sorted(os.listdir(tmp_path)) == ['full']
+
+
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    original = dataset_tool.process_case
+    calls = []
+
+    def interrupt_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dataset_tool, 'process_case', interrupt_on_third)
+    for dest in ('out.zip', 'out_dir'):
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            dataset_tool.pack_dataset('phantom:5', str(tmp_path / dest), size=(8, 8, 4))
+    assert os.listdir(tmp_path) == []

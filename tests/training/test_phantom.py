@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The procedural phantom: deterministic, varied, anatomy-like, and measurable with organ_contrast."""
+
+import time
+
+import numpy as np
+import pytest
+
+from training.phantom import FIELD_OF_VIEW_MM, make_phantom, organ_contrast
+
+
+def test_same_seed_same_volume_and_seeds_differ():
+    a, spacing_a = make_phantom(3, (48, 40, 12))
+    b, spacing_b = make_phantom(3, (48, 40, 12))
+    c, _ = make_phantom(4, (48, 40, 12))
+    assert a.shape == (12, 40, 48) and a.dtype == np.float32
+    assert np.array_equal(a, b) and spacing_a == spacing_b
+    assert np.abs(a - c).mean() > 0.01
+
+
+def test_default_geometry_is_anisotropic_and_covers_the_field_of_view():
+    volume, spacing = make_phantom(0)
+    assert volume.shape == (24, 128, 128)
+    assert spacing == pytest.approx((0.5, 0.5, 3.0))
+    _, spacing = make_phantom(0, (64, 32, 8))
+    assert np.allclose(np.asarray(spacing) * (64, 32, 8), FIELD_OF_VIEW_MM)
+    _, spacing = make_phantom(0, (16, 16, 4), spacing_xyz=(1, 1, 2))
+    assert spacing == (1.0, 1.0, 2.0)
+
+
+def test_anatomy_organ_brighter_than_tissue_and_air_dark():
+    volume, _ = make_phantom(5, (64, 64, 16))
+    d, h, w = volume.shape
+    organ = volume[d // 2, h // 2 - 2:h // 2 + 2, w // 2 - 2:w // 2 + 2].mean()
+    air = volume[:, :2, :2].mean()
+    assert volume.min() >= 0
+    assert air < 0.1 < 0.5 < organ  # Air is at the Rician noise floor, the organ is bright.
+
+
+def test_organ_contrast_clearly_positive_for_phantoms_and_about_zero_for_noise():
+    contrasts = [organ_contrast(make_phantom(seed, (32, 32, 16))[0]) for seed in range(20)]
+    assert min(contrasts) > 0.3
+    rng = np.random.default_rng(0)
+    noise = [organ_contrast(rng.random((16, 32, 32))) for _ in range(10)]
+    assert max(abs(x) for x in noise) < 0.05
+    assert organ_contrast(np.ones((4, 8, 8))) == 0.0
+    # The measure does not depend on the intensity scale or offset.
+    v = make_phantom(1, (32, 32, 16))[0]
+    assert organ_contrast(v * 200 + 7) == pytest.approx(organ_contrast(v), rel=1e-6)
+
+
+def test_fast_enough_for_demos():
+    start = time.perf_counter()
+    for seed in range(200):
+        make_phantom(seed, (64, 64, 16))
+    assert time.perf_counter() - start < 10  # About 1 s on one core; generous for a shared machine.
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(size_xyz=(1, 8, 8)), 'size must be three integers >= 2'),
+    (dict(size_xyz=(8, 8, 8), spacing_xyz=(1, 0, 1)), 'spacing must be three positive'),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_phantom(0, **kwargs)
+    with pytest.raises(ValueError, match='non-empty'):
+        organ_contrast(np.zeros((4, 4)))

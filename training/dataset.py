@@ -1,0 +1,276 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The training dataset: volumes packed by dataset_tool.py, read lazily from a zip or a folder.
+
+A packed dataset holds uncompressed .npy volumes [C, D, H, W] (uint8 or uint16) and a dataset.json at its root
+with the shape, dtype, voxel spacing, orientation, channel names and labels. Volumes are returned in their stored
+dtype; the training loop maps them to [-1, 1] with x / max_value * 2 - 1.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import torch
+
+import dnnlib
+
+DATASET_FORMAT = 'stylegan2-ada-3d/1'
+MAX_VALUES = {'uint8': 255, 'uint16': 65535}
+
+#----------------------------------------------------------------------------
+
+
+class VolumeFolderDataset(torch.utils.data.Dataset):
+    """Volumes from a dataset zip or folder made by dataset_tool.py.
+
+    Args:
+        path: A .zip or a folder with dataset.json and .npy volumes at its root (volumes may be in subfolders).
+        img_shape: Expected (D, H, W); None: whatever the dataset holds. A mismatch raises ValueError.
+        max_size: Use a random subset of at most this many volumes (seeded, kept in index order); None: all.
+        use_labels: Return the labels from dataset.json; False: labels of shape [0].
+        xflip: Double the dataset with copies mirrored along W.
+        random_seed: Seed of the max_size subset.
+    """
+
+    def __init__(self,
+                 path: str,                                      # Dataset zip or folder.
+                 img_shape: tuple[int, int, int] | None = None,  # Expected (D, H, W); None = any.
+                 max_size: int | None = None,                    # Random subset size; None = all volumes.
+                 use_labels: bool = False,                       # Return labels (else shape [0]).
+                 xflip: bool = False,                            # Add W-mirrored copies (doubles the length).
+                 random_seed: int = 0,                           # Seed of the max_size subset.
+                 ) -> None:
+        self._path = str(path)
+        self._zipfile = None
+        self._zip_pid = None
+        self._type = self._detect_type(self._path)
+        self._name = os.path.splitext(os.path.basename(os.path.normpath(self._path)))[0]
+        self._info = self._read_info()
+        self._fnames = sorted(f for f in self._all_files() if f.endswith('.npy'))
+        if not self._fnames:
+            raise ValueError(f'{self._path} holds no .npy volumes')
+        dtype = str(self._info.get('dtype', 'uint8'))
+        if dtype not in MAX_VALUES:
+            raise ValueError(f'{self._path}: dtype "{dtype}" in dataset.json is not one of {sorted(MAX_VALUES)}')
+        self._dtype = np.dtype(dtype)
+        self._image_shape = tuple(int(s) for s in self._load_raw_volume(0).shape)
+        if len(self._image_shape) != 4:
+            raise ValueError(f'{self._path}: {self._fnames[0]} has shape {self._image_shape}; expected [C, D, H, W]')
+        if img_shape is not None and tuple(int(s) for s in img_shape) != self._image_shape[1:]:
+            raise ValueError(f'dataset {self._path} holds volumes of shape (D, H, W) = {self._image_shape[1:]}, '
+                             f'not the requested {tuple(img_shape)}')
+        self.close()  # Workers forked later start without a shared handle.
+        self._use_labels = use_labels
+        self._raw_labels = None
+        self._label_shape = None
+
+        # Subset and mirror bookkeeping, as the official 2D dataset.
+        self._raw_idx = np.arange(len(self._fnames), dtype=np.int64)
+        if max_size is not None and self._raw_idx.size > max_size:
+            np.random.RandomState(random_seed % (1 << 31)).shuffle(self._raw_idx)
+            self._raw_idx = np.sort(self._raw_idx[:max_size])
+        self._xflip = np.zeros(self._raw_idx.size, dtype=np.uint8)
+        if xflip:
+            self._raw_idx = np.tile(self._raw_idx, 2)
+            self._xflip = np.concatenate([self._xflip, np.ones_like(self._xflip)])
+
+    # Storage access.
+
+    @staticmethod
+    def _detect_type(path: str) -> str:
+        if os.path.isdir(path):
+            return 'dir'
+        if os.path.isfile(path) and path.lower().endswith('.zip'):
+            return 'zip'
+        if not os.path.exists(path):
+            raise FileNotFoundError(f'dataset {path} does not exist')
+        raise ValueError(f'dataset {path} must be a .zip or a folder made by dataset_tool.py')
+
+    def _get_zipfile(self) -> zipfile.ZipFile:
+        # One handle per process. A forked DataLoader worker inherits the parent's handle, whose file offset it
+        # would share (reads would interleave and corrupt each other), so a new pid opens its own.
+        if self._zipfile is None or self._zip_pid != os.getpid():
+            self._zipfile = zipfile.ZipFile(self._path)
+            self._zip_pid = os.getpid()
+        return self._zipfile
+
+    def _all_files(self) -> list[str]:
+        if self._type == 'zip':
+            return [n for n in self._get_zipfile().namelist() if not n.endswith('/')]
+        files = []
+        for root, _dirs, names in os.walk(self._path):
+            files += [os.path.relpath(os.path.join(root, n), self._path).replace(os.sep, '/') for n in names]
+        return files
+
+    def _open_file(self, fname: str):
+        if self._type == 'zip':
+            return self._get_zipfile().open(fname, 'r')
+        return open(os.path.join(self._path, fname), 'rb')
+
+    def _read_info(self) -> dict:
+        try:
+            with self._open_file('dataset.json') as f:
+                info = json.load(f)
+        except (KeyError, FileNotFoundError):
+            raise ValueError(f'{self._path} has no dataset.json at its root; pack it with dataset_tool.py') from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f'{self._path}: dataset.json is not valid JSON ({e})') from None
+        fmt = info.get('format', DATASET_FORMAT)
+        if fmt != DATASET_FORMAT:
+            raise ValueError(f'{self._path}: dataset.json format "{fmt}" is not "{DATASET_FORMAT}"')
+        return info
+
+    def _load_raw_volume(self, raw_idx: int) -> np.ndarray:
+        fname = self._fnames[raw_idx]
+        with self._open_file(fname) as f:
+            data = f.read()
+        volume = np.load(io.BytesIO(data), allow_pickle=False)
+        if volume.dtype != self._dtype:
+            raise ValueError(f'{self._path}: {fname} has dtype {volume.dtype}, dataset.json says {self._dtype}')
+        return volume
+
+    def close(self) -> None:
+        """Close this process's zip handle (a later read reopens it)."""
+        if self._zipfile is not None and self._zip_pid == os.getpid():
+            self._zipfile.close()
+        self._zipfile = None
+
+    def __getstate__(self) -> dict:
+        # Workers get a copy without the open handle and the label cache.
+        return dict(self.__dict__, _zipfile=None, _raw_labels=None)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # Interpreter shutdown may have torn down zipfile already.
+            pass
+
+    # Labels.
+
+    def _load_raw_labels(self) -> np.ndarray:
+        n = len(self._fnames)
+        entries = self._info.get('labels')
+        if not self._use_labels or entries is None:
+            return np.zeros([n, 0], dtype=np.float32)
+        by_name = {str(name).replace('\\', '/'): label for name, label in entries}
+        missing = [f for f in self._fnames if f not in by_name]
+        if missing:
+            raise ValueError(f'{self._path}: dataset.json has no label for {missing[0]} ({len(missing)} missing)')
+        labels = np.array([by_name[f] for f in self._fnames])
+        if labels.ndim == 1:
+            if not np.all(np.equal(np.mod(labels, 1), 0)) or labels.min() < 0:
+                raise ValueError(f'{self._path}: class labels must be non-negative integers')
+            return labels.astype(np.int64)
+        if labels.ndim == 2:
+            return labels.astype(np.float32)
+        raise ValueError(f'{self._path}: labels must be class indices or float vectors, got shape {labels.shape}')
+
+    def _get_raw_labels(self) -> np.ndarray:
+        if self._raw_labels is None:
+            self._raw_labels = self._load_raw_labels()
+        return self._raw_labels
+
+    def get_label(self, idx: int) -> np.ndarray:
+        """The label of item idx as float32: one-hot for class labels, the vector itself otherwise."""
+        label = self._get_raw_labels()[self._raw_idx[idx]]
+        if label.dtype == np.int64:
+            onehot = np.zeros(self.label_shape, dtype=np.float32)
+            onehot[label] = 1
+            return onehot
+        return label.copy()
+
+    def get_details(self, idx: int) -> dnnlib.EasyDict:
+        """raw_idx (index into the packed volumes), xflip (bool) and raw_label (as stored) of item idx."""
+        raw_idx = int(self._raw_idx[idx])
+        return dnnlib.EasyDict(raw_idx=raw_idx, xflip=bool(self._xflip[idx]),
+                               raw_label=self._get_raw_labels()[raw_idx].copy())
+
+    # Items.
+
+    def __len__(self) -> int:
+        return int(self._raw_idx.size)
+
+    def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        volume = self._load_raw_volume(int(self._raw_idx[idx]))
+        if tuple(volume.shape) != self._image_shape:
+            raise ValueError(f'{self._path}: {self._fnames[self._raw_idx[idx]]} has shape {volume.shape}; '
+                             f'the dataset holds {self._image_shape}')
+        if self._xflip[idx]:
+            volume = volume[..., ::-1]  # [C, D, H, W]: mirror W.
+        return np.ascontiguousarray(volume), self.get_label(idx)
+
+    # Properties.
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def image_shape(self) -> list[int]:
+        """[C, D, H, W]."""
+        return list(self._image_shape)
+
+    @property
+    def num_channels(self) -> int:
+        return self._image_shape[0]
+
+    @property
+    def img_shape(self) -> tuple[int, int, int]:
+        """(D, H, W)."""
+        return tuple(self._image_shape[1:])
+
+    @property
+    def label_shape(self) -> list[int]:
+        if self._label_shape is None:
+            raw = self._get_raw_labels()
+            self._label_shape = [int(raw.max()) + 1] if raw.dtype == np.int64 else list(raw.shape[1:])
+        return list(self._label_shape)
+
+    @property
+    def label_dim(self) -> int:
+        return int(np.prod(self.label_shape))
+
+    @property
+    def has_labels(self) -> bool:
+        return any(x != 0 for x in self.label_shape)
+
+    @property
+    def has_onehot_labels(self) -> bool:
+        return self._get_raw_labels().dtype == np.int64
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel spacing (x, y, z) in mm."""
+        return tuple(float(s) for s in self._info.get('spacing', (1.0, 1.0, 1.0)))
+
+    @property
+    def direction(self) -> tuple[float, ...]:
+        """Direction cosines, 9 floats in ITK's row-major order (columns are the x, y, z axes)."""
+        return tuple(float(s) for s in self._info.get('direction', (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+
+    @property
+    def orientation(self) -> str:
+        return str(self._info.get('orientation', 'LPS'))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def max_value(self) -> int:
+        """255 for uint8, 65535 for uint16: x / max_value * 2 - 1 maps a volume to [-1, 1]."""
+        return MAX_VALUES[self._dtype.name]
+
+    @property
+    def channel_names(self) -> list[str]:
+        names = self._info.get('channels')
+        return list(names) if names else [f'channel{i}' for i in range(self.num_channels)]
+
+    @property
+    def channels_are_sequences(self) -> bool:
+        """True when the channels are separate MR sequences (not colour components)."""
+        return bool(self._info.get('channels_are_sequences', False))

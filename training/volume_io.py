@@ -1,0 +1,429 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Reading, reorienting, resampling and writing medical volumes (NIfTI, NRRD, MetaImage, DICOM series, .npy).
+
+Geometry follows ITK: a volume is a SimpleITK image whose size, spacing and origin are (x, y, z) and whose
+direction is 9 floats, the 3x3 matrix in row-major order with the x, y, z axes as its columns, in LPS world
+coordinates (mm). Its numpy array is [D, H, W] = [z, y, x].
+
+The canonical orientation is LPS (DICOM convention: x runs towards the patient's left, y towards posterior, z
+towards superior), so a canonical volume has the identity direction and an axial slice [H, W] shows anterior at
+the top and the patient's left on the right (the radiological view). Reorienting only permutes and flips axes
+(no interpolation); an oblique acquisition keeps its small tilt, which the packed dataset does not record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import os
+import re
+import tempfile
+
+import numpy as np
+import scipy.ndimage
+import SimpleITK as sitk
+
+CANONICAL_ORIENTATION = 'LPS'
+CANONICAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+READ_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.nhdr', '.mha', '.mhd', '.npy')
+WRITE_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.mha', '.npy')
+
+#----------------------------------------------------------------------------
+# File types.
+
+
+def volume_extension(path: str) -> str | None:
+    """The volume extension of path (one of READ_EXTENSIONS, lower case), or None."""
+    lower = str(path).lower()
+    return next((ext for ext in READ_EXTENSIONS if lower.endswith(ext)), None)
+
+
+def strip_extension(name: str) -> str:
+    """File name without its volume extension ('case1.nii.gz' -> 'case1'); other names lose their last suffix."""
+    ext = volume_extension(name) or os.path.splitext(name)[1]
+    return name[:len(name) - len(ext)] if ext else name
+
+
+def is_dicom_file(path: str) -> bool:
+    """True for .dcm files and for files carrying the DICOM preamble magic 'DICM' at byte 128."""
+    if path.lower().endswith('.dcm'):
+        return True
+    try:
+        with open(path, 'rb') as f:
+            return f.read(132)[128:] == b'DICM'
+    except OSError:
+        return False
+
+
+def sitk_error_message(error: Exception) -> str:
+    """A one-line version of a SimpleITK/ITK exception message (which spans several lines with source paths)."""
+    text = str(error)
+    match = re.search(r'(?:ITK ERROR|sitk::ERROR):\s*(.*)', text, flags=re.S)
+    text = match.group(1) if match else text
+    text = re.sub(r'^\w+\(0x[0-9a-f]+\):\s*', '', text.strip())  # Drop the "ClassName(0x55e1...): " prefix.
+    text = text.replace('Reason: No such file or directory', '')  # A stale errno after a short read.
+    return ' '.join(text.split()) or type(error).__name__
+
+#----------------------------------------------------------------------------
+# Reading.
+
+
+def _check_nifti_complete(path: str) -> None:
+    """ITK reads a truncated NIfTI silently (zeros for the missing part), so compare the data size to the header."""
+    import nibabel as nib
+    try:
+        header = nib.load(path).header
+        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
+            header.get_data_dtype().itemsize
+        if path.lower().endswith('.gz'):
+            actual = 0
+            with gzip.open(path, 'rb') as f:
+                while chunk := f.read(1 << 22):
+                    actual += len(chunk)
+        else:
+            actual = os.path.getsize(path)
+    except EOFError:
+        raise ValueError(f'{path} is truncated: the compressed stream ends early') from None
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as e:
+        raise ValueError(f'cannot read {path}: {" ".join(str(e).split()) or type(e).__name__}') from None
+    if actual < expected:
+        raise ValueError(f'{path} is truncated: {actual} bytes of data, the header needs {expected}')
+
+
+def _image_from_npy(path: str, allow_channels: bool) -> sitk.Image:
+    """A .npy array [D, H, W] (or [C, D, H, W] when allowed) as an image with 1 mm spacing and identity direction."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f'cannot read {path}: {" ".join(str(e).split())}') from None
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.dtype.kind not in 'uif':
+        raise ValueError(f'{path} holds {array.dtype} values; expected a real-valued array')
+    if array.dtype == np.float16:
+        array = array.astype(np.float32)
+    if allow_channels and array.ndim == 4:
+        return sitk.GetImageFromArray(np.moveaxis(array, 0, -1), isVector=True)  # [D, H, W, C]
+    if array.ndim != 3:
+        raise ValueError(f'{path} is a {array.ndim}D array of shape {array.shape}; expected a 3D volume [D, H, W]')
+    return sitk.GetImageFromArray(array)
+
+
+def check_volume(image: sitk.Image, name: str, allow_channels: bool = False) -> None:
+    """Raise ValueError (naming the source) unless image is a non-empty 3D volume (scalar unless allowed)."""
+    size = 'x'.join(str(s) for s in image.GetSize())
+    if image.GetDimension() != 3:
+        raise ValueError(f'{name} is a {image.GetDimension()}D image (size {size}); expected a 3D volume')
+    if min(image.GetSize()) == 0:
+        raise ValueError(f'{name} is empty (size {size})')
+    if min(image.GetSize()) == 1:
+        raise ValueError(f'{name} is a 2D image (size {size}); expected a 3D volume')
+    if image.GetNumberOfComponentsPerPixel() != 1 and not allow_channels:
+        raise ValueError(f'{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; '
+                         f'expected a scalar volume')
+
+
+def read_image(path: str, allow_channels: bool = False) -> sitk.Image:
+    """Read one volume file (NIfTI, NRRD, MetaImage or .npy) as a checked 3D SimpleITK image.
+
+    Args:
+        path: The file; .npy arrays are [D, H, W] with 1 mm spacing and identity direction.
+        allow_channels: Accept multi-component images ([C, D, H, W] for .npy) instead of raising.
+
+    Returns:
+        The image, in its file's orientation.
+
+    Raises:
+        ValueError: unreadable, truncated, not 3D, empty, or (unless allowed) multi-component.
+    """
+    path = str(path)
+    ext = volume_extension(path)
+    if ext is None:
+        raise ValueError(f'{path} is not a volume file (expected one of {", ".join(READ_EXTENSIONS)})')
+    if ext == '.npy':
+        image = _image_from_npy(path, allow_channels)
+    else:
+        if ext in ('.nii', '.nii.gz'):
+            _check_nifti_complete(path)
+        try:
+            image = sitk.ReadImage(path)
+        except RuntimeError as e:
+            raise ValueError(f'cannot read {path}: {sitk_error_message(e)}') from None
+    check_volume(image, path, allow_channels)
+    return image
+
+
+def find_dicom_series(folder: str) -> list[tuple[str, list[str]]]:
+    """The DICOM series directly inside folder, as (SeriesInstanceUID, slice files sorted by position)."""
+    with _quiet_itk():
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        return [(uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))) for uid in sorted(uids)]
+
+
+def read_dicom_series(files: list[str], name: str | None = None) -> sitk.Image:
+    """Read the slices of one DICOM series as a checked 3D image.
+
+    Args:
+        files: The series' slice files, sorted by position (as find_dicom_series returns them).
+        name: How errors name the series (default: the first file's folder).
+
+    Raises:
+        ValueError: unreadable slices, slices of different size or orientation, uneven or missing slices.
+    """
+    name = name or os.path.dirname(files[0])
+    if not files:
+        raise ValueError(f'DICOM series {name} has no slices')
+    if len(files) > 1:
+        _check_slice_geometry(files, name)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(files))
+    try:
+        with _quiet_itk():
+            # One file may be a multi-frame volume; a lone single-frame file fails check_volume as 2D.
+            image = reader.Execute() if len(files) > 1 else sitk.ReadImage(files[0])
+    except RuntimeError as e:
+        raise ValueError(f'cannot read DICOM series {name}: {sitk_error_message(e)}') from None
+    check_volume(image, name)
+    return image
+
+
+def _check_slice_geometry(files: list[str], name: str) -> None:
+    """Slices of one series must share size and orientation and be evenly spaced along the slice normal."""
+    positions, layouts = [], set()
+    reader = sitk.ImageFileReader()
+    for path in files:
+        reader.SetFileName(path)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as e:
+            raise ValueError(f'cannot read DICOM slice {path}: {sitk_error_message(e)}') from None
+        layouts.add((reader.GetSize()[:2], tuple(np.round(reader.GetDirection(), 4))))
+        positions.append(reader.GetOrigin())
+    if len(layouts) > 1:
+        raise ValueError(f'DICOM series {name} mixes slices of different size or orientation')
+    direction = np.asarray(next(iter(layouts))[1]).reshape(3, 3)
+    depth = np.asarray(positions) @ direction[:, 2]  # Position of each slice along the slice normal.
+    gaps = np.diff(depth)
+    if np.any(np.abs(gaps) < 1e-4) or np.ptp(gaps) > 0.01 * max(abs(float(np.median(gaps))), 1e-3) + 1e-3:
+        raise ValueError(f'DICOM series {name} has uneven, duplicate or missing slices '
+                         f'(gaps {np.round(gaps.min(), 3)}..{np.round(gaps.max(), 3)} mm)')
+
+
+@contextlib.contextmanager
+def _quiet_itk():
+    """Silence ITK's warnings (e.g. GDCM's notes on private tags) for the duration."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def read_any(path: str, allow_channels: bool = False) -> sitk.Image:
+    """A volume file, or a folder holding exactly one DICOM series, as a checked 3D image (file orientation)."""
+    path = str(path)
+    if os.path.isdir(path):
+        series = find_dicom_series(path)
+        if len(series) != 1:
+            raise ValueError(f'{path} holds {len(series)} DICOM series; expected exactly one')
+        return read_dicom_series(series[0][1], path)
+    if not os.path.isfile(path):
+        raise ValueError(f'{path} does not exist')
+    if volume_extension(path) is None and is_dicom_file(path):
+        raise ValueError(f'{path} is a single DICOM file; pass the folder that holds its series')
+    return read_image(path, allow_channels)
+
+#----------------------------------------------------------------------------
+# Orientation and resampling.
+
+
+def reorient(image: sitk.Image, orientation: str = CANONICAL_ORIENTATION) -> sitk.Image:
+    """Permute and flip the axes of image so they run towards orientation (DICOM convention); no interpolation."""
+    current = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+    return image if current == orientation else sitk.DICOMOrient(image, orientation)
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A voxel grid in world space: size, spacing and origin are (x, y, z); direction is 9 floats (row-major)."""
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @property
+    def centre(self) -> np.ndarray:
+        """World position (mm) of the grid's centre."""
+        half = (np.asarray(self.size) - 1) / 2 * np.asarray(self.spacing)
+        return np.asarray(self.origin) + np.asarray(self.direction).reshape(3, 3) @ half
+
+
+def image_grid(image: sitk.Image) -> Grid:
+    """The grid of an image."""
+    return Grid(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                tuple(image.GetDirection()))
+
+
+def target_grid(image: sitk.Image, size: tuple[int, int, int] | None = None,
+                spacing: tuple[float, float, float] | None = None,
+                fov: tuple[float, float, float] | None = None) -> Grid:
+    """The output grid for image: same axes and centre, with the requested spacing, field of view and size.
+
+    The physical extent is fov if given, else size * spacing when both are given, else the image's own extent.
+    The spacing is extent / size when a size is given (so the last step "resize to the size" is part of the same
+    grid), else the requested spacing, else the image's. All (x, y, z), mm.
+
+    Args:
+        image: The (reoriented) source image.
+        size: Output voxels (x, y, z) or None.
+        spacing: Output spacing in mm or None.
+        fov: Output field of view (physical centred crop or pad) in mm or None.
+    """
+    src = image_grid(image)
+    if fov is not None:
+        extent = np.asarray(fov, dtype=np.float64)
+    elif size is not None and spacing is not None:
+        extent = np.asarray(size) * np.asarray(spacing, dtype=np.float64)
+    else:
+        extent = np.asarray(src.size) * np.asarray(src.spacing)
+    if size is not None:
+        out_size = np.asarray(size, dtype=np.int64)
+        out_spacing = extent / out_size
+    else:
+        out_spacing = np.asarray(spacing if spacing is not None else src.spacing, dtype=np.float64)
+        out_size = np.maximum(np.rint(extent / out_spacing), 1).astype(np.int64)
+    direction = np.asarray(src.direction).reshape(3, 3)
+    origin = src.centre - direction @ ((out_size - 1) / 2 * out_spacing)
+    return Grid(tuple(int(s) for s in out_size), tuple(float(s) for s in out_spacing),
+                tuple(float(o) for o in origin), src.direction)
+
+
+def same_grid(a: Grid, b: Grid, tol_mm: float = 1e-3) -> bool:
+    """True when two grids sample the same points (within tol_mm)."""
+    return (a.size == b.size and np.allclose(a.spacing, b.spacing, rtol=1e-6, atol=1e-6)
+            and np.allclose(a.origin, b.origin, atol=tol_mm) and np.allclose(a.direction, b.direction, atol=1e-6))
+
+
+def resample(image: sitk.Image, grid: Grid, default_value: float | None = None, antialias: bool = True) -> sitk.Image:
+    """Linear resampling of image onto grid (as float32), with Gaussian anti-aliasing where the grid is coarser.
+
+    Args:
+        image: A scalar 3D image.
+        grid: The output grid.
+        default_value: Value outside the image; None: the image's minimum (the background for MR and CT).
+        antialias: Blur along input axes that the output samples more coarsely, with sigma = (factor - 1) / 2
+            input voxels, so down-sampling does not alias.
+
+    Returns:
+        A float32 image on grid (the input itself, as float32, when it already lies on grid).
+    """
+    image = sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
+    if same_grid(image_grid(image), grid):
+        return image
+    if default_value is None:
+        default_value = float(sitk.GetArrayViewFromImage(image).min())
+    if antialias:
+        image = _antialias(image, grid)
+    ref = sitk.Image(list(grid.size), sitk.sitkFloat32)
+    ref.SetSpacing(grid.spacing)
+    ref.SetOrigin(grid.origin)
+    ref.SetDirection(grid.direction)
+    return sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, float(default_value), sitk.sitkFloat32)
+
+
+def _antialias(image: sitk.Image, grid: Grid) -> sitk.Image:
+    # How far apart output samples are along each input axis: the largest projection of an output step on it.
+    cosines = np.abs(np.asarray(image.GetDirection()).reshape(3, 3).T @ np.asarray(grid.direction).reshape(3, 3))
+    step = (cosines * np.asarray(grid.spacing)[None, :]).max(axis=1)  # [3] (x, y, z)
+    sigma_xyz = np.maximum(step / np.asarray(image.GetSpacing()) - 1, 0) / 2
+    if not np.any(sigma_xyz > 0.1):
+        return image
+    array = scipy.ndimage.gaussian_filter(sitk.GetArrayFromImage(image), sigma=sigma_xyz[::-1], mode='nearest')
+    blurred = sitk.GetImageFromArray(array)  # [D, H, W]
+    blurred.CopyInformation(image)
+    return blurred
+
+
+def image_to_array(image: sitk.Image) -> np.ndarray:
+    """The voxels as float32 [D, H, W] (scalar images) or [C, D, H, W] (multi-component images)."""
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        array = np.moveaxis(array, -1, 0)  # [D, H, W, C] -> [C, D, H, W]
+    return np.ascontiguousarray(array)
+
+
+def read_volume_array(path: str, orientation: str = CANONICAL_ORIENTATION) -> np.ndarray:
+    """Read a volume file or DICOM series folder as float32 [D, H, W] (or [C, D, H, W]) in the given orientation."""
+    image = read_any(path, allow_channels=True)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        channels = [reorient(sitk.VectorIndexSelectionCast(image, c), orientation)
+                    for c in range(image.GetNumberOfComponentsPerPixel())]
+        return np.stack([image_to_array(c) for c in channels])
+    return image_to_array(reorient(image, orientation))
+
+#----------------------------------------------------------------------------
+# Writing.
+
+
+def array_to_image(array: np.ndarray, spacing_xyz, direction, origin=None) -> sitk.Image:
+    """An image from [D, H, W] (scalar) or [C, D, H, W] (vector) voxels; origin None centres the volume at 0."""
+    array = np.asarray(array)
+    if array.ndim not in (3, 4) or array.size == 0:
+        raise ValueError(f'expected a non-empty [D, H, W] or [C, D, H, W] array, got shape {array.shape}')
+    spacing = tuple(float(s) for s in spacing_xyz)
+    direction = tuple(float(d) for d in direction)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f'spacing must be three positive numbers (x, y, z) in mm, got {spacing_xyz}')
+    if len(direction) != 9 or abs(abs(np.linalg.det(np.reshape(direction, (3, 3)))) - 1) > 1e-3:
+        raise ValueError(f'direction must be 9 floats forming a rotation (row-major), got {direction}')
+    if array.ndim == 4:
+        image = sitk.GetImageFromArray(np.moveaxis(array, 0, -1), isVector=True)  # [D, H, W, C]
+    else:
+        image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    if origin is None:
+        half = (np.asarray(image.GetSize()) - 1) / 2 * np.asarray(spacing)
+        origin = -np.reshape(direction, (3, 3)) @ half
+    image.SetOrigin(tuple(float(o) for o in origin))
+    return image
+
+
+def write_volume(path: str, array_dhw_or_cdhw: np.ndarray, spacing_xyz, direction, origin=None) -> None:
+    """Write a volume atomically (temp file in the same folder, then rename).
+
+    Args:
+        path: Destination; .nii, .nii.gz, .nrrd or .mha carry the geometry; .npy stores the array as it is.
+        array_dhw_or_cdhw: Voxels [D, H, W], or [C, D, H, W] written as a C-component image.
+        spacing_xyz: Voxel spacing (x, y, z) in mm.
+        direction: 9 floats, row-major, columns are the x, y, z axes in LPS world space.
+        origin: World position (mm) of the first voxel; None: the volume's centre sits at the world origin.
+    """
+    path = str(path)
+    ext = next((e for e in WRITE_EXTENSIONS if path.lower().endswith(e)), None)
+    if ext is None:
+        raise ValueError(f'cannot write {path}: the extension must be one of {", ".join(WRITE_EXTENSIONS)}')
+    array = np.asarray(array_dhw_or_cdhw)
+    image = array_to_image(array, spacing_xyz, direction, origin)  # Validates the geometry for .npy too.
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix=ext, dir=folder)
+    try:
+        if ext == '.npy':
+            with os.fdopen(fd, 'wb') as f:
+                np.save(f, array, allow_pickle=False)
+        else:
+            os.close(fd)
+            try:
+                sitk.WriteImage(image, tmp, useCompression=ext in ('.nrrd', '.mha'))
+            except RuntimeError as e:
+                raise OSError(f'cannot write {path}: {sitk_error_message(e)}') from None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the usual permissions.
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
