@@ -12,7 +12,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 #----------------------------------------------------------------------------
 # Dictionaries with attribute access.

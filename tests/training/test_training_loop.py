@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: Apache-2.0
+"""train.py and the training loop end to end on tiny phantom volumes (CPU)."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import legacy
+import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAST = ['--cfg=demo', '--batch=4', '--workers=0', '--metrics=none', '--snap=1']
+
+
+@pytest.fixture(scope='module')
+def phantom_zip(tmp_path_factory):
+    path = tmp_path_factory.mktemp('data') / 'phantoms.zip'
+    subprocess.run([sys.executable, 'dataset_tool.py', '--source=phantom:10', f'--dest={path}', '--size=16x16x8'],
+                   cwd=REPO, check=True, capture_output=True)
+    return str(path)
+
+
+def run_train(args):
+    result = CliRunner().invoke(train.main, args, catch_exceptions=False)
+    return result
+
+
+def test_dry_run_prints_options_and_writes_nothing(phantom_zip, tmp_path):
+    result = run_train([f'--outdir={tmp_path}', f'--data={phantom_zip}', '--dry-run', *FAST, '--kimg=0.008'])
+    assert result.exit_code == 0, result.output
+    assert 'Dry run' in result.output and '"batch_size": 4' in result.output
+    assert os.listdir(tmp_path) == []
+
+
+def test_auto_formulas_use_largest_inplane_size():
+    spec = train.resolve_spec(train.load_preset('auto'), gpus=1, res=256)
+    assert (spec.mb, spec.mbstd, spec.fmaps, spec.ema) == (16, 4, 0.5, 5)
+    assert spec.gamma == pytest.approx(0.8192)
+    spec8 = train.resolve_spec(train.load_preset('auto'), gpus=8, res=256)
+    assert (spec8.mb, spec8.gamma, spec8.ema) == (64, pytest.approx(0.2048), 20)
+
+
+def test_presets_resolve():
+    high = train.load_preset('prostate-high')
+    assert high['size'] == '256x256x24' and high['mb'] == 8 and high['gamma'] == 10 and high['map'] == 8
+    assert train.load_preset('prostate-high-cond')['cond'] is True
+    assert train.load_preset('brain-3dstylegan')['g_architecture'] == 'orig'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--cfg=nonexistent'], 'no preset'),
+    (['--aug=fixed'], '--aug=fixed needs --p'),
+    (['--p=0.3'], '--p can only be given with --aug=fixed'),
+    (['--cond=1'], 'needs labels'),
+    (['--batch=3', '--gpus=2'], 'divisible'),
+    (['--cfg=prostate-high'], 'is for 256x256x24 volumes'),
+])
+def test_bad_options_give_one_line_errors(phantom_zip, tmp_path, args, message):
+    base = [f'--outdir={tmp_path}', f'--data={phantom_zip}', '--dry-run', '--workers=0']
+    result = CliRunner().invoke(train.main, base + args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={tmp_path}/nope.zip', '--dry-run'])
+    assert result.exit_code == 2 and 'nope.zip' in result.output
+
+
+def test_training_run_writes_outputs_and_resumes_exactly(phantom_zip, tmp_path):
+    # Run A stops after 12 volumes; B resumes A and runs to 20; C runs to 20 straight. B must equal C.
+    common = [f'--data={phantom_zip}', *FAST, '--kimg-per-tick=0.008', '--aug=fixed', '--p=0.2', '--seed=3']
+    out_a, out_c = tmp_path / 'a', tmp_path / 'c'
+    assert run_train([f'--outdir={out_a}', '--kimg=0.012', *common]).exit_code == 0
+    run_a = out_a / os.listdir(out_a)[0]
+    assert run_a.name == '00000-phantoms-demo-kimg0.012-batch4-fixed-p0.2'
+    files = set(os.listdir(run_a))
+    for name in ['training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png',
+                 'fakes000000.png', 'network-snapshot-000000.pkl', 'training-state-000000.pt']:
+        assert name in files, name
+    assert not [n for n in files if '.tmp' in n]
+    stats = [json.loads(line) for line in open(run_a / 'stats.jsonl')]
+    assert len(stats) == 2 and 'Loss/G/loss' in stats[-1] and stats[-1]['Progress/kimg']['mean'] == pytest.approx(0.012)
+    assert 'sec/kimg' in open(run_a / 'log.txt').read()
+    snapshot = legacy.load_network(str(run_a / 'network-snapshot-000000.pkl'))
+    assert set(snapshot) >= {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
+
+    # Resume with --resume=latest continues run A in place.
+    assert run_train([f'--outdir={out_a}', '--kimg=0.02', '--resume=latest', *common]).exit_code == 0
+    assert os.listdir(out_a) == [run_a.name]
+    resumed = legacy.load_network(str(run_a / 'network-snapshot-000000.pkl'))
+    assert run_train([f'--outdir={out_c}', '--kimg=0.02', *common]).exit_code == 0
+    straight = legacy.load_network(str(out_c / os.listdir(out_c)[0] / 'network-snapshot-000000.pkl'))
+    for name in ['G', 'D', 'G_ema']:
+        for (key, a), (_, b) in zip(resumed[name].state_dict().items(), straight[name].state_dict().items()):
+            assert torch.equal(a, b), f'{name}.{key} differs after resume'
+    state = torch.load(run_a / 'training-state-000000.pt', weights_only=False)
+    assert state['progress']['cur_nimg'] == 20
+
+
+def loop_kwargs(args, run_dir):
+    """training_loop kwargs exactly as train.py resolves them from `args`."""
+    params = train.main.make_context('train.py', list(args)).params
+    opts = train.dnnlib.EasyDict(params, aug_given=params['aug'] is not None, aug=params['aug'] or 'ada')
+    _, c = train.setup_training_loop_kwargs(opts, gpus=1)
+    os.makedirs(run_dir)
+    return dict(c, run_dir=str(run_dir))
+
+
+def test_ada_moves_p_by_the_official_step(phantom_zip, tmp_path):
+    from training import training_loop
+    c = loop_kwargs([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.032',
+                     '--kimg-per-tick=0.016'], tmp_path / 'run')
+    # An unreachable target below any sign mean: every update raises p by batch * interval / (ada_kimg * 1000).
+    c.update(ada_target=-2.0, ada_kimg=0.1, ada_interval=4)
+    training_loop.training_loop(**c)
+    state = torch.load(tmp_path / 'run' / 'training-state-000000.pt', weights_only=False)
+    assert state['augment_p'] == pytest.approx(2 * 4 * 4 / 100)
+    pipe = pickle.load(open(tmp_path / 'run' / 'network-snapshot-000000.pkl', 'rb'))['augment_pipe']
+    assert float(pipe.p) == pytest.approx(state['augment_p'])
+
+
+def test_sigterm_writes_a_snapshot_and_exits_cleanly(phantom_zip, tmp_path):
+    import signal
+
+    from training import training_loop
+    c = loop_kwargs([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=1', '--kimg-per-tick=0.004',
+                     '--snap=1000'], tmp_path / 'run')
+    ticks = []
+
+    def preempt(cur_kimg, total_kimg):  # Called at the start and after every tick: preempt after the second.
+        ticks.append(cur_kimg)
+        if len(ticks) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+    training_loop.training_loop(**c, progress_fn=preempt)
+    # The signal arrived after kimg 0.008; the next minibatch (4 volumes) ends the run with a snapshot.
+    assert ticks[-1] == pytest.approx(0.012)
+    state = torch.load(tmp_path / 'run' / 'training-state-000000.pt', weights_only=False)
+    assert state['progress']['cur_nimg'] == 12
+    assert os.path.isfile(tmp_path / 'run' / 'network-snapshot-000000.pkl')
+    assert signal.getsignal(signal.SIGTERM) is not None and len(ticks) == 4
+
+
+def test_nonfinite_gradients_stop_the_run_with_a_clear_message(phantom_zip, tmp_path, monkeypatch):
+    from training import loss as loss_module
+    from training import training_loop
+    original = loss_module.StyleGAN2Loss.accumulate_gradients
+
+    def poisoned(self, phase, **kwargs):  # From the third D step on, D's gradients are NaN.
+        original(self, phase, **kwargs)
+        if phase == 'Dmain':
+            poisoned.steps += 1
+            if poisoned.steps >= 3:
+                next(p for p in self.D.parameters() if p.grad is not None).grad.fill_(float('nan'))
+    poisoned.steps = 0
+    monkeypatch.setattr(loss_module.StyleGAN2Loss, 'accumulate_gradients', poisoned)
+    c = loop_kwargs([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=1', '--kimg-per-tick=0.004',
+                     '--max-nonfinite=4'], tmp_path / 'run')
+    with pytest.raises(training_loop.TrainingDiverged, match=r'4 minibatches in a row had non-finite gradients '
+                       r'\(at kimg 0\.0\); the last good snapshot is .*network-snapshot-000000\.pkl'):
+        training_loop.training_loop(**c)
+    # The only snapshot is the one from before the NaNs (tick 0): still intact and finite.
+    snapshot = legacy.load_network(str(tmp_path / 'run' / 'network-snapshot-000000.pkl'))
+    assert all(torch.isfinite(p).all() for p in snapshot['D'].parameters())
+    stats = [json.loads(line) for line in open(tmp_path / 'run' / 'stats.jsonl')]
+    assert stats[-1]['Loss/nonfinite_steps']['mean'] > 0
+
+
+def test_two_processes_under_torchrun_stay_identical(phantom_zip, tmp_path):
+    # check_ddp_consistency at every snapshot raises if the ranks' networks differ.
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+           f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.016', '--kimg-per-tick=0.008']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = tmp_path / os.listdir(tmp_path)[0]
+    files = set(os.listdir(run_dir))
+    assert {'training-state-000000.pt', 'training-state-000000-rank1.pt', 'network-snapshot-000000.pkl'} <= files
+    rank0 = torch.load(run_dir / 'training-state-000000.pt', weights_only=False)
+    rank1 = torch.load(run_dir / 'training-state-000000-rank1.pt', weights_only=False)
+    assert rank0['progress'] == rank1['progress'] and rank0['progress']['cur_nimg'] == 16
+    assert not torch.equal(rank0['rng']['torch'], rank1['rng']['torch'])  # Per-rank seeding.

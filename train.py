@@ -1,0 +1,437 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Train a 3D StyleGAN2-ADA on a packed volume dataset.
+
+Examples:
+
+\b
+  # The CPU demo configuration on a phantom dataset.
+  python train.py --outdir=runs --data=phantoms.zip --cfg=demo --kimg=2
+
+\b
+  # Prostate T2W 256x256x24 on one node with 4 GPUs (spawned), ADA with the bgc pipe.
+  python train.py --outdir=runs --data=prostate.zip --cfg=prostate-high --gpus=4
+
+\b
+  # The same with torchrun, also across nodes (SLURM: one torchrun per node).
+  torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 \\
+      train.py --outdir=runs --data=prostate.zip --cfg=prostate-high
+
+\b
+  # Continue the newest run in --outdir exactly where it stopped.
+  python train.py --outdir=runs --data=prostate.zip --cfg=prostate-high --resume=latest
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+
+import click
+import torch
+
+import dnnlib
+from torch_utils import custom_ops, distributed
+from training import training_loop, volume_shape
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
+
+#----------------------------------------------------------------------------
+# Presets.
+
+
+def list_presets() -> list[str]:
+    return sorted(os.path.splitext(name)[0] for name in os.listdir(CONFIG_DIR) if name.endswith('.toml'))
+
+
+def load_preset(name: str) -> dict:
+    """Read configs/<name>.toml (or a path to a .toml file), following `extends` chains."""
+    path = name if name.endswith('.toml') else os.path.join(CONFIG_DIR, name + '.toml')
+    if not os.path.isfile(path):
+        raise click.BadParameter(f'no preset "{name}"; expected one of {", ".join(list_presets())} or a .toml file',
+                                 param_hint='--cfg')
+    with open(path, 'rb') as f:
+        try:
+            preset = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise click.BadParameter(f'{path} is not valid TOML: {e}', param_hint='--cfg')
+    parent = preset.pop('extends', None)
+    preset.pop('description', None)
+    return {**load_preset(parent), **preset} if parent else preset
+
+
+def resolve_spec(preset: dict, gpus: int, res: int) -> dnnlib.EasyDict:
+    """Hyperparameters of a preset; `auto` uses the official formulas with res = largest in-plane size."""
+    spec = dnnlib.EasyDict(ref_gpus=gpus, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002, gamma=10, ema=10,
+                           ramp=None, map=8)
+    spec.update({k: v for k, v in preset.items() if k != 'auto'})
+    if preset.get('auto'):
+        spec.ref_gpus = gpus
+        spec.mb = max(min(gpus * min(4096 // res, 32), 64), gpus)
+        spec.mbstd = min(spec.mb // gpus, 4)
+        spec.fmaps = 1 if res >= 512 else 0.5
+        spec.lrate = 0.002 if res >= 1024 else 0.0025
+        spec.gamma = 0.0002 * (res ** 2) / spec.mb
+        spec.ema = spec.mb * 10 / 32
+    if spec.ref_gpus < 0:
+        spec.ref_gpus = gpus
+    if not spec.ramp:
+        spec.ramp = None
+    return spec
+
+#----------------------------------------------------------------------------
+# Options -> training_loop kwargs.
+
+
+def open_dataset(data: str, use_labels: bool) -> tuple[dict, object]:
+    kwargs = dnnlib.EasyDict(class_name='training.dataset.VolumeFolderDataset', path=data, use_labels=use_labels,
+                             max_size=None, xflip=False)
+    try:
+        dataset = dnnlib.util.construct_class_by_name(**kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise click.BadParameter(f'cannot read dataset "{data}": {e}', param_hint='--data')
+    kwargs.img_shape = list(dataset.img_shape)
+    kwargs.max_size = len(dataset)
+    return kwargs, dataset
+
+
+def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, dnnlib.EasyDict]:
+    """Turn CLI options and the preset into (description, training_loop kwargs)."""
+    preset = load_preset(opts.cfg)
+    cond = opts.cond if opts.cond is not None else bool(preset.get('cond', False))
+    data_kwargs, dataset = open_dataset(opts.data, use_labels=cond)
+    if cond and not dataset.has_labels:
+        raise click.BadParameter(f'--cond needs labels in {opts.data}/dataset.json; the dataset has none',
+                                 param_hint='--cond')
+    if 'size' in preset and volume_shape.parse_size(preset['size']) != tuple(dataset.img_shape):
+        raise click.BadParameter(f'preset "{opts.cfg}" is for {preset["size"]} volumes but {opts.data} holds '
+                                 f'{volume_shape.format_size(dataset.img_shape)}', param_hint='--cfg')
+    desc = dataset.name + ('-cond' if cond else '')
+    if opts.subset is not None:
+        if not 1 <= opts.subset <= len(dataset):
+            raise click.BadParameter(f'must be between 1 and the dataset size {len(dataset)}', param_hint='--subset')
+        data_kwargs.max_size = opts.subset
+        data_kwargs.random_seed = opts.seed
+        desc += f'-subset{opts.subset}'
+    if opts.mirror:
+        data_kwargs.xflip = True
+        desc += '-mirror'
+
+    res = max(dataset.img_shape[1], dataset.img_shape[2])
+    spec = resolve_spec(preset, gpus, res)
+    desc += f'-{os.path.splitext(os.path.basename(opts.cfg))[0]}' + (str(gpus) if preset.get('auto') else '')
+    if opts.gamma is not None:
+        spec.gamma = opts.gamma
+        desc += f'-gamma{opts.gamma:g}'
+    if opts.kimg is not None:
+        spec.kimg = opts.kimg
+        desc += f'-kimg{opts.kimg:g}'
+    if opts.batch is not None:
+        spec.mb = opts.batch
+        desc += f'-batch{opts.batch}'
+    if spec.mb % gpus != 0:
+        raise click.BadParameter(f'the batch {spec.mb} must be divisible by the number of GPUs {gpus}',
+                                 param_hint='--batch')
+    batch_gpu = opts.batch_gpu or spec.mb // spec.ref_gpus
+    batch_gpu = max(min(batch_gpu, spec.mb // gpus), 1)
+    if (spec.mb // gpus) % batch_gpu != 0:
+        raise click.BadParameter(f'the per-GPU batch {spec.mb // gpus} must be divisible by {batch_gpu}',
+                                 param_hint='--batch-gpu')
+    mbstd = min(spec.mbstd, batch_gpu)
+
+    c = dnnlib.EasyDict(training_set_kwargs=data_kwargs, random_seed=opts.seed, num_gpus=gpus)
+    c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=torch.cuda.is_available(), num_workers=opts.workers,
+                                           prefetch_factor=2 if opts.workers > 0 else None,
+                                           persistent_workers=opts.workers > 0)
+    c.G_kwargs, c.D_kwargs = network_kwargs(opts, preset, spec, mbstd)
+    c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
+    c.D_opt_kwargs = copy.deepcopy(c.G_opt_kwargs)
+    c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
+    c.total_kimg = spec.kimg
+    c.batch_size = spec.mb
+    c.batch_gpu = batch_gpu
+    c.ema_kimg = spec.ema
+    c.ema_rampup = spec.ramp
+    c.kimg_per_tick = opts.kimg_per_tick
+    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
+    c.metrics = parse_metrics(opts.metrics if opts.metrics is not None else ','.join(preset.get('metrics', [])))
+    c.metric_kwargs = dnnlib.EasyDict({f'{k}_url': v for k, v in [('inception', opts.inception),
+                                                                  ('vgg16', opts.vgg16),
+                                                                  ('medicalnet', opts.medicalnet)] if v})
+    c.grid_planes = ['axial', 'coronal', 'sagittal'] if opts.grid_planes == 'tri' else ['axial']
+    c.max_nonfinite = opts.max_nonfinite
+    desc += augment_options(opts, c)
+    desc += resume_options(opts, c)
+    if opts.freezed:
+        c.D_kwargs.block_kwargs.freeze_layers = opts.freezed
+        desc += f'-freezed{opts.freezed}'
+    c.cudnn_benchmark = not opts.nobench
+    c.allow_tf32 = opts.allow_tf32
+    return desc, c
+
+
+def network_kwargs(opts, preset: dict, spec, mbstd: int) -> tuple[dnnlib.EasyDict, dnnlib.EasyDict]:
+    channel_base = int(preset.get('channel_base', spec.fmaps * 32768))
+    channel_max = int(preset.get('channel_max', 512))
+    fp32 = opts.fp32 or opts.precision == 'fp32'
+    num_fp16_res = 0 if fp32 else 4
+    conv_clamp = None if fp32 else 256
+    base = list(volume_shape.parse_size(opts.base)) if opts.base else None
+    shared = dict(channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,
+                  conv_clamp=conv_clamp, precision='fp16' if fp32 else opts.precision, base=base,
+                  depth_schedule=opts.depth_schedule, channels_last=opts.nhwc)
+    z_dim = int(preset.get('z_dim', 512))
+    w_dim = int(preset.get('w_dim', 512))
+    G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=z_dim, w_dim=w_dim,
+                               mapping_kwargs=dnnlib.EasyDict(num_layers=spec.map),
+                               synthesis_kwargs=dnnlib.EasyDict(shared, architecture=preset.get('g_architecture', 'skip')))
+    D_kwargs = dnnlib.EasyDict(class_name='training.networks.Discriminator', **shared,
+                               architecture=preset.get('d_architecture', 'resnet'),
+                               block_kwargs=dnnlib.EasyDict(), mapping_kwargs=dnnlib.EasyDict(),
+                               epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=mbstd))
+    return G_kwargs, D_kwargs
+
+
+def parse_metrics(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(',') if m.strip() and m.strip().lower() != 'none']
+    if names:
+        from metrics import metric_main
+        for name in names:
+            if not metric_main.is_valid_metric(name):
+                raise click.BadParameter(f'unknown metric "{name}"; expected a comma-separated list of '
+                                         f'{", ".join(metric_main.list_valid_metrics())}', param_hint='--metrics')
+    return names
+
+
+def augment_options(opts, c) -> str:
+    desc = f'-{opts.aug}' if opts.aug_given else ''
+    if opts.aug == 'ada':
+        c.ada_target = opts.target if opts.target is not None else 0.6
+        if opts.target is not None:
+            desc += f'-target{opts.target:g}'
+    elif opts.target is not None:
+        raise click.BadParameter('--target can only be given with --aug=ada', param_hint='--target')
+    if opts.aug == 'fixed':
+        if opts.p is None:
+            raise click.BadParameter('--aug=fixed needs --p', param_hint='--p')
+        c.augment_p = opts.p
+        desc += f'-p{opts.p:g}'
+    elif opts.p is not None:
+        raise click.BadParameter('--p can only be given with --aug=fixed', param_hint='--p')
+    if opts.aug == 'noaug':
+        if opts.augpipe is not None:
+            raise click.BadParameter('--augpipe cannot be given with --aug=noaug', param_hint='--augpipe')
+        return desc
+    augpipe = opts.augpipe or 'bgc'
+    from training.augment import AUGPIPE_SPECS
+    c.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **AUGPIPE_SPECS[augpipe])
+    return desc + (f'-{augpipe}' if opts.augpipe is not None else '')
+
+
+def resume_options(opts, c) -> str:
+    if opts.resume is None or opts.resume == 'noresume':
+        return '-noresume' if opts.resume == 'noresume' else ''
+    if opts.resume != 'latest':
+        c.resume_pkl = opts.resume
+        state = re.sub(r'network-snapshot-(\d+)\.pkl$', r'training-state-\1.pt', opts.resume)
+        if state != opts.resume and os.path.isfile(state):
+            c.resume_state = state  # A snapshot of ours: resume exactly.
+        else:
+            c.ada_kimg = 100  # Fine-tuning from other weights: let ADA react faster, as the official.
+            c.ema_rampup = None
+        return '-resumecustom'
+    return ''
+
+
+def find_latest_snapshot(outdir: str) -> tuple[str, str, str]:
+    """(run_dir, snapshot, state) of the newest snapshot with a training state in the newest run of `outdir`."""
+    runs = sorted((d for d in glob.glob(os.path.join(outdir, '[0-9]' * 5 + '-*')) if os.path.isdir(d)),
+                  key=lambda d: int(os.path.basename(d)[:5]), reverse=True)
+    for run_dir in runs:
+        states = sorted(glob.glob(os.path.join(run_dir, 'training-state-[0-9]*[0-9].pt')))
+        for state in reversed(states):
+            snapshot = state.replace('training-state-', 'network-snapshot-').replace('.pt', '.pkl')
+            if os.path.isfile(snapshot):
+                return run_dir, snapshot, state
+    raise click.BadParameter(f'no run with a snapshot and training state in {outdir}', param_hint='--resume')
+
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    ids = [int(m.group()) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])
+           if os.path.isdir(os.path.join(outdir, name)) and (m := re.match(r'^\d+', name))]
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+#----------------------------------------------------------------------------
+# Launch.
+
+
+def run_process(rank: int, c: dict, run_dir: str, env: dict | None = None) -> None:
+    """Body of every training process: join the group, log to log.txt, run the loop."""
+    if env is not None:
+        os.environ.update(env)
+    distributed.init()
+    rank = distributed.get_rank()
+    logger = dnnlib.util.Logger(file_name=os.path.join(run_dir, 'log.txt'), file_mode='a') if rank == 0 else None
+    if rank != 0:
+        custom_ops.verbosity = 'none'
+    if torch.cuda.is_available():
+        torch.cuda.set_device(distributed.get_local_rank())
+    try:
+        training_loop.training_loop(rank=rank, **c)
+    except training_loop.TrainingDiverged as err:
+        if rank == 0:
+            print(err)
+        raise SystemExit(3) from None
+    finally:
+        distributed.shutdown()
+        if logger is not None:
+            logger.close()
+
+
+def spawn_local(c: dict, run_dir: str, gpus: int) -> None:
+    """One process per GPU; SIGTERM to this parent reaches every child, which snapshot and exit."""
+    port = distributed.free_port()
+    context = torch.multiprocessing.start_processes(_spawned, args=(c, run_dir, gpus, port), nprocs=gpus, join=False,
+                                                    start_method='spawn')
+
+    def forward(signum, frame):  # pylint: disable=unused-argument
+        for process in context.processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while not context.join():
+            pass
+    except torch.multiprocessing.ProcessExitedException as err:
+        if err.exit_code == 3:
+            raise SystemExit(3) from None  # Divergence; rank 0 has printed why.
+        raise click.ClickException(f'training process {err.error_index} exited with code {err.exit_code}; '
+                                   f'see {os.path.join(run_dir, "log.txt")}') from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
+    run_process(rank, c, run_dir, env=distributed.local_env(rank, gpus, port))
+
+#----------------------------------------------------------------------------
+# CLI.
+
+
+@click.command(help=__doc__)
+# Required.
+@click.option('--outdir', help='Where to make the run directory', metavar='DIR', required=True)
+@click.option('--data', help='Training data (a zip or folder made by dataset_tool.py)', metavar='PATH',
+              required=True)
+# General.
+@click.option('--cfg', help='Preset name (configs/*.toml) or a .toml file', default='auto', show_default=True)
+@click.option('--gpus', help='Processes to spawn on this node (ignored under torchrun)', type=click.IntRange(min=1),
+              default=1, show_default=True)
+@click.option('--snap', help='Snapshot interval in ticks', type=click.IntRange(min=1), default=50, show_default=True)
+@click.option('--metrics', help='Comma-separated metrics, or "none" [default: the preset\'s, else none]')
+@click.option('--seed', help='Random seed', type=click.IntRange(min=0), default=0, show_default=True)
+@click.option('-n', '--dry-run', help='Print the resolved options and exit', is_flag=True)
+# Dataset.
+@click.option('--cond', help='Train a conditional model on the dataset labels', type=bool, metavar='BOOL')
+@click.option('--subset', help='Train on a random subset of N volumes', type=click.IntRange(min=1), metavar='N')
+@click.option('--mirror', help='Add x-flips to the dataset', type=bool, metavar='BOOL', default=False)
+# Hyperparameters.
+@click.option('--gamma', help='Override the R1 gamma', type=click.FloatRange(min=0))
+@click.option('--kimg', help='Override the training length (thousands of volumes)', type=click.FloatRange(min=0,
+              min_open=True))
+@click.option('--batch', help='Override the total batch size', type=click.IntRange(min=1))
+@click.option('--batch-gpu', help='Volumes per GPU per accumulation round', type=click.IntRange(min=1))
+@click.option('--precision', help='Arithmetic of the top 4 blocks', type=click.Choice(['fp16', 'bf16', 'fp32']),
+              default='fp16', show_default=True)
+@click.option('--base', help='Override the learned constant\'s size, XxYxZ (e.g. 4x4x3)', metavar='XxYxZ')
+@click.option('--depth-schedule', help='Where short axes double', type=click.Choice(['early', 'late']),
+              default='early', show_default=True)
+@click.option('--kimg-per-tick', help='Progress interval in kimg', type=click.FloatRange(min=0, min_open=True),
+              default=4, show_default=True)
+# Augmentation.
+@click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
+@click.option('--p', help='Augment probability for --aug=fixed', type=click.FloatRange(min=0, max=1))
+@click.option('--target', help='ADA target value for --aug=ada', type=click.FloatRange(min=0, max=1))
+@click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(AUGPIPES))
+# Transfer learning and resume.
+@click.option('--resume', help='A snapshot to start from, or "latest" to continue the newest run', metavar='PKL')
+@click.option('--freezed', help='Freeze-D: freeze the first N discriminator layers', type=click.IntRange(min=0),
+              default=0, show_default=True)
+# Performance.
+@click.option('--fp32', help='Disable mixed precision', type=bool, metavar='BOOL', default=False, show_default=True)
+@click.option('--nhwc', help='channels_last_3d memory format in the mixed-precision blocks', type=bool,
+              metavar='BOOL', default=False, show_default=True)
+@click.option('--allow-tf32', help='Allow TF32 for matmul and convolutions', type=bool, metavar='BOOL',
+              default=False, show_default=True)
+@click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL', default=False,
+              show_default=True)
+@click.option('--max-nonfinite', help='Stop after this many minibatches in a row with non-finite gradients',
+              type=click.IntRange(min=1), default=50, show_default=True)
+@click.option('--workers', help='DataLoader worker processes', type=click.IntRange(min=0), default=3,
+              show_default=True)
+# Metrics and grids.
+@click.option('--inception', help='Inception detector: URL or local path', metavar='URL|PATH')
+@click.option('--vgg16', help='VGG16 detector: URL or local path', metavar='URL|PATH')
+@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH')
+@click.option('--grid-planes', help='Planes shown in fakes*.png', type=click.Choice(['axial', 'tri']),
+              default='axial', show_default=True)
+@click.pass_context
+def main(ctx: click.Context, **kwargs) -> None:
+    opts = dnnlib.EasyDict(kwargs)
+    opts.aug_given = opts.aug is not None
+    opts.aug = opts.aug or 'ada'
+    under_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
+    gpus = int(os.environ['WORLD_SIZE']) if under_torchrun else opts.gpus
+
+    desc, c = setup_training_loop_kwargs(opts, gpus)
+    if under_torchrun:
+        distributed.init()  # Every rank must agree on one run directory, chosen by rank 0.
+    if opts.resume == 'latest':
+        run_dir, c.resume_pkl, c.resume_state = distributed.broadcast_object(find_latest_snapshot(opts.outdir)
+                                                                            if distributed.get_rank() == 0 else None)
+    else:
+        run_dir = distributed.broadcast_object(next_run_dir(opts.outdir, desc) if distributed.get_rank() == 0
+                                               else None)
+    c.run_dir = run_dir
+    if distributed.get_rank() != 0:
+        if not opts.dry_run:
+            distributed.barrier()  # Wait until rank 0 made the run directory.
+            run_process(distributed.get_rank(), c, run_dir)
+        return
+    print('\nTraining options:')
+    print(json.dumps(c, indent=2))
+    print(f'\nOutput directory:   {run_dir}')
+    print(f'Training data:      {opts.data}')
+    print(f'Training duration:  {c.total_kimg} kimg')
+    print(f'Number of GPUs:     {gpus}')
+    print(f'Volume shape:       {c.training_set_kwargs.img_shape} (D, H, W)')
+    print(f'Conditional model:  {c.training_set_kwargs.use_labels}\n')
+    if opts.dry_run:
+        print('Dry run; exiting.')
+        return
+
+    os.makedirs(run_dir, exist_ok=opts.resume == 'latest')
+    with tempfile.NamedTemporaryFile('w', dir=run_dir, delete=False, suffix='.tmp') as f:
+        json.dump(c, f, indent=2)
+    os.replace(f.name, os.path.join(run_dir, 'training_options.json'))
+    distributed.barrier()
+    if under_torchrun or gpus == 1:
+        run_process(0, c, run_dir)
+    else:
+        spawn_local(c, run_dir, gpus)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,618 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The StyleGAN2-ADA training loop for volumes.
+
+One call trains on one process (rank) of a possibly distributed run: phases Gmain, Greg, Dmain, Dreg with
+gradient accumulation over batch_gpu chunks, G_ema with ramp-up, ADA updates of the augment probability, ticks
+with a status line, stats.jsonl and TensorBoard, slice grids, network snapshots with the full training state
+for an exact resume, and metrics at snapshots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import pickle
+import random
+import resource
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import dnnlib
+from torch_utils import misc, training_stats
+from training import visualize
+
+#----------------------------------------------------------------------------
+# Set-up.
+
+
+def setup_torch(random_seed: int, num_gpus: int, rank: int, cudnn_benchmark: bool, allow_tf32: bool) -> None:
+    np.random.seed(random_seed * num_gpus + rank)
+    torch.manual_seed(random_seed * num_gpus + rank)
+    random.seed(random_seed * num_gpus + rank)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+
+
+def real_to_float(images: torch.Tensor, max_value: float) -> torch.Tensor:
+    """Stored integers [0, max_value] -> float [-1, 1]."""
+    return images.to(torch.float32) * (2 / max_value) - 1
+
+
+def make_data_iterator(training_set, rank: int, num_gpus: int, seed: int, batch_size: int, skip: int,
+                       data_loader_kwargs: dict):
+    sampler = misc.InfiniteSampler(training_set, rank=rank, num_replicas=num_gpus, seed=seed, skip=skip)
+    # Its own generator: creating the iterator then draws no number from the global RNG, whose state a resume
+    # restores before getting here.
+    loader = torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=batch_size // num_gpus,
+                                         generator=torch.Generator().manual_seed(seed * num_gpus + rank),
+                                         **data_loader_kwargs)
+    return iter(loader)
+
+
+def build_networks(training_set, G_kwargs: dict, D_kwargs: dict, device: torch.device):
+    common = dict(c_dim=training_set.label_dim, img_shape=tuple(training_set.img_shape),
+                  img_channels=training_set.num_channels)
+    G = dnnlib.util.construct_class_by_name(**G_kwargs, **common, voxel_spacing=tuple(training_set.spacing))
+    D = dnnlib.util.construct_class_by_name(**D_kwargs, **common)
+    G = G.train().requires_grad_(False).to(device)
+    D = D.train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    return G, D, G_ema
+
+
+def build_phases(G, D, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg_interval: int | None,
+                 D_reg_interval: int | None) -> list[dnnlib.EasyDict]:
+    """Optimisers and phases; with lazy regularisation, lr and betas follow the official mb_ratio rule."""
+    phases = []
+    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval),
+                                                   ('D', D, D_opt_kwargs, D_reg_interval)]:
+        opt_kwargs = dnnlib.EasyDict(opt_kwargs)
+        if reg_interval is None:
+            opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
+            phases.append(dnnlib.EasyDict(name=name + 'both', module=module, opt=opt, interval=1))
+            continue
+        mb_ratio = reg_interval / (reg_interval + 1)
+        opt_kwargs.lr = opt_kwargs.lr * mb_ratio
+        opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
+        opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
+        phases.append(dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1))
+        phases.append(dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval))
+    return phases
+
+
+def grid_size_for(img_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """Grid of middle slices. Smaller than the official 7680x4320 rule: each tile costs a whole volume."""
+    _, H, W = img_shape
+    return int(np.clip(2048 // W, 4, 16)), int(np.clip(1024 // H, 2, 8))
+
+
+def setup_grid(training_set, random_seed: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """Pick grid volumes (grouped by label for conditional data) and return (grid_size, volumes, labels)."""
+    gw, gh = grid_size_for(training_set.img_shape)
+    rnd = np.random.RandomState(random_seed)
+    order = list(range(len(training_set)))
+    rnd.shuffle(order)
+    if training_set.has_labels:
+        by_label: dict[tuple, list[int]] = {}
+        for idx in order:
+            by_label.setdefault(tuple(training_set.get_details(idx).raw_label.flat[::-1]), []).append(idx)
+        rows = sorted(by_label.values(), key=lambda v: -len(v))
+        order = [rows[y % len(rows)][x % len(rows[y % len(rows)])] for y in range(gh) for x in range(gw)]
+    indices = [order[i % len(order)] for i in range(gw * gh)]
+    volumes, labels = zip(*[training_set[i] for i in indices])
+    return (gw, gh), np.stack(volumes), np.stack(labels)
+
+
+@torch.no_grad()
+def generate_grid(G_ema, grid_z: list[torch.Tensor], grid_c: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
+
+#----------------------------------------------------------------------------
+# One training iteration.
+
+
+def fetch_batch(data_iterator, training_set, phases, batch_size: int, batch_gpu: int, z_dim: int,
+                label_rng: np.random.RandomState, device: torch.device):
+    """Reals split into batch_gpu chunks, and fresh latents and labels for every phase."""
+    real_img, real_c = next(data_iterator)
+    real_img = real_to_float(real_img.to(device), training_set.max_value).split(batch_gpu)
+    real_c = real_c.to(device).split(batch_gpu)
+    num_gen = len(phases) * batch_size
+    gen_z = torch.randn([num_gen, z_dim], device=device)
+    gen_z = [z.split(batch_gpu) for z in gen_z.split(batch_size)]
+    gen_c = [training_set.get_label(int(i)) for i in label_rng.randint(len(training_set), size=num_gen)]
+    gen_c = torch.from_numpy(np.stack(gen_c)).pin_memory() if device.type == 'cuda' else \
+        torch.from_numpy(np.stack(gen_c))
+    gen_c = [c.split(batch_gpu) for c in gen_c.to(device).split(batch_size)]
+    return real_img, real_c, gen_z, gen_c
+
+
+def run_phases(phases, loss, ddp_modules, batch_idx: int, real_img, real_c, gen_z, gen_c,
+               timing_events) -> torch.Tensor:
+    """One minibatch through every due phase; returns a device flag: some gradient was not finite."""
+    nonfinite = torch.zeros([], dtype=torch.bool, device=real_img[0].device)
+    for phase, phase_gen_z, phase_gen_c in zip(phases, gen_z, gen_c):
+        if batch_idx % phase.interval != 0:
+            continue
+        if timing_events is not None:
+            timing_events[phase.name][0].record(torch.cuda.current_stream())
+        phase.opt.zero_grad(set_to_none=True)
+        phase.module.requires_grad_(True)
+        num_rounds = len(real_img)
+        for round_idx, chunk in enumerate(zip(real_img, real_c, phase_gen_z, phase_gen_c)):
+            with contextlib.ExitStack() as stack:
+                for module in ddp_modules:  # All-reduce gradients only on the last accumulation round.
+                    stack.enter_context(misc.ddp_sync(module, sync=round_idx == num_rounds - 1))
+                loss.accumulate_gradients(phase=phase.name, real_img=chunk[0], real_c=chunk[1], gen_z=chunk[2],
+                                          gen_c=chunk[3], gain=phase.interval)
+        phase.module.requires_grad_(False)
+        with torch.autograd.profiler.record_function(phase.name + '_opt'):
+            grads = [param.grad for param in phase.module.parameters() if param.grad is not None]
+            if grads:
+                # The norm is not finite exactly when some gradient entry is not; DDP has already summed them,
+                # so every rank sees the same flag.
+                nonfinite |= ~torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True))
+            for grad in grads:
+                torch.nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5, out=grad)
+            phase.opt.step()
+        if timing_events is not None:
+            timing_events[phase.name][1].record(torch.cuda.current_stream())
+    return nonfinite
+
+
+@torch.no_grad()
+def update_ema(G, G_ema, cur_nimg: int, batch_size: int, ema_kimg: float, ema_rampup: float | None) -> None:
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+    beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+#----------------------------------------------------------------------------
+# Stopping: preemption and divergence.
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many minibatches in a row had non-finite gradients."""
+
+
+class StopRequest:
+    """Turns SIGTERM (a cluster's preemption notice) into a flag that the loop checks once per minibatch."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> 'StopRequest':
+        if threading.current_thread() is threading.main_thread():  # Signals can only be caught there.
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum, frame) -> None:  # pylint: disable=unused-argument
+        self.requested = True
+
+
+def agree_on_flags(stop: bool, nonfinite: torch.Tensor, num_gpus: int) -> tuple[bool, bool]:
+    """(stop, nonfinite) as every rank sees them: one rank's SIGTERM stops them all at the same minibatch."""
+    flags = torch.stack([torch.as_tensor(float(stop), device=nonfinite.device), nonfinite.float()])
+    if num_gpus > 1:
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    stop_flag, nonfinite_flag = flags.tolist()
+    return stop_flag > 0, nonfinite_flag > 0
+
+
+def divergence_message(count: int, cur_nimg: int, last_snapshot: str | None) -> str:
+    good = f'the last good snapshot is {last_snapshot}' if last_snapshot else 'no snapshot was written yet'
+    return (f'Training stopped: {count} minibatches in a row had non-finite gradients (at kimg '
+            f'{cur_nimg / 1000:.1f}); {good}. Try a smaller learning rate, a larger --gamma, --precision=bf16 or '
+            f'--fp32, and resume from that snapshot.')
+
+#----------------------------------------------------------------------------
+# Snapshots and exact resume.
+
+
+def atomic_write(path: str, write_fn: Callable[[Any], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    try:
+        with open(tmp, 'wb') as f:
+            write_fn(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def make_snapshot(training_set_kwargs: dict, G, D, G_ema, augment_pipe, num_gpus: int) -> dict:
+    snapshot = dict(training_set_kwargs=dict(training_set_kwargs))
+    for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
+        if module is not None:
+            if num_gpus > 1:
+                misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
+            module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
+        snapshot[name] = module
+    return snapshot
+
+
+def training_state(phases, progress: dict, augment_pipe, loss, label_rng) -> dict:
+    """Everything beyond the networks that an exact resume needs."""
+    optimizers = {phase.name[0]: phase.opt.state_dict() for phase in phases}
+    return dict(
+        progress=dict(progress), optimizers=optimizers,
+        augment_p=float(augment_pipe.p) if augment_pipe is not None else 0.0,
+        pl_mean=loss.pl_mean.detach().cpu(),
+        rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
+                 label=label_rng.get_state(),
+                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
+
+
+def state_file(run_dir: str, kimg_tag: str, rank: int) -> str:
+    """training-state-{kimg}.pt for rank 0, training-state-{kimg}-rank{r}.pt for the others (own RNG states)."""
+    return os.path.join(run_dir, f'training-state-{kimg_tag}' + (f'-rank{rank}' if rank > 0 else '') + '.pt')
+
+
+def load_training_state(resume_state: str, rank: int) -> dict:
+    """This rank's saved state; a run resumed on a different number of processes reuses rank 0's state but keeps
+    the fresh per-rank random streams."""
+    path = resume_state[:-len('.pt')] + f'-rank{rank}.pt' if rank > 0 else resume_state
+    if os.path.isfile(path):
+        return torch.load(path, map_location='cpu', weights_only=False)
+    print(f'Rank {rank}: no "{path}"; resuming from rank 0\'s state with fresh random streams')
+    state = torch.load(resume_state, map_location='cpu', weights_only=False)
+    return dict(state, rng=None)
+
+
+def restore_training_state(state: dict, phases, augment_pipe, loss, label_rng) -> dict:
+    for phase in phases:
+        phase.opt.load_state_dict(state['optimizers'][phase.name[0]])
+    if augment_pipe is not None:
+        augment_pipe.p.copy_(torch.as_tensor(state['augment_p']))
+    loss.pl_mean.copy_(state['pl_mean'])
+    rng = state['rng']
+    if rng is None:
+        return dict(state['progress'])
+    torch.set_rng_state(rng['torch'])
+    np.random.set_state(rng['numpy'])
+    random.setstate(rng['python'])
+    label_rng.set_state(rng['label'])
+    if rng['cuda'] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng['cuda'])
+    return dict(state['progress'])
+
+
+def load_resume_networks(resume_pkl: str, G, D, G_ema, augment_pipe) -> None:
+    import legacy
+    print(f'Resuming from "{resume_pkl}"')
+    resume_data = legacy.load_network(resume_pkl)
+    for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
+        if module is not None and resume_data.get(name) is not None:
+            misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+
+#----------------------------------------------------------------------------
+# Reporting.
+
+
+def status_line(progress: dict, tick_start_time: float, start_time: float, tick_start_nimg: int,
+                maintenance_time: float, augment_pipe, device: torch.device) -> str:
+    tick_end_time = time.time()
+    kimg_done = (progress['cur_nimg'] - tick_start_nimg) / 1000
+    fields = [
+        f"tick {training_stats.report0('Progress/tick', progress['cur_tick']):<5d}",
+        f"kimg {training_stats.report0('Progress/kimg', progress['cur_nimg'] / 1e3):<8.1f}",
+        f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}",
+        f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}",
+        f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / max(kimg_done, 1e-8)):<7.2f}",
+        f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}",
+        f"cpumem {training_stats.report0('Resources/peak_cpu_mem_gb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20):<6.2f}",
+    ]
+    if device.type == 'cuda':
+        fields.append(f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', torch.cuda.max_memory_allocated(device) / 2**30):<6.2f}")
+        torch.cuda.reset_peak_memory_stats(device)
+    fields.append(f"augment {training_stats.report0('Progress/augment', float(augment_pipe.p) if augment_pipe is not None else 0):.3f}")
+    training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / 3600)
+    training_stats.report0('Timing/total_days', (tick_end_time - start_time) / 86400)
+    return ' '.join(fields)
+
+
+def write_stats(stats_collector, stats_metrics: dict, stats_jsonl, stats_tfevents, cur_nimg: int,
+                start_time: float) -> None:
+    stats_dict = stats_collector.as_dict()
+    timestamp = time.time()
+    if stats_jsonl is not None:
+        stats_jsonl.write(json.dumps(dict(stats_dict, timestamp=timestamp)) + '\n')
+        stats_jsonl.flush()
+    if stats_tfevents is not None:
+        global_step = int(cur_nimg / 1e3)
+        walltime = timestamp - start_time
+        for name, value in stats_dict.items():
+            stats_tfevents.add_scalar(name, value['mean'], global_step=global_step, walltime=walltime)
+        for name, value in stats_metrics.items():
+            stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=global_step, walltime=walltime)
+        stats_tfevents.flush()
+
+
+def open_logs(run_dir: str):
+    stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
+    try:
+        import torch.utils.tensorboard as tensorboard
+        stats_tfevents = tensorboard.SummaryWriter(run_dir)
+    except ImportError as err:
+        print('Skipping tfevents export:', err)
+        stats_tfevents = None
+    return stats_jsonl, stats_tfevents
+
+
+def evaluate_metrics(metrics: list[str], metric_kwargs: dict, snapshot: dict, training_set_kwargs: dict,
+                     num_gpus: int, rank: int, device: torch.device, run_dir: str, snapshot_pkl: str) -> dict:
+    from metrics import metric_main
+    results = {}
+    for metric in metrics:
+        result = metric_main.calc_metric(metric=metric, G=snapshot['G_ema'], dataset_kwargs=training_set_kwargs,
+                                         num_gpus=num_gpus, rank=rank, device=device, **metric_kwargs)
+        if rank == 0:
+            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+        results.update(result.results)
+    return results
+
+#----------------------------------------------------------------------------
+# The loop.
+
+
+def training_loop(
+    run_dir: str = '.',                 # Output directory.
+    training_set_kwargs: dict = {},     # Options for the training set (class_name, path, ...).
+    data_loader_kwargs: dict = {},      # Options for torch.utils.data.DataLoader.
+    G_kwargs: dict = {},                # Options for the generator.
+    D_kwargs: dict = {},                # Options for the discriminator.
+    G_opt_kwargs: dict = {},            # Options for the generator's optimiser.
+    D_opt_kwargs: dict = {},            # Options for the discriminator's optimiser.
+    augment_kwargs: dict | None = None,  # Options for the augment pipe; None = no augmentation.
+    loss_kwargs: dict = {},             # Options for the loss.
+    metrics: list[str] = [],            # Metrics to evaluate at network snapshots.
+    metric_kwargs: dict = {},           # Extra options for the metrics (detector locations).
+    random_seed: int = 0,               # Global random seed.
+    num_gpus: int = 1,                  # Number of processes taking part.
+    rank: int = 0,                      # Rank of this process, in [0, num_gpus).
+    batch_size: int = 4,                # Total batch over all processes.
+    batch_gpu: int = 4,                 # Chunk per process per accumulation round.
+    ema_kimg: float = 10,               # Half-life of G_ema, in thousands of images.
+    ema_rampup: float | None = None,    # G_ema ramp-up: half-life capped at cur_nimg * ema_rampup; None = off.
+    G_reg_interval: int | None = 4,     # Lazy path-length regularisation every N minibatches; None = every one.
+    D_reg_interval: int | None = 16,    # Lazy R1 every N minibatches; None = every one.
+    augment_p: float = 0,               # Initial augment probability.
+    ada_target: float | None = None,    # ADA target for sign(D(real)); None = fixed p.
+    ada_interval: int = 4,              # Minibatches between p updates.
+    ada_kimg: float = 500,              # p can move by 1 within this many kimg.
+    total_kimg: float = 25000,          # Training length in thousands of real images.
+    kimg_per_tick: float = 4,           # Progress interval.
+    image_snapshot_ticks: int | None = 50,    # Ticks between image grids; None = never.
+    network_snapshot_ticks: int | None = 50,  # Ticks between network snapshots; None = never.
+    resume_pkl: str | None = None,      # Network snapshot to start from.
+    resume_state: str | None = None,    # Training state saved with that snapshot: an exact resume.
+    cudnn_benchmark: bool = True,       # torch.backends.cudnn.benchmark.
+    allow_tf32: bool = False,           # TF32 for matmul and convolutions.
+    grid_planes: list[str] = ['axial'],  # Planes shown in the slice grids.
+    max_nonfinite: int = 50,            # Stop after this many minibatches in a row with non-finite gradients.
+    abort_fn: Callable[[], bool] | None = None,     # Returns True to stop training early.
+    progress_fn: Callable[[float, float], None] | None = None,  # Called as (cur_kimg, total_kimg).
+) -> None:
+    options = dict(locals())  # Every argument above, passed on unchanged.
+    with StopRequest() as stop_request:
+        _train(stop_request, **options)
+
+
+def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_loader_kwargs, G_kwargs, D_kwargs,
+           G_opt_kwargs, D_opt_kwargs, augment_kwargs, loss_kwargs, metrics, metric_kwargs, random_seed, num_gpus,
+           rank, batch_size, batch_gpu, ema_kimg, ema_rampup, G_reg_interval, D_reg_interval, augment_p, ada_target,
+           ada_interval, ada_kimg, total_kimg, kimg_per_tick, image_snapshot_ticks, network_snapshot_ticks,
+           resume_pkl, resume_state, cudnn_benchmark, allow_tf32, grid_planes, max_nonfinite, abort_fn,
+           progress_fn) -> None:
+    start_time = time.time()
+    device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
+    setup_torch(random_seed, num_gpus, rank, cudnn_benchmark, allow_tf32)
+    label_rng = np.random.RandomState(random_seed * num_gpus + rank + 1)
+
+    # Networks, augment pipe, loss and phases.
+    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    if rank == 0:
+        print(f'Training set: {training_set.name}, {len(training_set)} volumes of shape {training_set.image_shape}, '
+              f'label_dim {training_set.label_dim}')
+    G, D, G_ema = build_networks(training_set, G_kwargs, D_kwargs, device)
+    augment_pipe = None
+    if augment_kwargs is not None and (augment_p > 0 or ada_target is not None):
+        augment_pipe = dnnlib.util.construct_class_by_name(
+            **augment_kwargs, channels_are_sequences=training_set.channels_are_sequences)
+        augment_pipe = augment_pipe.train().requires_grad_(False).to(device)
+        augment_pipe.p.copy_(torch.as_tensor(augment_p))
+    if resume_pkl is not None and rank == 0:
+        load_resume_networks(resume_pkl, G, D, G_ema, augment_pipe)
+    if num_gpus > 1:
+        sync_from_rank0([G, D, G_ema, augment_pipe])
+    if rank == 0:
+        print_summaries(G, D, G_ema, training_set, batch_gpu, device)
+    ddp_modules, loss_modules = wrap_ddp(G, D, augment_pipe, num_gpus, device)
+    loss = dnnlib.util.construct_class_by_name(device=device, **loss_modules, **loss_kwargs)
+    phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
+
+    progress = dict(cur_nimg=0, cur_tick=0, batch_idx=0)
+    if resume_state is not None:
+        progress = restore_training_state(load_training_state(resume_state, rank), phases, augment_pipe, loss,
+                                          label_rng)
+        if rank == 0:
+            print(f"Resumed training state at kimg {progress['cur_nimg'] / 1000:.1f}, tick {progress['cur_tick']}")
+    data_iterator = make_data_iterator(training_set, rank, num_gpus, random_seed, batch_size,
+                                       skip=progress['batch_idx'] * (batch_size // num_gpus),
+                                       data_loader_kwargs=data_loader_kwargs)
+    ada_stats = training_stats.Collector(regex='Loss/signs/real') if augment_pipe is not None and \
+        ada_target is not None else None
+
+    # Grids, logs.
+    grid_z = grid_c = grid_size = None
+    if rank == 0:
+        grid_size, grid_reals, grid_labels = setup_grid(training_set, random_seed)
+        visualize.save_volume_grid(grid_reals, os.path.join(run_dir, 'reals.png'), grid_size,
+                                   drange=(0, training_set.max_value), planes=grid_planes)
+        grid_gen = torch.Generator().manual_seed(random_seed)
+        grid_z = torch.randn([len(grid_labels), G.z_dim], generator=grid_gen).to(device).split(batch_gpu)
+        grid_c = torch.from_numpy(grid_labels).to(device).split(batch_gpu)
+        if resume_state is None:
+            visualize.save_volume_grid(generate_grid(G_ema, grid_z, grid_c), os.path.join(run_dir, 'fakes_init.png'),
+                                       grid_size, drange=(-1, 1), planes=grid_planes)
+    stats_collector = training_stats.Collector(regex='.*')
+    stats_metrics: dict = {}
+    stats_jsonl, stats_tfevents = open_logs(run_dir) if rank == 0 else (None, None)
+    timing_events = {phase.name: (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                     for phase in phases} if device.type == 'cuda' and rank == 0 else None
+
+    if rank == 0:
+        print(f'Training for {total_kimg} kimg...\n')
+    tick_start_nimg = progress['cur_nimg']
+    tick_start_time = time.time()
+    maintenance_time = tick_start_time - start_time
+    if progress_fn is not None:
+        progress_fn(progress['cur_nimg'] / 1000, total_kimg)
+    nonfinite_in_a_row = 0
+    last_snapshot = resume_pkl
+
+    while True:
+        # Train one minibatch.
+        with torch.autograd.profiler.record_function('data_fetch'):
+            batch = fetch_batch(data_iterator, training_set, phases, batch_size, batch_gpu, G.z_dim, label_rng,
+                                device)
+        nonfinite = run_phases(phases, loss, ddp_modules, progress['batch_idx'], *batch, timing_events)
+        stop, nonfinite = agree_on_flags(stop_request.requested, nonfinite, num_gpus)
+        training_stats.report0('Loss/nonfinite_steps', float(nonfinite))
+        nonfinite_in_a_row = nonfinite_in_a_row + 1 if nonfinite else 0
+        if nonfinite_in_a_row >= max_nonfinite:
+            raise TrainingDiverged(divergence_message(nonfinite_in_a_row, progress['cur_nimg'], last_snapshot))
+        with torch.autograd.profiler.record_function('Gema'):
+            update_ema(G, G_ema, progress['cur_nimg'], batch_size, ema_kimg, ema_rampup)
+        progress['cur_nimg'] += batch_size
+        progress['batch_idx'] += 1
+
+        # Adapt the augment probability from sign(D(real)).
+        if ada_stats is not None and progress['batch_idx'] % ada_interval == 0:
+            from training.augment import update_ada_p
+            ada_stats.update()
+            new_p = update_ada_p(float(augment_pipe.p), ada_stats['Loss/signs/real'], target=ada_target,
+                                 batch_size=batch_size, interval=ada_interval, ada_kimg=ada_kimg)
+            augment_pipe.p.copy_(torch.as_tensor(new_p))
+
+        # End of tick?
+        done = stop or progress['cur_nimg'] >= total_kimg * 1000
+        if not done and progress['cur_tick'] != 0 and \
+                progress['cur_nimg'] < tick_start_nimg + kimg_per_tick * 1000:
+            continue
+
+        # Tick maintenance.
+        line = status_line(progress, tick_start_time, start_time, tick_start_nimg, maintenance_time, augment_pipe,
+                           device)
+        if rank == 0:
+            print(line)
+        if stop and rank == 0:
+            print('\nReceived SIGTERM: writing a snapshot to resume from, then exiting.')
+        if abort_fn is not None and abort_fn():
+            done = True
+            if rank == 0:
+                print('\nAborting...')
+        maintenance_start = time.time()
+        cur_kimg = progress['cur_nimg'] // 1000
+        kimg_tag = f'{cur_kimg:06d}'
+        tick = progress['cur_tick']
+        if rank == 0 and not stop and image_snapshot_ticks is not None and \
+                (done or tick % image_snapshot_ticks == 0):
+            fakes = generate_grid(G_ema, grid_z, grid_c)
+            visualize.save_volume_grid(fakes, os.path.join(run_dir, f'fakes{kimg_tag}.png'), grid_size,
+                                       drange=(-1, 1), planes=grid_planes)
+            if stats_tfevents is not None:
+                image = np.asarray(visualize.volume_grid(fakes, grid_size, (-1, 1), grid_planes))
+                stats_tfevents.add_image('fakes', image, global_step=cur_kimg, dataformats='HW' if image.ndim == 2
+                                         else 'HWC')
+
+        progress['cur_tick'] += 1  # The saved state resumes at the next tick.
+        if stop or (network_snapshot_ticks is not None and (done or tick % network_snapshot_ticks == 0)):
+            snapshot = make_snapshot(training_set_kwargs, G, D, G_ema, augment_pipe, num_gpus)
+            snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{kimg_tag}.pkl')
+            if rank == 0:
+                atomic_write(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
+            state = training_state(phases, progress, augment_pipe, loss, label_rng)
+            atomic_write(state_file(run_dir, kimg_tag, rank), lambda f: torch.save(state, f))
+            last_snapshot = snapshot_pkl
+            if metrics and not stop:  # A preempted job has seconds left, not the minutes metrics take.
+                if rank == 0:
+                    print('Evaluating metrics...')
+                stats_metrics.update(evaluate_metrics(metrics, metric_kwargs, snapshot, training_set_kwargs,
+                                                      num_gpus, rank, device, run_dir, snapshot_pkl))
+            del snapshot
+
+        # Collect statistics.
+        if timing_events is not None:
+            torch.cuda.synchronize(device)
+            for name, (start, end) in timing_events.items():
+                training_stats.report0('Timing/' + name, start.elapsed_time(end))
+        stats_collector.update()
+        write_stats(stats_collector, stats_metrics, stats_jsonl, stats_tfevents, progress['cur_nimg'], start_time)
+        if progress_fn is not None:
+            progress_fn(progress['cur_nimg'] / 1000, total_kimg)
+
+        tick_start_nimg = progress['cur_nimg']
+        tick_start_time = time.time()
+        maintenance_time = tick_start_time - maintenance_start
+        if done:
+            break
+
+    for log in (stats_jsonl, stats_tfevents):
+        if log is not None:
+            log.close()
+    if rank == 0:
+        print('\nExiting...')
+
+
+@torch.no_grad()
+def sync_from_rank0(modules: list) -> None:
+    """Give every rank rank 0's parameters and buffers: networks are built from per-rank seeds, resumed weights
+    load on rank 0 only, and G_ema and the noise buffers are not covered by DDP's own initial broadcast."""
+    for module in modules:
+        if module is not None:
+            for _, tensor in misc.named_params_and_buffers(module):
+                torch.distributed.broadcast(tensor, src=0)
+
+
+def print_summaries(G, D, G_ema, training_set, batch_gpu: int, device: torch.device) -> None:
+    z = torch.empty([batch_gpu, G.z_dim], device=device)
+    c = torch.empty([batch_gpu, G.c_dim], device=device)
+    img = misc.print_module_summary(G_ema, [z, c])
+    misc.print_module_summary(D.eval(), [img, c])
+    D.train()
+
+
+def wrap_ddp(G, D, augment_pipe, num_gpus: int, device: torch.device):
+    """DDP wrappers for the modules the loss calls; returns (modules to no_sync, kwargs for the loss)."""
+    modules = dict(G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, augment_pipe=augment_pipe)
+    if num_gpus <= 1:
+        return [], modules
+    ddp_modules = []
+    for name, module in modules.items():
+        if module is not None and len(list(module.parameters())) > 0:
+            module.requires_grad_(True)
+            module = torch.nn.parallel.DistributedDataParallel(
+                module, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=False)
+            module.requires_grad_(False)
+            ddp_modules.append(module)
+        modules[name] = module
+    return ddp_modules, modules
