@@ -1,0 +1,641 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared machinery of the metrics: options, detectors, feature statistics, slices, real and generated volumes.
+
+Every metric sees volumes as float32 [N, C, D, H, W] in the uint8 range [0, 255]:
+- generated volumes (about [-1, 1]) become floor(clamp(x * 127.5 + 128, 0, 255)), the official 8-bit quantisation;
+- real volumes become value * 255 / max_value (exact for uint8 data, a rescale for uint16).
+A featurizer maps such a batch to features per *view*: a (plane, channel) pair for the slice-wise metrics, a
+(`volume`, channel) pair for the 3D ones. Each view has its own statistics, and metrics report one value per view
+plus their mean, so multi-channel volumes (one MR sequence per channel) are measured per channel and averaged.
+
+Real-volume statistics are cached under `dnnlib.make_cache_dir_path('gan-metrics')`, keyed by the md5 of the
+dataset options, the featurizer (detector, slice strategy, channels) and the statistics options.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import tqdm
+
+import dnnlib
+from torch_utils import distributed
+
+DETECTOR_URLS = dnnlib.EasyDict(
+    inception='https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt',
+    vgg16='https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt',
+    medicalnet=None,  # No public URL serves a single MedicalNet file; give a path or URL with --medicalnet.
+)
+SLICE_STRATEGIES = ('mid', 'tri', 'all')
+PLANES = ('axial', 'coronal', 'sagittal')
+
+View = tuple[str, int]  # (plane or 'volume', channel index)
+
+#----------------------------------------------------------------------------
+# Options.
+
+
+class MetricOptions:
+    """Everything a metric needs: the generator, the dataset, the process layout and where the detectors are.
+
+    Args:
+        G: Generator; called as G(z, c, **G_kwargs) -> [N, C, D, H, W] in about [-1, 1].
+        G_kwargs: Extra generator arguments (truncation_psi, noise_mode).
+        dataset_kwargs: Options of the real dataset (with class_name); metrics always use all its volumes.
+        num_gpus: Number of processes taking part.
+        rank: This process's rank.
+        device: Where to run; None: CUDA if available, else CPU.
+        cache: Read and write the real-statistics cache.
+        progress: Show progress bars (rank 0 only).
+        detector_urls: URLs or paths of the detectors by name (inception, vgg16, medicalnet); None entries keep
+            the defaults of DETECTOR_URLS.
+        seed: Seed of the latents, labels and noise; None: a fresh random seed per evaluation (as the official
+            metrics, whose values vary between runs).
+    """
+
+    def __init__(self, G: torch.nn.Module | None = None, G_kwargs: dict | None = None,
+                 dataset_kwargs: dict | None = None, num_gpus: int = 1, rank: int = 0,
+                 device: torch.device | str | None = None, cache: bool = True, progress: bool = False,
+                 detector_urls: dict | None = None, seed: int | None = None) -> None:
+        if not 0 <= rank < num_gpus:
+            raise ValueError(f'rank {rank} is not in [0, num_gpus={num_gpus})')
+        self.G = G
+        self.G_kwargs = dnnlib.EasyDict(G_kwargs or {})
+        self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs or {})
+        self.num_gpus = num_gpus
+        self.rank = rank
+        self.device = torch.device(device) if device is not None else default_device()
+        self.cache = cache
+        self.progress = progress
+        self.detector_urls = dnnlib.EasyDict(DETECTOR_URLS)
+        self.detector_urls.update({k: v for k, v in (detector_urls or {}).items() if v})
+        if seed is None:  # Rank 0 draws it, so every rank derives its own stream from the same base.
+            seed = int(np.random.SeedSequence().entropy % (1 << 31)) if rank == 0 else 0
+            seed = broadcast(seed, num_gpus)
+        self.seed = int(seed)
+
+
+def default_device() -> torch.device:
+    return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
+
+#----------------------------------------------------------------------------
+# Collectives that are no-ops for a single process.
+
+
+def broadcast(obj: Any, num_gpus: int) -> Any:
+    """Rank 0's picklable `obj` on every rank."""
+    return distributed.broadcast_object(obj) if num_gpus > 1 else obj
+
+
+def all_reduce_sum(x: torch.Tensor, num_gpus: int) -> torch.Tensor:
+    """Element-wise sum of `x` over the ranks (a new tensor)."""
+    x = x.clone()
+    if num_gpus > 1:
+        torch.distributed.all_reduce(x)
+    return x
+
+
+def all_gather_interleaved(x: torch.Tensor, num_gpus: int) -> torch.Tensor:
+    """[N, ...] from each rank -> [N * num_gpus, ...] ordered item 0 of rank 0, item 0 of rank 1, ... (as the
+    items were dealt to the ranks)."""
+    if num_gpus == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(num_gpus)]
+    torch.distributed.all_gather(parts, x.contiguous())
+    return torch.stack(parts, dim=1).flatten(0, 1)  # [N, num_gpus, ...] -> [N * num_gpus, ...]
+
+#----------------------------------------------------------------------------
+# Detectors.
+
+_detector_cache: dict[tuple[str, torch.device], torch.jit.ScriptModule] = {}
+
+
+def fetch_file(url_or_path: str, what: str) -> str:
+    """Local path of a URL (downloaded once by rank 0, then read by all) or a plain path.
+
+    Raises:
+        OSError: one line naming the URL and where to put the file when this machine is offline.
+    """
+    error = None
+    if distributed.get_rank() == 0:
+        try:
+            dnnlib.util.open_url(url_or_path, return_filename=True)
+        except OSError as e:
+            error = f'{what}: {one_line(e)}'
+    if distributed.get_world_size() > 1:  # Also the barrier that makes the other ranks wait for the download.
+        error = distributed.broadcast_object(error)
+    if error is not None:
+        raise OSError(error)
+    return dnnlib.util.open_url(url_or_path, return_filename=True)
+
+
+def one_line(error: BaseException | str) -> str:
+    return ' '.join(str(error).split())
+
+
+def get_detector(url_or_path: str, device: torch.device | str) -> torch.jit.ScriptModule:
+    """A TorchScript feature detector, loaded once per (url, device) and kept in eval mode.
+
+    Raises:
+        OSError: the file cannot be found or downloaded (one line saying where to put it).
+        ValueError: the file is not a TorchScript module.
+    """
+    device = torch.device(device)
+    key = (url_or_path, device)
+    if key not in _detector_cache:
+        path = fetch_file(url_or_path, 'detector')
+        try:
+            with warnings.catch_warnings():  # The official detectors are TorchScript; torch calls that deprecated.
+                warnings.simplefilter('ignore', DeprecationWarning)
+                detector = torch.jit.load(path, map_location=device)
+        except RuntimeError as e:
+            raise ValueError(f'detector {url_or_path} is not a TorchScript file ({one_line(e)[:200]})') from None
+        _detector_cache[key] = detector.eval()
+    return _detector_cache[key]
+
+
+def detector_name(url_or_path: str) -> str:
+    """The file name without its extension, e.g. 'inception-2015-12-05'."""
+    name = os.path.basename(str(url_or_path).rstrip('/')).split('?')[0]
+    return re.sub(r'[^0-9A-Za-z_.-]+', '_', name.split('.')[0]) or 'detector'
+
+#----------------------------------------------------------------------------
+# Feature statistics.
+
+
+class FeatureStats:
+    """Running statistics of feature rows [N, F]: all rows, and/or float64 sums for mean and covariance, and/or
+    float64 sums for the mean and the mean squared norm (enough for a linear-kernel MMD).
+
+    Args:
+        capture_all: Keep every row (float32, on the CPU).
+        capture_mean_cov: Keep float64 sums of x and x x^T.
+        capture_mean_sqnorm: Keep float64 sums of x and |x|^2.
+        max_items: Ignore rows beyond this many; None: no limit.
+    """
+
+    def __init__(self, capture_all: bool = False, capture_mean_cov: bool = False,
+                 capture_mean_sqnorm: bool = False, max_items: int | None = None) -> None:
+        self.capture_all = capture_all
+        self.capture_mean_cov = capture_mean_cov
+        self.capture_mean_sqnorm = capture_mean_sqnorm
+        self.max_items = max_items
+        self.num_items = 0
+        self.num_features: int | None = None
+        self.all_features: list[torch.Tensor] = []
+        self.raw_sum: torch.Tensor | None = None
+        self.raw_cov: torch.Tensor | None = None
+        self.raw_sqnorm: torch.Tensor | None = None
+
+    def is_full(self) -> bool:
+        return self.max_items is not None and self.num_items >= self.max_items
+
+    def _set_num_features(self, num_features: int, device: torch.device) -> None:
+        if self.num_features is not None:
+            if num_features != self.num_features:
+                raise ValueError(f'feature rows of width {num_features}; earlier rows had {self.num_features}')
+            return
+        self.num_features = num_features
+        if self.capture_mean_cov or self.capture_mean_sqnorm:
+            self.raw_sum = torch.zeros([num_features], dtype=torch.float64, device=device)
+            self.raw_sqnorm = torch.zeros([], dtype=torch.float64, device=device)
+        if self.capture_mean_cov:
+            self.raw_cov = torch.zeros([num_features, num_features], dtype=torch.float64, device=device)
+
+    def append(self, x: torch.Tensor | np.ndarray) -> None:
+        """Add rows [N, F] (those beyond max_items are dropped)."""
+        x = torch.as_tensor(x)
+        if x.ndim != 2:
+            raise ValueError(f'features must be [N, F], got shape {tuple(x.shape)}')
+        if self.max_items is not None:
+            x = x[:max(self.max_items - self.num_items, 0)]
+        self._set_num_features(x.shape[1], x.device)
+        if x.shape[0] == 0:
+            return
+        self.num_items += x.shape[0]
+        if self.capture_all:
+            self.all_features.append(x.detach().float().cpu())
+        if self.raw_sum is not None:
+            x64 = x.detach().to(self.raw_sum.device, torch.float64)
+            self.raw_sum += x64.sum(dim=0)
+            self.raw_sqnorm += x64.square().sum()
+            if self.raw_cov is not None:
+                self.raw_cov += x64.T @ x64
+
+    def append_torch(self, x: torch.Tensor, num_gpus: int = 1, rank: int = 0) -> None:
+        """Add [N, ..., F] from every rank: gathered item by item across ranks, then flattened to rows."""
+        del rank  # Every rank receives all rows.
+        x = all_gather_interleaved(x, num_gpus)
+        self.append(x.reshape(-1, x.shape[-1]))
+
+    def _require(self, flag: bool, what: str) -> None:
+        if not flag:
+            raise ValueError(f'these statistics were not asked to capture {what}')
+        if self.num_items == 0:
+            raise ValueError('no features were captured (is the dataset or the sample count empty?)')
+
+    def get_all(self) -> np.ndarray:
+        """All rows, [num_items, F] float32."""
+        return self.get_all_torch().numpy()
+
+    def get_all_torch(self) -> torch.Tensor:
+        self._require(self.capture_all, 'all features')
+        return torch.cat(self.all_features)
+
+    def get_mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean [F] and the biased covariance E[x x^T] - mu mu^T [F, F], float64."""
+        self._require(self.capture_mean_cov, 'the covariance')
+        mean = self.raw_sum / self.num_items
+        cov = self.raw_cov / self.num_items - torch.outer(mean, mean)
+        return mean.cpu().numpy(), cov.cpu().numpy()
+
+    def get_mean_sqnorm(self) -> tuple[np.ndarray, float]:
+        """Mean [F] and the mean squared norm E[|x|^2], float64."""
+        self._require(self.raw_sum is not None, 'the mean')
+        return (self.raw_sum / self.num_items).cpu().numpy(), float(self.raw_sqnorm) / self.num_items
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Arrays that rebuild these statistics with load_state_dict (no pickled objects)."""
+        state = dict(num_items=np.int64(self.num_items), num_features=np.int64(self.num_features or 0),
+                     flags=np.array([self.capture_all, self.capture_mean_cov, self.capture_mean_sqnorm]))
+        if self.capture_all:
+            state['all'] = self.get_all() if self.num_items else np.zeros([0, self.num_features or 0], np.float32)
+        for name in ('raw_sum', 'raw_cov', 'raw_sqnorm'):
+            if getattr(self, name) is not None:
+                state[name] = getattr(self, name).cpu().numpy()
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, np.ndarray], device: torch.device | str = 'cpu') -> FeatureStats:
+        capture_all, capture_mean_cov, capture_mean_sqnorm = (bool(f) for f in state['flags'])
+        stats = cls(capture_all=capture_all, capture_mean_cov=capture_mean_cov,
+                    capture_mean_sqnorm=capture_mean_sqnorm, max_items=int(state['num_items']))
+        stats.num_items = int(state['num_items'])
+        stats.num_features = int(state['num_features']) or None
+        if capture_all:
+            stats.all_features = [torch.from_numpy(np.array(state['all']))]
+        for name in ('raw_sum', 'raw_cov', 'raw_sqnorm'):
+            if name in state:
+                setattr(stats, name, torch.from_numpy(np.array(state[name])).to(device))
+        return stats
+
+#----------------------------------------------------------------------------
+# Volume conversion and slices.
+
+
+def fake_to_uint8_range(x: torch.Tensor) -> torch.Tensor:
+    """Generator output (about [-1, 1]) -> integer-valued float32 in [0, 255], as the official uint8 cast."""
+    return (x.float() * 127.5 + 128).clamp(0, 255).floor()
+
+
+def real_to_uint8_range(x: torch.Tensor, max_value: int) -> torch.Tensor:
+    """Stored volumes (uint8 or uint16 values) -> float32 in [0, 255]."""
+    return x.float() * (255 / max_value)
+
+
+def uint8_range_to_unit(x: torch.Tensor) -> torch.Tensor:
+    """[0, 255] -> [-1, 1], the networks' intensity range."""
+    return x / 127.5 - 1
+
+
+def strategy_planes(strategy: str) -> tuple[str, ...]:
+    if strategy not in SLICE_STRATEGIES:
+        raise ValueError(f'slice strategy "{strategy}" is not one of {", ".join(SLICE_STRATEGIES)}')
+    return PLANES if strategy == 'tri' else ('axial',)
+
+
+def extract_slices(volumes: torch.Tensor, strategy: str, channel: int = 0) -> dict[str, torch.Tensor]:
+    """Slices of one channel per plane: {plane: [N, S, h, w]}.
+
+    `mid`: the middle axial slice (index D // 2), S = 1. `all`: every axial slice, S = D.
+    `tri`: the middle axial [H, W], coronal [D, W] (index H // 2) and sagittal [D, H] (index W // 2) slices.
+    """
+    strategy_planes(strategy)
+    x = volumes[:, channel]  # [N, D, H, W]
+    D, H, W = x.shape[1:]
+    if strategy == 'all':
+        return dict(axial=x)
+    slices = dict(axial=x[:, D // 2])
+    if strategy == 'tri':
+        slices.update(coronal=x[:, :, H // 2], sagittal=x[:, :, :, W // 2])
+    return {plane: s[:, None] for plane, s in slices.items()}  # [N, h, w] -> [N, 1, h, w]
+
+
+def slices_per_volume(strategy: str, img_shape: Sequence[int]) -> int:
+    return int(img_shape[0]) if strategy == 'all' else 1
+
+#----------------------------------------------------------------------------
+# Featurizers: uint8-range volumes [N, C, D, H, W] -> {view: features [N, S, F]}.
+
+
+class Featurizer(abc.ABC):
+    """Base class. Subclasses set `name` (used in cache file names) and implement cache_key and __call__.
+
+    The default views are one per channel, ('volume', c), with one feature row per volume.
+    """
+
+    name = 'features'
+
+    def views(self, num_channels: int) -> list[View]:
+        return [('volume', c) for c in range(num_channels)]
+
+    def rows_per_volume(self, view: View, img_shape: Sequence[int]) -> int:
+        return 1
+
+    @abc.abstractmethod
+    def cache_key(self) -> dict:
+        """JSON-able description of everything the features depend on (part of the cache key)."""
+
+    @abc.abstractmethod
+    def __call__(self, volumes: torch.Tensor) -> dict[View, torch.Tensor]:
+        """Uint8-range volumes [N, C, D, H, W] -> {view: features [N, rows_per_volume, F]}."""
+
+
+class SliceFeaturizer(Featurizer):
+    """Features of 2D slices from a TorchScript detector (the official Inception or VGG16).
+
+    Slices go to the detector as uint8-range float32 NCHW with the channel repeated to 3, in chunks of
+    `batch_slices`.
+    """
+
+    def __init__(self, detector_url: str, detector_kwargs: dict, strategy: str, device: torch.device,
+                 batch_slices: int = 64) -> None:
+        strategy_planes(strategy)
+        self.detector_url = detector_url
+        self.detector_kwargs = dict(detector_kwargs)
+        self.strategy = strategy
+        self.device = device
+        self.batch_slices = batch_slices
+        self.detector = get_detector(detector_url, device)
+        self.name = detector_name(detector_url)
+
+    def views(self, num_channels: int) -> list[View]:
+        return [(plane, c) for c in range(num_channels) for plane in strategy_planes(self.strategy)]
+
+    def rows_per_volume(self, view: View, img_shape: Sequence[int]) -> int:
+        return slices_per_volume(self.strategy, img_shape)
+
+    def cache_key(self) -> dict:
+        return dict(detector_url=self.detector_url, detector_kwargs=self.detector_kwargs, slices=self.strategy)
+
+    def features_2d(self, images: torch.Tensor) -> torch.Tensor:
+        """[M, h, w] uint8-range slices -> [M, F]."""
+        rgb = images[:, None].expand(-1, 3, -1, -1)  # [M, h, w] -> [M, 3, h, w]: grey repeated to RGB.
+        chunks = [self.detector(rgb[i:i + self.batch_slices].contiguous(), **self.detector_kwargs)
+                  for i in range(0, rgb.shape[0], self.batch_slices)]
+        return torch.cat(chunks).float()
+
+    def __call__(self, volumes: torch.Tensor) -> dict[View, torch.Tensor]:
+        features = {}
+        for c in range(volumes.shape[1]):
+            for plane, s in extract_slices(volumes, self.strategy, c).items():
+                N, S = s.shape[:2]
+                f = self.features_2d(s.flatten(0, 1))  # [N * S, h, w] -> [N * S, F]
+                features[(plane, c)] = f.reshape(N, S, -1)
+        return features
+
+
+def view_keys(views: Sequence[View], channel_names: Sequence[str]) -> dict[View, str]:
+    """Result-key suffixes: the plane when there are several planes, the channel name when several channels."""
+    planes = {p for p, _ in views}
+    channels = {c for _, c in views}
+    keys = {}
+    for plane, c in views:
+        parts = [plane] if len(planes) > 1 else []
+        parts += [channel_names[c]] if len(channels) > 1 else []
+        keys[(plane, c)] = '_'.join(parts)
+    return keys
+
+
+def combine_views(values: dict[View, float], channel_names: Sequence[str], prefix: str = '') -> dict[str, float]:
+    """{view: value} -> {suffix: value} plus the mean over views under `prefix` ('' = the metric's own name)."""
+    out = {prefix: float(np.mean(list(values.values())))}
+    if len(values) > 1:
+        for view, key in view_keys(list(values), channel_names).items():
+            out['_'.join(p for p in (prefix, key) if p)] = float(values[view])
+    return out
+
+
+def channel_names_of(dataset: Any) -> list[str]:
+    """Short names of the dataset's channels for result keys ('t2w', 'adc', ... or 'ch0', 'ch1', ...)."""
+    names = list(getattr(dataset, 'channel_names', None) or [])
+    clean = [re.sub(r'[^0-9A-Za-z]+', '', str(n)).lower() for n in names]
+    if len(clean) != dataset.num_channels or len(set(clean)) != len(clean) or not all(clean):
+        clean = [f'ch{c}' for c in range(dataset.num_channels)]
+    return clean
+
+#----------------------------------------------------------------------------
+# Datasets and generators.
+
+
+def open_dataset(opts: MetricOptions) -> Any:
+    """The real dataset, always complete (max_size is dropped: metrics compare against every volume)."""
+    kwargs = dnnlib.EasyDict(opts.dataset_kwargs)
+    if 'class_name' not in kwargs:
+        raise ValueError('dataset_kwargs needs a class_name (e.g. training.dataset.VolumeFolderDataset) and a path')
+    kwargs.max_size = None
+    return dnnlib.util.construct_class_by_name(**kwargs)
+
+
+def _collate(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    # float32 here, in the worker: torch has few uint16 kernels.
+    volumes = torch.from_numpy(np.stack([v for v, _ in batch]).astype(np.float32))  # [N, C, D, H, W]
+    labels = torch.from_numpy(np.stack([lbl for _, lbl in batch]).astype(np.float32))
+    return volumes, labels
+
+
+def iterate_real_volumes(opts: MetricOptions, dataset: Any, items: Sequence[int], batch_size: int = 8,
+                         num_workers: int | None = None) -> Iterator[torch.Tensor]:
+    """Batches of real volumes [n, C, D, H, W], uint8 range, on opts.device."""
+    if num_workers is None:
+        num_workers = 3 if opts.device.type == 'cuda' else 0
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, list(items)), batch_size=batch_size,
+                                         num_workers=num_workers, collate_fn=_collate,
+                                         pin_memory=opts.device.type == 'cuda')
+    for volumes, _labels in loader:
+        yield real_to_uint8_range(volumes.to(opts.device, non_blocking=True), dataset.max_value)
+
+
+def rank_items(num_items: int, num_gpus: int, rank: int) -> list[int]:
+    """Items dealt round-robin; every rank gets the same count (the last ranks wrap around to item 0...)."""
+    return [(i * num_gpus + rank) % num_items for i in range((num_items - 1) // num_gpus + 1)]
+
+
+@contextlib.contextmanager
+def seeded_rng(opts: MetricOptions, stream: int = 0) -> Iterator[None]:
+    """Seed torch's global RNG (this rank's stream) for the block, then restore it: the training loop that
+    called the metric keeps its own random state, and the generator's noise follows opts.seed too."""
+    devices = [opts.device.index if opts.device.index is not None else torch.cuda.current_device()] \
+        if opts.device.type == 'cuda' else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed((opts.seed * 1000 + stream) * opts.num_gpus + opts.rank)
+        yield
+
+
+def label_sampler(opts: MetricOptions, dataset: Any, c_dim: int, stream: int = 0) -> Callable[[int], torch.Tensor]:
+    """Labels of uniformly drawn dataset items, [n, c_dim] on opts.device ([n, 0] for unconditional G)."""
+    rng = np.random.RandomState(((opts.seed * 1000 + stream) * opts.num_gpus + opts.rank) % (1 << 32))
+
+    def sample(n: int) -> torch.Tensor:
+        if c_dim == 0:
+            return torch.zeros([n, 0], device=opts.device)
+        get = dataset.get_label if hasattr(dataset, 'get_label') else (lambda i: dataset[i][1])
+        labels = np.stack([get(int(i)) for i in rng.randint(len(dataset), size=n)]).astype(np.float32)
+        if labels.shape[1] != c_dim:
+            raise ValueError(f'the dataset\'s labels have {labels.shape[1]} entries; G expects c_dim={c_dim} '
+                             f'(use_labels in the dataset options?)')
+        return torch.from_numpy(labels).to(opts.device)
+    return sample
+
+
+def prepare_generator(opts: MetricOptions, dataset: Any) -> torch.nn.Module:
+    """An eval-mode copy of opts.G on opts.device, checked against the dataset's channels and shape."""
+    if opts.G is None:
+        raise ValueError('this metric needs a generator (MetricOptions.G)')
+    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
+    if G.img_channels != dataset.num_channels:
+        raise ValueError(f'G makes {G.img_channels}-channel volumes; the dataset holds {dataset.num_channels}')
+    if tuple(G.img_shape) != tuple(dataset.img_shape):
+        raise ValueError(f'G makes volumes of shape (D, H, W) = {tuple(G.img_shape)}; '
+                         f'the dataset holds {tuple(dataset.img_shape)}')
+    return G
+
+
+def volume_sampler(opts: MetricOptions, G: torch.nn.Module, dataset: Any,
+                   stream: int = 0) -> Callable[[int], torch.Tensor]:
+    """sample(n) -> n generated volumes [n, C, D, H, W] in the uint8 range (call inside seeded_rng)."""
+    sample_c = label_sampler(opts, dataset, G.c_dim, stream)
+
+    def sample(n: int) -> torch.Tensor:
+        z = torch.randn([n, G.z_dim], device=opts.device)
+        with torch.no_grad():
+            return fake_to_uint8_range(G(z, sample_c(n), **opts.G_kwargs))
+    return sample
+
+
+def progress_bar(opts: MetricOptions, total: int, desc: str) -> tqdm.tqdm:
+    return tqdm.tqdm(total=total, desc=desc, unit='vol', leave=False, dynamic_ncols=True,
+                     disable=not (opts.progress and opts.rank == 0))
+
+#----------------------------------------------------------------------------
+# Statistics of real and generated volumes.
+
+
+def _new_stats(views: list[View], max_rows: dict[View, int], stats_kwargs: dict) -> dict[View, FeatureStats]:
+    return {v: FeatureStats(max_items=max_rows[v], **stats_kwargs) for v in views}
+
+
+def _dataset_stamp(path: Any) -> list[int] | None:
+    """Size and mtime of the dataset zip (or of a folder's dataset.json): a dataset re-packed at the same path
+    gets new statistics instead of stale cached ones."""
+    if not isinstance(path, str):
+        return None
+    target = os.path.join(path, 'dataset.json') if os.path.isdir(path) else path
+    if not os.path.isfile(target):
+        return None
+    info = os.stat(target)
+    return [int(info.st_size), int(info.st_mtime_ns)]
+
+
+def _cache_path(opts: MetricOptions, dataset: Any, featurizer: Featurizer, stats_kwargs: dict) -> str:
+    # Options that cannot change the features (metrics read every volume) stay out of the key.
+    ignored = ('max_size', 'random_seed', 'use_labels')
+    dataset_kwargs = {k: v for k, v in opts.dataset_kwargs.items() if k not in ignored}
+    key = dict(dataset_kwargs=dataset_kwargs, dataset_stamp=_dataset_stamp(opts.dataset_kwargs.get('path')),
+               featurizer=featurizer.cache_key(), stats_kwargs=stats_kwargs)
+    md5 = hashlib.md5(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return dnnlib.make_cache_dir_path('gan-metrics', f'{dataset.name}-{featurizer.name}-{md5}.npz')
+
+
+def save_stats(path: str, stats: dict[View, FeatureStats]) -> None:
+    """Write view statistics to an .npz atomically (a reader never sees half a file)."""
+    arrays = {'views': np.array([f'{p}:{c}' for p, c in stats])}
+    for i, s in enumerate(stats.values()):
+        arrays.update({f'{i}.{k}': v for k, v in s.state_dict().items()})
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.stats-', suffix='.npz')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_stats(path: str, device: torch.device | str = 'cpu') -> dict[View, FeatureStats]:
+    with np.load(path, allow_pickle=False) as data:
+        stats = {}
+        for i, name in enumerate(data['views']):
+            plane, c = str(name).rsplit(':', 1)
+            state = {k.split('.', 1)[1]: data[k] for k in data.files if k.startswith(f'{i}.')}
+            stats[(plane, int(c))] = FeatureStats.from_state_dict(state, device)
+    return stats
+
+
+def compute_feature_stats_for_dataset(opts: MetricOptions, featurizer: Featurizer, max_items: int | None = None,
+                                      batch_size: int = 8, num_workers: int | None = None,
+                                      **stats_kwargs) -> dict[View, FeatureStats]:
+    """Statistics of the real volumes per view (at most max_items rows each), read from the cache if there.
+
+    Volumes are dealt round-robin to the ranks; every rank ends with the statistics of all of them.
+    """
+    dataset = open_dataset(opts)
+    cache_file = _cache_path(opts, dataset, featurizer, dict(stats_kwargs, max_items=max_items)) \
+        if opts.cache else None
+    if cache_file is not None and broadcast(opts.rank == 0 and os.path.isfile(cache_file), opts.num_gpus):
+        return load_stats(cache_file, opts.device)
+
+    num_items = len(dataset)
+    if num_items == 0:
+        raise ValueError('the dataset holds no volumes')
+    views = featurizer.views(dataset.num_channels)
+    max_rows = {v: num_items * featurizer.rows_per_volume(v, dataset.img_shape) for v in views}
+    if max_items is not None:
+        max_rows = {v: min(n, max_items) for v, n in max_rows.items()}
+    stats = _new_stats(views, max_rows, stats_kwargs)
+    items = rank_items(num_items, opts.num_gpus, opts.rank)
+    with progress_bar(opts, num_items, f'reals ({featurizer.name})') as bar:
+        for volumes in iterate_real_volumes(opts, dataset, items, batch_size, num_workers):
+            for view, f in featurizer(volumes).items():
+                stats[view].append_torch(f, opts.num_gpus, opts.rank)
+            bar.update(volumes.shape[0] * opts.num_gpus)
+            if all(s.is_full() for s in stats.values()):
+                break
+
+    if cache_file is not None and opts.rank == 0:
+        save_stats(cache_file, stats)
+    if opts.num_gpus > 1:
+        distributed.barrier()  # Keep the ranks together while rank 0 writes the cache.
+    return stats
+
+
+def compute_feature_stats_for_generator(opts: MetricOptions, featurizer: Featurizer, num_gen: int,
+                                        batch_gen: int = 4, **stats_kwargs) -> dict[View, FeatureStats]:
+    """Statistics of num_gen generated volumes per view (each rank generates its share)."""
+    if num_gen < 1:
+        raise ValueError(f'num_gen must be positive, got {num_gen}')
+    dataset = open_dataset(opts)
+    G = prepare_generator(opts, dataset)
+    views = featurizer.views(G.img_channels)
+    stats = _new_stats(views, {v: num_gen * featurizer.rows_per_volume(v, G.img_shape) for v in views}, stats_kwargs)
+    with seeded_rng(opts), progress_bar(opts, num_gen, f'generated ({featurizer.name})') as bar:
+        sample = volume_sampler(opts, G, dataset)
+        done = 0
+        while done < num_gen:
+            n = min(batch_gen, -(-(num_gen - done) // opts.num_gpus))  # The last round makes only what is left.
+            for view, f in featurizer(sample(n)).items():
+                stats[view].append_torch(f, opts.num_gpus, opts.rank)
+            done += n * opts.num_gpus
+            bar.update(n * opts.num_gpus)
+    return stats

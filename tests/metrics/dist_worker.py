@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Worker for the two-process metric test: started with torchrun-style variables, gloo on the CPU."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import torch  # noqa: E402
+
+from metrics import metric_main, metric_utils, mmd  # noqa: E402
+from tests.metrics import fakes  # noqa: E402
+from torch_utils import distributed  # noqa: E402
+
+
+def main(data: str, out_dir: str) -> None:
+    distributed.init()
+    rank, world = distributed.get_rank(), distributed.get_world_size()
+    G = fakes.FakeGenerator((8, 16, 16))
+    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=fakes.dataset_kwargs(data), num_gpus=world, rank=rank,
+                                      device='cpu', cache=False, seed=5)
+    featurizer = mmd.VoxelFeaturizer()
+    real = metric_utils.compute_feature_stats_for_dataset(opts, featurizer, batch_size=2, capture_all=True)
+    gen = metric_utils.compute_feature_stats_for_generator(opts, featurizer, num_gen=5, batch_gen=2,
+                                                           capture_all=True)
+    results = {}
+    for name in ('mmd_full', 'msssim_gen3'):
+        results.update(metric_main.calc_metric(name, G=G, dataset_kwargs=fakes.dataset_kwargs(data), num_gpus=world,
+                                               rank=rank, device='cpu', cache=False, seed=5).results)
+    gen_rows = gen[('volume', 0)].get_all_torch()
+    out = dict(rank=rank, world=world, real=real[('volume', 0)].get_all().tolist(), num_gen=int(gen_rows.shape[0]),
+               distinct_gen=int(torch.unique(gen_rows, dim=0).shape[0]), results=results)
+    with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(out, f)
+    distributed.shutdown()
+
+
+if __name__ == '__main__':
+    main(sys.argv[1], sys.argv[2])
