@@ -1,0 +1,158 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Project a real volume into the generator's W space (plus its noise inputs) by optimisation.
+
+The loss is 3D-StyleGAN's: mean squared error at full resolution plus at a 2x down-sampled resolution, and the
+official noise regularisation (squared autocorrelation of every noise buffer at each level of a pyramid), with
+the official learning-rate ramps and latent noise schedule.
+
+Example:
+
+\b
+  python projector.py --network=G.pt --target=case_007.nii.gz --num-steps=1000 --outdir=proj
+  python generate.py --network=G.pt --projected-w=proj/projected_w.npz --outdir=proj
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import legacy
+from generate import dataset_geometry, make_outdir, write_outputs
+from training import visualize, volume_io
+
+
+def noise_regularisation(noise_bufs: list[torch.Tensor]) -> torch.Tensor:
+    """Squared autocorrelation at lag 1 along each axis, summed over a pyramid of each [D, H, W] buffer."""
+    reg = torch.zeros([], device=noise_bufs[0].device)
+    for noise in noise_bufs:
+        noise = noise[None, None]  # [1, 1, D, H, W]
+        while True:
+            for dim in (2, 3, 4):
+                if noise.shape[dim] > 1:
+                    reg = reg + (noise * torch.roll(noise, shifts=1, dims=dim)).mean() ** 2
+            if max(noise.shape[3:]) <= 8:
+                break
+            kernel = [2 if size >= 2 else 1 for size in noise.shape[2:]]
+            noise = F.avg_pool3d(noise, kernel_size=kernel)
+    return reg
+
+
+def downsample(volume: torch.Tensor) -> torch.Tensor:
+    """2x average pooling on every axis that has at least 2 voxels."""
+    return F.avg_pool3d(volume, kernel_size=[2 if s >= 2 else 1 for s in volume.shape[2:]])
+
+
+def project(G, target: torch.Tensor, num_steps: int = 1000, w_avg_samples: int = 10000,
+            initial_learning_rate: float = 0.1, initial_noise_factor: float = 0.05, lr_rampdown_length: float = 0.25,
+            lr_rampup_length: float = 0.05, noise_ramp_length: float = 0.75, regularize_noise_weight: float = 1e5,
+            seed: int = 303, device: torch.device = torch.device('cpu'), verbose: bool = False):
+    """Optimise one w (shared by all layers) and the noise buffers so that G reproduces `target` [C, D, H, W].
+
+    Returns (w [num_ws, w_dim], the optimised noise buffers by name, the MSE at every step).
+    """
+    if tuple(target.shape) != (G.img_channels, *G.img_shape):
+        raise ValueError(f'target has shape {tuple(target.shape)}; the network makes {(G.img_channels, *G.img_shape)}')
+    G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
+    target = target[None].to(device, torch.float32)  # [1, C, D, H, W]
+
+    # Mean and spread of W, the starting point and the scale of the latent noise.
+    z = torch.from_numpy(np.random.RandomState(seed).randn(w_avg_samples, G.z_dim)).float().to(device)
+    c = torch.zeros([w_avg_samples, G.c_dim], device=device)
+    w_samples = G.mapping(z, c)[:, :1, :]  # [S, 1, w_dim]
+    w_avg = w_samples.mean(0, keepdim=True)
+    w_std = float((w_samples - w_avg).square().sum() / w_avg_samples) ** 0.5
+
+    named_noise = {name: buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name}
+    noise_bufs = list(named_noise.values())
+    w_opt = w_avg.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([w_opt] + noise_bufs, betas=(0.9, 0.999), lr=initial_learning_rate)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for buf in noise_bufs:
+            buf.copy_(torch.randn(buf.shape, generator=generator, device=device))
+            buf.requires_grad = True
+
+    losses = []
+    for step in range(num_steps):
+        t = step / num_steps
+        w_noise_scale = w_std * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp_length) ** 2
+        lr_ramp = min(1.0, (1.0 - t) / lr_rampdown_length)
+        lr_ramp = 0.5 - 0.5 * np.cos(lr_ramp * np.pi)
+        lr_ramp = lr_ramp * min(1.0, t / lr_rampup_length)
+        for group in optimizer.param_groups:
+            group['lr'] = initial_learning_rate * lr_ramp
+
+        ws = (w_opt + torch.randn(w_opt.shape, generator=generator, device=device) * w_noise_scale)
+        synth = G.synthesis(ws.repeat(1, G.num_ws, 1), noise_mode='const')
+        mse = F.mse_loss(synth, target)
+        loss = mse + F.mse_loss(downsample(synth), downsample(target)) + \
+            noise_regularisation(noise_bufs) * regularize_noise_weight
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(mse))
+        if verbose and (step % 100 == 0 or step == num_steps - 1):
+            print(f'step {step + 1:>4d}/{num_steps}: mse {float(mse):<8.5f} loss {float(loss):<8.5f}')
+        with torch.no_grad():  # Keep the noise at zero mean and unit variance, as the official.
+            for buf in noise_bufs:
+                buf -= buf.mean()
+                buf *= buf.square().mean().rsqrt()
+    noises = {name: buf.detach().requires_grad_(False) for name, buf in named_noise.items()}
+    return w_opt.detach()[0].repeat(G.num_ws, 1), noises, losses
+
+
+def load_target(path: str, G) -> torch.Tensor:
+    """A volume file as [C, D, H, W] in [-1, 1] at the network's shape (percentile-normalised, resized)."""
+    try:
+        array = volume_io.read_volume_array(path)  # [D, H, W] or [C, D, H, W], canonical orientation
+    except (OSError, ValueError, RuntimeError) as e:
+        raise click.BadParameter(f'cannot read {path}: {e}', param_hint='--target') from None
+    volume = torch.from_numpy(np.asarray(array, dtype=np.float32))
+    volume = volume[None] if volume.ndim == 3 else volume
+    if volume.shape[0] != G.img_channels:
+        raise click.BadParameter(f'{path} has {volume.shape[0]} channels; the network makes {G.img_channels}',
+                                 param_hint='--target')
+    lo, hi = np.percentile(volume.numpy(), [0.5, 99.5])
+    volume = ((volume - lo) / max(hi - lo, 1e-8)).clamp(0, 1) * 2 - 1
+    if tuple(volume.shape[1:]) != tuple(G.img_shape):
+        volume = F.interpolate(volume[None], size=tuple(G.img_shape), mode='trilinear', align_corners=False)[0]
+    return volume
+
+
+@click.command(help=__doc__)
+@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
+              required=True)
+@click.option('--target', help='Volume to project (NIfTI, NRRD, MHA or .npy)', required=True, metavar='FILE')
+@click.option('--num-steps', help='Optimisation steps', type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option('--seed', help='Random seed', type=int, default=303, show_default=True)
+@click.option('--outdir', help='Where to write projected_w.npz, proj.nii.gz and proj.png', required=True,
+              metavar='DIR')
+def main(network_pkl: str, target: str, num_steps: int, seed: int, outdir: str) -> None:
+    data = legacy.load_network_or_exit(network_pkl)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    G = data['G_ema']
+    target_volume = load_target(target, G)
+    w, noises, losses = project(G, target_volume, num_steps=num_steps, seed=seed, device=device, verbose=True)
+    make_outdir(outdir)
+    np.savez(os.path.join(outdir, 'projected_w.npz'), w=w[None].cpu().numpy())
+    with torch.no_grad():
+        G = G.to(device)
+        buffers = dict(G.synthesis.named_buffers())
+        for name, noise in noises.items():
+            buffers[name].copy_(noise)
+        proj = G.synthesis(w[None].to(device), noise_mode='const')[0].float().cpu().numpy()
+    geometry = dataset_geometry(data['training_set_kwargs'], G)
+    write_outputs(proj, 'proj', outdir, 'nii.gz', geometry, preview=False)
+    pair = np.stack([target_volume.numpy(), proj])
+    visualize.save_volume_grid(pair, os.path.join(outdir, 'proj.png'), (2, 1), (-1, 1), planes=visualize.PLANES)
+    print(f'MSE {losses[0]:.5f} -> {losses[-1]:.5f}; wrote projected_w.npz, proj.nii.gz and proj.png to {outdir}')
+
+
+if __name__ == '__main__':
+    main()
