@@ -254,17 +254,18 @@ def resume_options(opts, c) -> str:
     return ''
 
 
-def find_latest_snapshot(outdir: str) -> tuple[str, str, str]:
+def find_latest_snapshot(outdir: str) -> tuple[str, str, str] | None:
     """(run_dir, snapshot, state) of the newest snapshot with a training state in the newest run of `outdir`."""
     runs = sorted((d for d in glob.glob(os.path.join(outdir, '[0-9]' * 5 + '-*')) if os.path.isdir(d)),
                   key=lambda d: int(os.path.basename(d)[:5]), reverse=True)
     for run_dir in runs:
-        states = sorted(glob.glob(os.path.join(run_dir, 'training-state-[0-9]*[0-9].pt')))
-        for state in reversed(states):
-            snapshot = state.replace('training-state-', 'network-snapshot-').replace('.pt', '.pkl')
+        kimgs = sorted(int(m.group(1)) for name in os.listdir(run_dir)
+                       if (m := re.fullmatch(r'training-state-(\d+)\.pt', name)))
+        for kimg in reversed(kimgs):
+            snapshot = os.path.join(run_dir, f'network-snapshot-{kimg:06d}.pkl')
             if os.path.isfile(snapshot):
-                return run_dir, snapshot, state
-    raise click.BadParameter(f'no run with a snapshot and training state in {outdir}', param_hint='--resume')
+                return run_dir, snapshot, os.path.join(run_dir, f'training-state-{kimg:06d}.pt')
+    return None
 
 
 def next_run_dir(outdir: str, desc: str) -> str:
@@ -398,9 +399,14 @@ def main(ctx: click.Context, **kwargs) -> None:
     desc, c = setup_training_loop_kwargs(opts, gpus)
     if under_torchrun:
         distributed.init()  # Every rank must agree on one run directory, chosen by rank 0.
+    latest = None
     if opts.resume == 'latest':
-        run_dir, c.resume_pkl, c.resume_state = distributed.broadcast_object(find_latest_snapshot(opts.outdir)
-                                                                            if distributed.get_rank() == 0 else None)
+        latest = distributed.broadcast_object(find_latest_snapshot(opts.outdir) if distributed.get_rank() == 0
+                                              else None)
+        if latest is None and distributed.get_rank() == 0:
+            print(f'--resume=latest: no snapshot with a training state in {opts.outdir}; starting a new run')
+    if latest is not None:
+        run_dir, c.resume_pkl, c.resume_state = latest
     else:
         run_dir = distributed.broadcast_object(next_run_dir(opts.outdir, desc) if distributed.get_rank() == 0
                                                else None)
@@ -422,7 +428,7 @@ def main(ctx: click.Context, **kwargs) -> None:
         print('Dry run; exiting.')
         return
 
-    os.makedirs(run_dir, exist_ok=opts.resume == 'latest')
+    os.makedirs(run_dir, exist_ok=latest is not None)
     with tempfile.NamedTemporaryFile('w', dir=run_dir, delete=False, suffix='.tmp') as f:
         json.dump(c, f, indent=2)
     os.replace(f.name, os.path.join(run_dir, 'training_options.json'))

@@ -20,7 +20,8 @@ import click
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from common import device_name, print_table, synchronize  # noqa: I001 (puts the repo on sys.path)
 import dnnlib
@@ -96,13 +97,31 @@ def conv_throughput(img_shape, channels: int, batch: int, precision: str, channe
     return 2 * batch * channels * channels * 27 * int(np.prod(img_shape)) / seconds / 1e12
 
 
+class ConvFlopCounter(TorchDispatchMode):
+    """Sums torch's FLOP formulas over the convolution ops that run (forward, backward, double backward).
+
+    torch's FlopCounterMode also tracks modules with backward hooks, which fail under the double backward of R1
+    and path length; this mode only counts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet in flop_registry and 'conv' in packet.__name__:
+            self.flops += flop_registry[packet](*args, **kwargs, out_val=out)
+        return out
+
+
 def count_conv_flops(iteration) -> float:
-    """FLOPs of the convolutions in one iteration (forward, backward and double backward), from the shapes."""
-    counter = FlopCounterMode(display=False)
-    with counter:
+    """FLOPs of the convolutions in one iteration, from the shapes of the ops that run."""
+    with ConvFlopCounter() as counter:
         iteration()
-    table = counter.get_flop_counts().get('Global', {})
-    return float(sum(v for k, v in table.items() if 'conv' in str(k)))
+    return float(counter.flops)
 
 
 def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, small: bool, device) -> dict:

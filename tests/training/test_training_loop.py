@@ -185,3 +185,11 @@ def test_two_processes_under_torchrun_stay_identical(phantom_zip, tmp_path):
     rank1 = torch.load(run_dir / 'training-state-000000-rank1.pt', weights_only=False)
     assert rank0['progress'] == rank1['progress'] and rank0['progress']['cur_nimg'] == 16
     assert not torch.equal(rank0['rng']['torch'], rank1['rng']['torch'])  # Per-rank seeding.
+
+
+def test_resume_latest_without_a_run_starts_fresh(phantom_zip, tmp_path):
+    result = run_train([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.004', '--resume=latest'])
+    assert result.exit_code == 0, result.output
+    assert 'starting a new run' in result.output
+    runs = os.listdir(tmp_path)
+    assert len(runs) == 1 and os.path.isfile(tmp_path / runs[0] / 'training-state-000000.pt')

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Every GPU check of the project in one run (about 9 minutes on one H100/H200), logs under $OUT:
+#   1. build the CUDA ops and run the CUDA tests (ops against their references, networks in fp16/bf16);
+#   2. benchmarks: bias_act and upfirdn3d cuda vs ref, whole training iterations, generation speed.
+# nibabel and SimpleITK are only needed by the data tests; carry them as wheels in .whl/ if the machine lacks them:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl nibabel SimpleITK
+# Usage: bash benchmarks/device_check.sh            (results in $OUT, default ./device-out)
+set -uo pipefail
+OUT=${OUT:-device-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TORCH_EXTENSIONS_DIR=/tmp/torch_extensions DNNLIB_CACHE_DIR=/tmp/dnnlib
+PY=${PYTHON:-python3}
+if ls .whl/*.whl > /dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site
+fi
+
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'; } > "$OUT/device.txt" 2>&1
+cat "$OUT/device.txt"
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, show the tail.
+    local name=$1 limit=$2; shift 2
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    echo "=== $name: exit $? after $((SECONDS - start)) s"
+    tail -n 12 "$OUT/$name.log"
+}
+
+step cuda_tests 240 $PY -m pytest -q -p no:cacheprovider -x tests/torch_utils/ops tests/training/test_networks.py
+step ops 90 $PY benchmarks/ops.py
+step train_speed 150 $PY benchmarks/train_speed.py --variants=bf16-cl-cuda,fp16-cl-cuda,bf16-cl-ref
+step generate_speed 60 $PY benchmarks/generate_speed.py --precisions=bf16,fp16
