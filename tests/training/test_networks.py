@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import misc
-from training import networks
+from training import layers, networks
 from training.volume_shape import make_schedule, parse_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -126,7 +126,7 @@ def test_modulated_conv3d_matches_direct_formula(fused, demodulate):
     weight = torch.randn([5, 4, 3, 3, 3], generator=gen, dtype=torch.float64)
     styles = torch.randn([3, 4], generator=gen, dtype=torch.float64)
     noise = torch.randn([3, 1, 3, 5, 6], generator=gen, dtype=torch.float64)
-    got = networks.modulated_conv3d(x, weight, styles, noise=noise, padding=1, demodulate=demodulate,
+    got = layers.modulated_conv3d(x, weight, styles, noise=noise, padding=1, demodulate=demodulate,
                                     fused_modconv=fused)
     want = modconv_direct(x, weight, styles, demodulate) + noise
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
@@ -142,7 +142,7 @@ def test_modulated_conv3d_fused_equals_nonfused_with_gradients(up):
     flip = up == 1
 
     def run(fused):
-        return lambda x, w, s: networks.modulated_conv3d(x, w, s, up=up, padding=1, resample_filter=f,
+        return lambda x, w, s: layers.modulated_conv3d(x, w, s, up=up, padding=1, resample_filter=f,
                                                          flip_weight=flip, fused_modconv=fused)
     torch.testing.assert_close(run(True)(x, weight, styles), run(False)(x, weight, styles), rtol=1e-10, atol=1e-10)
     for fused in (True, False):
@@ -155,8 +155,8 @@ def test_fp16_prenormalisation_avoids_overflow():
     x = torch.randn([2, 8, 3, 4, 4], generator=gen)
     weight = torch.randn([6, 8, 3, 3, 3], generator=gen) * 300
     styles = torch.randn([2, 8], generator=gen) * 300
-    want = networks.modulated_conv3d(x, weight, styles, padding=1, fused_modconv=False)
-    got = networks.modulated_conv3d(x.half(), weight, styles, padding=1, fused_modconv=False)
+    want = layers.modulated_conv3d(x, weight, styles, padding=1, fused_modconv=False)
+    got = layers.modulated_conv3d(x.half(), weight, styles, padding=1, fused_modconv=False)
     assert got.dtype == torch.float16 and torch.isfinite(got).all()
     torch.testing.assert_close(got.float(), want, rtol=0, atol=2e-2 * want.abs().max().item())
 
@@ -178,11 +178,11 @@ def test_fused_and_nonfused_generator_agree():
 
 def test_compute_dtype_rule():
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
-    assert networks._compute_dtype(True, 'fp16', False, cuda) == torch.float16
-    assert networks._compute_dtype(True, 'bf16', False, cuda) == torch.bfloat16
-    assert networks._compute_dtype(True, 'fp16', True, cuda) == torch.float32  # force_fp32
-    assert networks._compute_dtype(False, 'bf16', False, cuda) == torch.float32
-    assert networks._compute_dtype(True, 'fp16', False, cpu) == torch.float32  # CPU always float32.
+    assert layers._compute_dtype(True, 'fp16', False, cuda) == torch.float16
+    assert layers._compute_dtype(True, 'bf16', False, cuda) == torch.bfloat16
+    assert layers._compute_dtype(True, 'fp16', True, cuda) == torch.float32  # force_fp32
+    assert layers._compute_dtype(False, 'bf16', False, cuda) == torch.float32
+    assert layers._compute_dtype(True, 'fp16', False, cpu) == torch.float32  # CPU always float32.
     G = make_G('32x32x32', num_fp16_res=2)
     assert [getattr(G.synthesis, f'b{i}').use_fp16 for i in range(4)] == [False, False, True, True]
     G = make_G('32x32x32', num_fp16_res=10)
@@ -199,7 +199,7 @@ def test_compute_dtype_rule():
 def test_reduced_precision_close_to_fp32(monkeypatch, precision, tol, channels_last):
     # CPU runs blocks in float32 by design; lift the device rule to exercise the casting and the fp16/bf16 convs.
     monkeypatch.setattr(networks, '_compute_dtype',
-                        lambda use, prec, force, device, full=torch.float32: networks._REDUCED_DTYPES[prec]
+                        lambda use, prec, force, device, full=torch.float32: layers._REDUCED_DTYPES[prec]
                         if use and not force else full)
     G = make_G('16x16x16', num_fp16_res=2, conv_clamp=256, precision=precision, channels_last=channels_last).eval()
     D = make_D('16x16x16', num_fp16_res=2, conv_clamp=256, precision=precision, channels_last=channels_last)
@@ -212,7 +212,7 @@ def test_reduced_precision_close_to_fp32(monkeypatch, precision, tol, channels_l
         ref = G.synthesis(ws, noise_mode='const', force_fp32=True)
         assert seen['g2'].dtype == torch.float32
         got = G.synthesis(ws, noise_mode='const')
-        reduced = networks._REDUCED_DTYPES[precision]
+        reduced = layers._REDUCED_DTYPES[precision]
         assert seen['g1'].dtype == seen['g2'].dtype == reduced and got.dtype == torch.float32
         assert seen['g2_in'].is_contiguous(memory_format=torch.channels_last_3d) == channels_last
         assert (got - ref).abs().max() <= tol * ref.abs().max()
