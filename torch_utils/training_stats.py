@@ -122,6 +122,21 @@ class Collector:
             if delta[0] != 0:
                 self._moments[name] = delta
 
+    def pending(self) -> dict[str, list[float]]:
+        """Moments reported since the last update(), summed over processes, without consuming them.
+
+        Saved with a training state so that a resumed run's next update() sees the same interval (see
+        add_pending). Every process must call it at the same time.
+        """
+        return {name: (total - self._seen.get(name, torch.zeros_like(total))).tolist()
+                for name, total in _sync(self.names()) if self._regex.fullmatch(name)}
+
+    def add_pending(self, pending: dict[str, list[float]]) -> None:
+        """Count moments saved by pending() in the next update(), as if they had been reported here."""
+        for name, moments in pending.items():
+            seen = self._seen.setdefault(name, torch.zeros([_NUM_MOMENTS], dtype=_COUNTER_DTYPE))
+            seen.sub_(torch.tensor(moments, dtype=_COUNTER_DTYPE))
+
     def num(self, name: str) -> int:
         delta = self._moments.get(name)
         return 0 if delta is None else int(delta[0])

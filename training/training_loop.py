@@ -249,12 +249,13 @@ def make_snapshot(training_set_kwargs: dict, G, D, G_ema, augment_pipe, num_gpus
     return snapshot
 
 
-def training_state(phases, progress: dict, augment_pipe, loss, label_rng) -> dict:
+def training_state(phases, progress: dict, augment_pipe, loss, label_rng, ada_stats) -> dict:
     """Everything beyond the networks that an exact resume needs."""
     optimizers = {phase.name[0]: phase.opt.state_dict() for phase in phases}
     return dict(
         progress=dict(progress), optimizers=optimizers,
         augment_p=float(augment_pipe.p) if augment_pipe is not None else 0.0,
+        ada_pending=ada_stats.pending() if ada_stats is not None else {},  # Signs since the last p update.
         pl_mean=loss.pl_mean.detach().cpu(),
         rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
                  label=label_rng.get_state(),
@@ -450,16 +451,18 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
     phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
 
     progress = dict(cur_nimg=0, cur_tick=0, batch_idx=0)
+    ada_stats = training_stats.Collector(regex='Loss/signs/real') if augment_pipe is not None and \
+        ada_target is not None else None
     if resume_state is not None:
-        progress = restore_training_state(load_training_state(resume_state, rank), phases, augment_pipe, loss,
-                                          label_rng)
+        state = load_training_state(resume_state, rank)
+        progress = restore_training_state(state, phases, augment_pipe, loss, label_rng)
+        if ada_stats is not None:
+            ada_stats.add_pending(state.get('ada_pending', {}))
         if rank == 0:
             print(f"Resumed training state at kimg {progress['cur_nimg'] / 1000:.1f}, tick {progress['cur_tick']}")
     data_iterator = make_data_iterator(training_set, rank, num_gpus, random_seed, batch_size,
                                        skip=progress['batch_idx'] * (batch_size // num_gpus),
                                        data_loader_kwargs=data_loader_kwargs)
-    ada_stats = training_stats.Collector(regex='Loss/signs/real') if augment_pipe is not None and \
-        ada_target is not None else None
 
     # Grids, logs.
     grid_z = grid_c = grid_size = None
@@ -550,7 +553,7 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
             snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{kimg_tag}.pkl')
             if rank == 0:
                 atomic_write(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
-            state = training_state(phases, progress, augment_pipe, loss, label_rng)
+            state = training_state(phases, progress, augment_pipe, loss, label_rng, ada_stats)
             atomic_write(state_file(run_dir, kimg_tag, rank), lambda f: torch.save(state, f))
             last_snapshot = snapshot_pkl
             if metrics and not stop:  # A preempted job has seconds left, not the minutes metrics take.

@@ -54,3 +54,23 @@ def test_two_process_gloo_aggregation(tmp_path):
         assert stats['Loss/only0'] == {'num': 1, 'mean': 7.0, 'std': 0.0}
         assert stats['Loss/only1']['num'] == 2 and stats['Loss/only1']['mean'] == pytest.approx(5.0)
         assert 'Other/x' not in stats
+
+
+def test_pending_moments_carry_over_to_a_new_collector():
+    # A run saves what its ADA collector has seen since the last update; the resumed run's collector adds it, so
+    # its first update covers the same interval as an uninterrupted run's would.
+    name = 'Test/pending_' + str(os.getpid())
+    uninterrupted = training_stats.Collector(regex=name)
+    saving = training_stats.Collector(regex=name)
+    training_stats.report(name, torch.tensor([1.0, -1.0, 1.0]))
+    saved = saving.pending()
+    assert saved[name] == [3.0, 1.0, 3.0]  # count, sum, sum of squares
+    assert saving.pending() == saved  # Not consumed.
+    resumed = training_stats.Collector(regex=name)
+    resumed.add_pending(saved)
+    training_stats.report(name, torch.tensor([1.0, 1.0]))
+    uninterrupted.update()
+    resumed.update()
+    assert resumed.num(name) == uninterrupted.num(name) == 5
+    assert resumed.mean(name) == pytest.approx(uninterrupted.mean(name)) == pytest.approx(0.6)
+    assert resumed.std(name) == pytest.approx(uninterrupted.std(name))

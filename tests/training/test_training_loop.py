@@ -72,13 +72,22 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and 'nope.zip' in result.output
 
 
-def test_training_run_writes_outputs_and_resumes_exactly(phantom_zip, tmp_path):
+def test_training_run_writes_outputs_and_resumes_exactly(phantom_zip, tmp_path, monkeypatch):
     # Run A stops after 12 volumes; B resumes A and runs to 20; C runs to 20 straight. B must equal C.
-    common = [f'--data={phantom_zip}', *FAST, '--kimg-per-tick=0.008', '--aug=fixed', '--p=0.2', '--seed=3']
+    # ADA with a target below any sign mean and a fast ada_kimg, so p moves at every update (every 4 minibatches,
+    # across the resume point) and its continuity is tested too.
+    resolve = train.setup_training_loop_kwargs
+
+    def fast_ada(opts, gpus):
+        desc, c = resolve(opts, gpus)
+        c.update(ada_target=-2.0, ada_kimg=0.1, ada_interval=4)
+        return desc, c
+    monkeypatch.setattr(train, 'setup_training_loop_kwargs', fast_ada)
+    common = [f'--data={phantom_zip}', *FAST, '--kimg-per-tick=0.008', '--aug=ada', '--seed=3']
     out_a, out_c = tmp_path / 'a', tmp_path / 'c'
     assert run_train([f'--outdir={out_a}', '--kimg=0.012', *common]).exit_code == 0
     run_a = out_a / os.listdir(out_a)[0]
-    assert run_a.name == '00000-phantoms-demo-kimg0.012-batch4-fixed-p0.2'
+    assert run_a.name == '00000-phantoms-demo-kimg0.012-batch4-ada'
     files = set(os.listdir(run_a))
     for name in ['training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png',
                  'fakes000000.png', 'network-snapshot-000000.pkl', 'training-state-000000.pt']:
@@ -100,7 +109,14 @@ def test_training_run_writes_outputs_and_resumes_exactly(phantom_zip, tmp_path):
         for (key, a), (_, b) in zip(resumed[name].state_dict().items(), straight[name].state_dict().items()):
             assert torch.equal(a, b), f'{name}.{key} differs after resume'
     state = torch.load(run_a / 'training-state-000000.pt', weights_only=False)
-    assert state['progress']['cur_nimg'] == 20
+    straight_state = torch.load(out_c / os.listdir(out_c)[0] / 'training-state-000000.pt', weights_only=False)
+    assert state['progress'] == straight_state['progress'] and state['progress']['cur_nimg'] == 20
+    assert state['augment_p'] == pytest.approx(4 * 4 / 100) and state['augment_p'] == straight_state['augment_p']
+    assert torch.equal(state['pl_mean'], straight_state['pl_mean'])
+    for name in ('G', 'D'):  # Adam moments and step counts.
+        for key, value in state['optimizers'][name]['state'].items():
+            for field, tensor in value.items():
+                assert torch.equal(tensor, straight_state['optimizers'][name]['state'][key][field]), (name, field)
 
 
 def loop_kwargs(args, run_dir):
