@@ -36,7 +36,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import zipfile
 from typing import Iterator
 
@@ -115,7 +118,8 @@ def folder_cases(root: str) -> tuple[list[Case], list[tuple[str, str]]]:
             rel = os.path.relpath(folder, root).replace(os.sep, '/')
             series = volume_io.find_dicom_series(folder)
             if not series:
-                problems.append((rel, f'{len(dicom)} DICOM files but no readable series'))
+                problems.append((rel, f'{len(dicom)} DICOM file(s) in {folder} (e.g. {os.path.basename(dicom[0])}) '
+                                      f'hold no readable series'))
             for uid, files in series:
                 name = rel if len(series) == 1 else f'{rel}#{uid}'
                 cases.append(Case(name, [('dicom', files)], (name, rel, os.path.basename(folder), uid)))
@@ -207,7 +211,7 @@ def load_labels(path: str) -> dict[str, int | list[float]]:
     try:
         with open(path, newline='') as f:
             if path.lower().endswith('.json'):
-                raw = json.load(f)
+                raw = json.load(f, object_pairs_hook=lambda pairs: _unique_names(pairs, path))
                 if not isinstance(raw, dict):
                     raise PackError(f'--labels {path}: expected a JSON object {{name: label}}')
             elif path.lower().endswith('.csv'):
@@ -219,6 +223,16 @@ def load_labels(path: str) -> dict[str, int | list[float]]:
     if not raw:
         raise PackError(f'--labels {path} holds no labels')
     return _validate_labels(raw, path)
+
+
+def _unique_names(pairs: list[tuple[str, object]], path: str) -> dict[str, object]:
+    # json.load keeps the last of repeated keys silently; a label file naming a volume twice is a mistake.
+    labels: dict[str, object] = {}
+    for name, value in pairs:
+        if name in labels:
+            raise PackError(f'--labels {path}: "{name}" is listed twice')
+        labels[name] = value
+    return labels
 
 
 def _read_label_csv(f, path: str) -> dict[str, object]:
@@ -234,6 +248,8 @@ def _read_label_csv(f, path: str) -> dict[str, object]:
             raise PackError(f'--labels {path}, row {i + 1}: labels must be numbers, got {values}') from None
         if not values:
             raise PackError(f'--labels {path}, row {i + 1}: "{name}" has no label')
+        if name in labels:
+            raise PackError(f'--labels {path}, row {i + 1}: "{name}" is listed twice')
         labels[name] = numbers[0] if len(numbers) == 1 and isinstance(numbers[0], int) else [float(v) for v in numbers]
     return labels
 
@@ -335,36 +351,55 @@ class DatasetWriter:
                 raise PackError(f'--dest {dest} exists and is not a folder (use a .zip name or an empty folder)')
             if os.listdir(self.dest):
                 raise PackError(f'--dest {dest} is not empty')
-        os.makedirs(parent, exist_ok=True)
-        prefix = f'.{os.path.basename(self.dest)}.'
-        if self.is_zip:
-            fd, self.tmp = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
-            os.close(fd)
-            self._zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
-        else:
-            self.tmp = tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent)
+        self.tmp, self._zip = None, None
+        blocker = _existing_file_in_path(parent)
+        if blocker:
+            raise PackError(f'--dest {dest}: {blocker} is a file, not a folder')
+        with self._dest_errors():
+            os.makedirs(parent, exist_ok=True)
+            prefix = f'.{os.path.basename(self.dest)}.'
+            if self.is_zip:
+                fd, self.tmp = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
+                os.close(fd)
+                self._zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
+            else:
+                self.tmp = tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent)
+
+    @contextlib.contextmanager
+    def _dest_errors(self) -> Iterator[None]:
+        """Turn a filesystem error (no permission, a file in the path, disk full) into a PackError naming dest."""
+        try:
+            yield
+        except OSError as e:
+            self.abort()
+            raise PackError(f'cannot write --dest {self.dest}: {e.strerror or e}') from None
 
     def add(self, fname: str, data: bytes) -> None:
         """Store one member (a '/'-separated relative name)."""
-        if self.is_zip:
-            self._zip.writestr(zipfile.ZipInfo(fname, date_time=_ZIP_DATE), data, compress_type=zipfile.ZIP_STORED)
-            return
-        path = os.path.join(self.tmp, *fname.split('/'))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, 'wb') as f:
-            f.write(data)
+        with self._dest_errors():
+            if self.is_zip:
+                info = zipfile.ZipInfo(fname, date_time=_ZIP_DATE)
+                self._zip.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+                return
+            path = os.path.join(self.tmp, *fname.split('/'))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'wb') as f:
+                f.write(data)
 
     def commit(self) -> None:
         """Move the finished output to dest."""
-        if self.is_zip:
-            self._zip.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, (0o777 if not self.is_zip else 0o666) & ~umask)  # mkstemp/mkdtemp made it private.
-        os.replace(self.tmp, self.dest)  # An existing empty dest folder is replaced too (POSIX rename).
+        with self._dest_errors():
+            if self.is_zip:
+                self._zip.close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, (0o777 if not self.is_zip else 0o666) & ~umask)  # mkstemp/mkdtemp made it private.
+            os.replace(self.tmp, self.dest)  # An existing empty dest folder is replaced too (POSIX rename).
 
     def abort(self) -> None:
         """Remove the partial output."""
+        if self.tmp is None:
+            return
         if self.is_zip:
             with contextlib.suppress(Exception):
                 self._zip.close()
@@ -372,6 +407,13 @@ class DatasetWriter:
                 os.remove(self.tmp)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _existing_file_in_path(folder: str) -> str | None:
+    """The first existing non-folder on the way down to folder, or None."""
+    while folder and not os.path.exists(folder):
+        folder = os.path.dirname(folder) if os.path.dirname(folder) != folder else ''
+    return folder if folder and not os.path.isdir(folder) else None
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -558,8 +600,10 @@ def _numbers(value: str | None, param: str, count: int, integer: bool = False, s
         numbers = tuple(int(p) if integer else float(p) for p in parts)
     except ValueError:
         numbers = ()
-    if len(numbers) != count or min(numbers) <= 0 or not all(np.isfinite(numbers)):
-        what = 'XxYxZ positive integers, e.g. 256x256x24' if integer else \
+    # A size of 1 along an axis would make every volume a 2D image, which the dataset rejects.
+    too_small = bool(numbers) and (min(numbers) < 2 if integer else min(numbers) <= 0)
+    if len(numbers) != count or not all(np.isfinite(numbers)) or too_small:
+        what = 'XxYxZ integers >= 2, e.g. 256x256x24' if integer else \
             f'{count} positive numbers separated by "{sep}"'
         raise click.BadParameter(f'"{value}": expected {what}', param_hint=param)
     return numbers
@@ -587,6 +631,19 @@ def _parse_channels(value: str | None) -> list[str] | None:
     return patterns
 
 
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM (a scheduler's kill) into SystemExit, so the temporary output is removed as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Signal handlers can only be set from the main thread.
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @click.command(help=__doc__)
 @click.option('--source', required=True, metavar='PATH', help='Folder, .zip, or phantom:N[:SEED]')
 @click.option('--dest', required=True, metavar='PATH', help='Output .zip, or an empty or new folder')
@@ -602,12 +659,12 @@ def _parse_channels(value: str | None) -> list[str] | None:
 @click.option('--channels', metavar='GLOBS', help='One pattern per sequence, e.g. "*_t2w.nii.gz,*_adc.nii.gz"')
 def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str | None, clip: str, dtype: str,
          labels: str | None, max_volumes: int | None, on_error: str, channels: str | None) -> None:
+    options = dict(size=_numbers(size, '--size', 3, integer=True, sep='x'), spacing=_numbers(spacing, '--spacing', 3),
+                   fov=_numbers(fov, '--fov', 3), clip=_parse_clip(clip), channels=_parse_channels(channels))
     try:
-        summary = pack_dataset(
-            source=os.path.expanduser(source), dest=dest, size=_numbers(size, '--size', 3, integer=True, sep='x'),
-            spacing=_numbers(spacing, '--spacing', 3), fov=_numbers(fov, '--fov', 3), clip=_parse_clip(clip),
-            dtype=dtype, labels=labels, max_volumes=max_volumes, on_error=on_error,
-            channels=_parse_channels(channels), progress=True)
+        with _exit_on_sigterm():
+            summary = pack_dataset(source=os.path.expanduser(source), dest=dest, dtype=dtype, labels=labels,
+                                   max_volumes=max_volumes, on_error=on_error, progress=True, **options)
     except PackError as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.report())

@@ -1,8 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """dataset_tool.py end to end on real files: every source format, geometry, sequences, labels and bad inputs."""
 
+import glob
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 
 import nibabel as nib
@@ -120,6 +125,27 @@ def test_each_format_packs_with_size_spacing_and_orientation(tmp_path, fmt):
     assert np.allclose(blob_centroid(volume[0]), expected, atol=0.5), (blob_centroid(volume[0]), expected)
 
 
+@pytest.mark.parametrize('args, shape, spacing', [
+    (['--spacing', '3'], [10, 10, 10], [3.0, 3.0, 3.0]),                      # The source's 30 mm box at 3 mm.
+    (['--fov', '24,36,15'], [10, 18, 24], [1.0, 2.0, 1.5]),                   # Crop x and z, pad y; own spacing.
+    (['--fov', '24,36,15', '--size', '12x12x5'], [5, 12, 12], [2.0, 3.0, 3.0]),  # Spacing = fov / size.
+])
+def test_spacing_and_fov_give_the_physical_grid(tmp_path, args, shape, spacing):
+    blob_lps = (5.0, -4.0, 3.0)
+    os.makedirs(tmp_path / 'src')
+    image = sitk_blob_image((30, 15, 20), (1.0, 2.0, 1.5), (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 0), blob_lps)
+    sitk.WriteImage(image, str(tmp_path / 'src' / 'case.mha'))  # A 30 x 30 x 30 mm box centred at 0.
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--clip', '0,100', *args)
+    assert result.exit_code == 0, result.output
+    info, arrays = read_zip(tmp_path / 'out.zip')
+    assert info['shape'] == [1, *shape] and info['spacing'] == spacing
+    volume = arrays['00000/vol00000000.npy'][0]  # [D, H, W]
+    expected = (np.array(shape[::-1]) - 1) / 2 + np.asarray(blob_lps) / np.asarray(spacing)
+    assert np.allclose(blob_centroid(volume), expected, atol=0.5), (blob_centroid(volume), expected)
+    if '--fov' in args:  # y is padded with the background (the lowest value), x is cropped inside the image.
+        assert volume[:, 0, :].max() == 0 and volume[:, -1, :].max() == 0 and volume[:, 2:-2, 0].min() > 0
+
+
 def test_reorientation_alone_moves_a_marker_voxel_exactly(tmp_path):
     data = np.zeros((6, 8, 5), dtype=np.float32)  # i, j, k
     data[1, 6, 3] = 10
@@ -136,32 +162,39 @@ def test_reorientation_alone_moves_a_marker_voxel_exactly(tmp_path):
     assert np.argwhere(volume == 255).tolist() == [[5 - 1 - 3, 1, 8 - 1 - 6]]
 
 
-def test_sphere_keeps_its_physical_radius(tmp_path):
+@pytest.mark.parametrize('spacing', [(1.0, 1.0, 1.0), (0.75, 0.75, 2.0)])
+def test_sphere_keeps_its_physical_radius(tmp_path, spacing):
     os.makedirs(tmp_path / 'src')
     sitk.WriteImage(sphere_image((0.6, 0.8, 3.0), 9.0, (48, 36, 10)), str(tmp_path / 'src' / 'sphere.nii.gz'))
-    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--spacing', '1',
-                  '--fov', '30,30,30', '--clip', '0,100')
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--spacing',
+                  ','.join(map(str, spacing)), '--fov', '30,30,30', '--clip', '0,100')
     assert result.exit_code == 0, result.output
     info, arrays = read_zip(tmp_path / 'out.zip')
-    assert info['shape'] == [1, 30, 30, 30] and info['spacing'] == [1.0, 1.0, 1.0]
-    volume = arrays['00000/vol00000000.npy'][0] / 255.0
-    assert abs(measured_radius(volume, (1, 1, 1)) - 9.0) < 1.0  # Within a voxel.
+    size_xyz = [round(30 / s) for s in spacing]
+    assert info['shape'] == [1, *size_xyz[::-1]] and info['spacing'] == list(spacing)
+    volume = arrays['00000/vol00000000.npy'][0] / 255.0  # [D, H, W]
+    assert abs(measured_radius(volume, spacing) - 9.0) < min(spacing)  # Within a voxel.
+    # The half-height width through the centre is the 18 mm diameter within a voxel along each axis.
+    cz, cy, cx = (np.asarray(volume.shape) - 1) // 2
+    for profile, step in ((volume[cz, cy, :], spacing[0]), (volume[cz, :, cx], spacing[1]),
+                          (volume[:, cy, cx], spacing[2])):
+        assert abs((profile > 0.5).sum() * step - 18.0) <= step
 
 
 def test_three_sequences_on_different_grids_pack_aligned(tmp_path):
     blob_lps = (6.0, 5.0, -4.0)
-    grids = {  # Per sequence: size, spacing, direction, centre (mm): all cover the same 40 mm box.
-        't2w': ((80, 80, 10), (0.5, 0.5, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 0)),
-        'adc': ((20, 20, 10), (2.0, 2.0, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (1.0, -1.0, 0)),
-        'hbv': ((16, 16, 8), (2.5, 2.5, 5.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1), (-1.0, 0, 2.0)),
+    grids = {  # Per sequence: size, spacing, direction, centre (mm), intensity scale; all cover a 40 mm box.
+        't2w': ((80, 80, 10), (0.5, 0.5, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 0), 1.0),
+        'adc': ((20, 20, 10), (2.0, 2.0, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (1.0, -1.0, 0), 0.2),
+        'hbv': ((16, 16, 8), (2.5, 2.5, 5.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1), (-1.0, 0, 2.0), 3.0),
     }
     for case in ('p001', 'p002'):
-        for seq, (size, spacing, direction, centre) in grids.items():
+        for seq, (size, spacing, direction, centre, scale) in grids.items():
             if case == 'p002' and seq == 'hbv':
                 continue  # p002 lacks a sequence: reported and skipped.
             folder = tmp_path / 'src' / case
             os.makedirs(folder, exist_ok=True)
-            image = sitk_blob_image(size, spacing, direction, centre, blob_lps)
+            image = sitk_blob_image(size, spacing, direction, centre, blob_lps) * scale
             sitk.WriteImage(image, str(folder / f'{case}_{seq}.nii.gz'))
     result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--size', '20x20x10',
                   '--channels', '*_t2w.nii.gz,*_adc.nii.gz,*_hbv.nii.gz', '--clip', '0,100')
@@ -175,8 +208,14 @@ def test_three_sequences_on_different_grids_pack_aligned(tmp_path):
     volume = arrays['00000/vol00000000.npy']
     expected = (np.array([20, 20, 10]) - 1) / 2 + np.asarray(blob_lps) / np.array([2.0, 2.0, 4.0])
     for c in range(3):
-        assert volume[c].max() == 255  # Each channel normalised on its own.
+        assert volume[c].min() == 0 and volume[c].max() == 255  # Each channel normalised on its own scale.
         assert np.allclose(blob_centroid(volume[c]), expected, atol=0.5), (c, blob_centroid(volume[c]))
+    ds = VolumeFolderDataset(str(tmp_path / 'out.zip'))
+    assert ds.num_channels == 3 and ds.channel_names == ['t2w', 'adc', 'hbv'] and ds.channels_are_sequences
+    stop = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'stop.zip', '--size', '20x20x10',
+                '--channels', '*_t2w.nii.gz,*_adc.nii.gz,*_hbv.nii.gz', '--on-error', 'stop')
+    assert stop.exit_code == 1 and 'case "p002" has no file for *_hbv.nii.gz' in stop.output
+    assert not os.path.exists(tmp_path / 'stop.zip')
 
 
 def write_npy_cases(folder, names, shape=(4, 6, 8)):
@@ -235,6 +274,20 @@ def test_phantom_source_max_volumes_and_determinism(tmp_path):
     assert info['clip_percentiles'] == [0.5, 99.5]
 
 
+def test_default_clipping_is_the_0_5_and_99_5_percentiles(tmp_path):
+    os.makedirs(tmp_path / 'src')
+    ramp = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    ramp[0, 0, :3], ramp[-1, -1, -3:] = -1e4, 1e4  # Outliers that min/max scaling would let dominate.
+    np.save(tmp_path / 'src' / 'ramp.npy', ramp)
+    assert pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip').exit_code == 0
+    info, arrays = read_zip(tmp_path / 'out.zip')
+    lo, hi = np.percentile(ramp, [0.5, 99.5])
+    expected = np.rint(np.clip((ramp - lo) / (hi - lo), 0, 1) * 255)
+    volume = arrays['00000/vol00000000.npy'][0]
+    assert volume.dtype == np.uint8 and np.abs(volume.astype(np.float64) - expected).max() <= 1
+    assert info['clip_percentiles'] == [0.5, 99.5]
+
+
 def test_uint16_and_percentile_clipping(tmp_path):
     os.makedirs(tmp_path / 'src')
     ramp = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
@@ -259,6 +312,14 @@ def make_bad(folder, kind):
         data = (folder / 'bad.nii.gz').read_bytes()
         (folder / 'bad.nii.gz').write_bytes(data[:len(data) // 2])
         return 'bad.nii.gz'
+    if kind == 'corrupt':  # Complete length, garbled deflate stream.
+        volume = np.random.default_rng(0).random((12, 12, 6)).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / 'bad.nii.gz')
+        data = bytearray((folder / 'bad.nii.gz').read_bytes())
+        middle = slice(len(data) // 2, len(data) // 2 + 200)  # Past the header, which must still read.
+        data[middle] = bytes((b * 7 + 3) % 256 for b in data[middle])
+        (folder / 'bad.nii.gz').write_bytes(bytes(data))
+        return 'bad.nii.gz'
     if kind == '2d':
         nib.save(nib.Nifti1Image(np.random.rand(8, 6).astype(np.float32), np.eye(4)), folder / 'bad.nii')
         return 'bad.nii'
@@ -274,6 +335,7 @@ def make_bad(folder, kind):
 
 @pytest.mark.parametrize('kind, message', [
     ('truncated', 'is truncated'),
+    ('corrupt', 'is corrupt'),
     ('2d', 'is a 2D image'),
     ('4d', 'is a 4D image'),
     ('zero-size', 'is empty'),
@@ -285,13 +347,16 @@ def test_bad_volume_stops_or_is_skipped(tmp_path, kind, message):
     os.makedirs(tmp_path / 'out')
     stop = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip', '--on-error', 'stop')
     assert stop.exit_code == 1 and message in stop.output and name in stop.output, stop.output
+    assert isinstance(stop.exception, SystemExit)  # A ClickException, not an escaped traceback.
     error_lines = [line for line in stop.output.splitlines() if line.startswith('Error')]
     assert len(error_lines) == 1 and message in error_lines[0]
     assert os.listdir(tmp_path / 'out') == []  # No archive and no temporary file.
 
     skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip')
     assert skip.exit_code == 0, skip.output
-    assert f'skipped {name}:' in skip.output and message in skip.output and 'Wrote 1 volume' in skip.output
+    summary = skip.output.splitlines()[-2:]  # The summary comes last: the count, then one line per skip.
+    assert summary[0].startswith('Wrote 1 volume') and 'skipped 1.' in summary[0]
+    assert summary[1].startswith(f'  skipped {name}:') and message in summary[1]
     _, arrays = read_zip(tmp_path / 'out' / 'd.zip')
     assert len(arrays) == 1
 
@@ -308,6 +373,7 @@ def test_empty_folder_and_all_skipped_leave_nothing(tmp_path):
     (tmp_path / 'empty' / 'notes.txt').write_text('no volumes here')
     result = pack('--source', tmp_path / 'empty', '--dest', tmp_path / 'out.zip')
     assert result.exit_code == 1 and 'no volumes (NIfTI, NRRD, MHA/MHD, .npy or DICOM) found' in result.output
+    assert str(tmp_path / 'empty') in result.output and len(result.output.strip().splitlines()) == 1
     make_bad(tmp_path / 'bad', '2d')
     result = pack('--source', tmp_path / 'bad', '--dest', tmp_path / 'out.zip')
     assert result.exit_code == 1 and 'no volumes were written' in result.output and 'bad.nii' in result.output
@@ -329,8 +395,33 @@ def test_label_file_naming_missing_files(tmp_path):
     assert skip.exit_code == 0 and 'skipped b.npy: no label for b.npy' in skip.output
 
 
+def test_unreadable_dicom_folder_is_named(tmp_path):
+    write_npy_cases(tmp_path / 'src', ['a'])
+    os.makedirs(tmp_path / 'src' / 'scans')
+    (tmp_path / 'src' / 'scans' / 'junk.dcm').write_bytes(b'x' * 300)
+    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip')
+    assert skip.exit_code == 0 and 'skipped scans: 1 DICOM file(s) in' in skip.output
+    assert 'junk.dcm' in skip.output and 'no readable series' in skip.output
+    stop = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'stop.zip', '--on-error', 'stop')
+    assert stop.exit_code == 1 and 'junk.dcm' in stop.output and not os.path.exists(tmp_path / 'stop.zip')
+
+
+@pytest.mark.parametrize('name, text', [
+    ('labels.csv', 'a,1\nb,0\na,2\n'),
+    ('labels.json', '{"a": 1, "b": 0, "a": 2}'),
+])
+def test_a_volume_labelled_twice_is_an_error(tmp_path, name, text):
+    write_npy_cases(tmp_path / 'src', ['a', 'b'])
+    (tmp_path / name).write_text(text)
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--labels', tmp_path / name)
+    assert result.exit_code == 1 and name in result.output and '"a" is listed twice' in result.output
+    assert not os.path.exists(tmp_path / 'out.zip')
+
+
 @pytest.mark.parametrize('args, message', [
     (['--size', '16x16'], '--size'),
+    (['--size', '16x16x1'], 'integers >= 2'),
+    (['--spacing', 'abc'], '--spacing'),
     (['--size', '0x16x8'], '--size'),
     (['--spacing', '1,2'], '--spacing'),
     (['--fov', 'a,b,c'], '--fov'),
@@ -355,7 +446,21 @@ def test_bad_sources_and_destinations(tmp_path):
     assert result.exit_code == 1 and 'is not empty' in result.output
     result = pack('--source', 'phantom:1', '--dest', tmp_path / 'l.zip', '--labels', tmp_path / 'full' / 'x')
     assert result.exit_code == 1 and 'expected a .csv or .json' in result.output
-    assert sorted(os.listdir(tmp_path)) == ['full']
+    result = pack('--source', 'phantom:1', '--dest', tmp_path / 'full' / 'x' / 'out.zip')
+    assert result.exit_code == 1 and 'is a file, not a folder' in result.output
+    assert isinstance(result.exception, SystemExit)
+    assert sorted(os.listdir(tmp_path)) == ['full'] and os.listdir(tmp_path / 'full') == ['x']
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(zipfile.ZipFile, 'writestr', no_space)
+    result = pack('--source', 'phantom:3', '--dest', tmp_path / 'out.zip', '--size', '8x8x4')
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.strip() == f'Error: cannot write --dest {tmp_path / "out.zip"}: No space left on device'
+    assert os.listdir(tmp_path) == []
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
@@ -373,4 +478,24 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
         calls.clear()
         with pytest.raises(KeyboardInterrupt):
             dataset_tool.pack_dataset('phantom:5', str(tmp_path / dest), size=(8, 8, 4))
+    assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_removes_the_temporary_archive(tmp_path):
+    # A scheduler stops jobs with SIGTERM; the run must clean up as it does on Ctrl-C.
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'dataset_tool.py')
+    process = subprocess.Popen([sys.executable, tool, '--source', 'phantom:100000', '--size', '32x32x8',
+                                '--dest', str(tmp_path / 'out.zip')], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not glob.glob(str(tmp_path / '.out.zip.*.tmp')) and process.poll() is None:
+            assert time.monotonic() < deadline, 'no temporary archive appeared'
+            time.sleep(0.05)
+        time.sleep(0.2)  # Some volumes written.
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert os.listdir(tmp_path) == []

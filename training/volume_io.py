@@ -19,6 +19,7 @@ import gzip
 import os
 import re
 import tempfile
+import zlib
 
 import numpy as np
 import scipy.ndimage
@@ -59,7 +60,7 @@ def is_dicom_file(path: str) -> bool:
 def sitk_error_message(error: Exception) -> str:
     """A one-line version of a SimpleITK/ITK exception message (which spans several lines with source paths)."""
     text = str(error)
-    match = re.search(r'(?:ITK ERROR|sitk::ERROR):\s*(.*)', text, flags=re.S)
+    match = re.search(r'(?:ITK ERROR|itk::ERROR|sitk::ERROR):\s*(.*)', text, flags=re.S)
     text = match.group(1) if match else text
     text = re.sub(r'^\w+\(0x[0-9a-f]+\):\s*', '', text.strip())  # Drop the "ClassName(0x55e1...): " prefix.
     text = text.replace('Reason: No such file or directory', '')  # A stale errno after a short read.
@@ -85,7 +86,9 @@ def _check_nifti_complete(path: str) -> None:
             actual = os.path.getsize(path)
     except EOFError:
         raise ValueError(f'{path} is truncated: the compressed stream ends early') from None
-    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as e:
+    except (zlib.error, gzip.BadGzipFile) as e:  # A garbled deflate stream or a CRC mismatch.
+        raise ValueError(f'{path} is corrupt: the compressed stream cannot be decompressed ({e})') from None
+    except Exception as e:  # nibabel's header errors derive from Exception directly; name the file whatever it is.
         raise ValueError(f'cannot read {path}: {" ".join(str(e).split()) or type(e).__name__}') from None
     if actual < expected:
         raise ValueError(f'{path} is truncated: {actual} bytes of data, the header needs {expected}')

@@ -138,3 +138,17 @@ def test_not_a_dataset(tmp_path):
     (tmp_path / 'plain' / 'dataset.json').write_text(json.dumps({'format': 'other/9'}))
     with pytest.raises(ValueError, match='format "other/9"'):
         VolumeFolderDataset(str(tmp_path / 'plain'))
+
+
+def test_a_volume_of_another_shape_or_dtype_is_a_clear_error(tmp_path):
+    os.makedirs(tmp_path / 'ds' / '00000')
+    (tmp_path / 'ds' / 'dataset.json').write_text(json.dumps({'format': 'stylegan2-ada-3d/1', 'dtype': 'uint8'}))
+    np.save(tmp_path / 'ds' / '00000' / 'vol00000000.npy', np.ones((1, 2, 3, 4), np.uint8))
+    np.save(tmp_path / 'ds' / '00000' / 'vol00000001.npy', np.ones((1, 2, 3, 5), np.uint8))
+    np.save(tmp_path / 'ds' / '00000' / 'vol00000002.npy', np.ones((1, 2, 3, 4), np.uint16))
+    ds = VolumeFolderDataset(str(tmp_path / 'ds'))
+    assert ds.image_shape == [1, 2, 3, 4] and ds[0][0].shape == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match=r'vol00000001\.npy has shape \(1, 2, 3, 5\)'):
+        ds[1]
+    with pytest.raises(ValueError, match=r'vol00000002\.npy has dtype uint16, dataset.json says uint8'):
+        ds[2]

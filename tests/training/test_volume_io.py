@@ -2,6 +2,7 @@
 """volume_io: reading every format, canonical LPS orientation, physical resampling and atomic writing."""
 
 import os
+import re
 
 import nibabel as nib
 import numpy as np
@@ -221,3 +222,21 @@ def test_truncated_nifti_is_detected(tmp_path):
         with pytest.raises(ValueError, match='is truncated') as info:
             volume_io.read_image(str(tmp_path / f't{name}'))
         assert f't{name}' in str(info.value) and '\n' not in str(info.value)
+
+
+def test_corrupt_streams_and_itk_errors_are_one_line(tmp_path):
+    volume = np.random.default_rng(0).random((12, 12, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / 'c.nii.gz')
+    data = bytearray((tmp_path / 'c.nii.gz').read_bytes())
+    middle = slice(len(data) // 2, len(data) // 2 + 200)  # Same length, garbled data past the header.
+    data[middle] = bytes((b * 7 + 3) % 256 for b in data[middle])
+    (tmp_path / 'c.nii.gz').write_bytes(bytes(data))
+    # A raw float NRRD without an endianness: ITK refuses it with a long message citing its own sources.
+    (tmp_path / 'e.nrrd').write_bytes(b'NRRD0004\ntype: float\ndimension: 3\nsizes: 4 4 4\nencoding: raw\n\n'
+                                      + bytes(256))
+    for name, message in (('c.nii.gz', 'is corrupt'), ('e.nrrd', 'cannot read')):
+        with pytest.raises(ValueError, match=message) as info:
+            volume_io.read_image(str(tmp_path / name))
+        text = str(info.value)
+        assert str(tmp_path / name) in text and '\n' not in text
+        assert '.cxx' not in text and not re.search(r'\(0x[0-9a-f]+\)', text)  # No ITK source lines or pointers.
