@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Generate volumes with a trained network and write them as NIfTI (or NRRD/.npy) with a real affine.
 
+Volumes get the voxel spacing, orientation (LPS, written as NIfTI's RAS by the writer) and stored dtype (uint8 or
+uint16) of the training data, read from its dataset.json (or from a safe export, which records them). Seeds fix
+the volumes whatever --batch is, also with --noise-mode=random.
+
 Examples:
 
 \b
@@ -12,42 +16,53 @@ Examples:
   python generate.py --network=G.pt --count=5000 --batch=16 --outdir=synth --qc-data=prostate.zip --qc-ssim=0.4
 
 \b
-  # Render a latent found by projector.py.
+  # Render a latent (and the noise) found by projector.py.
   python generate.py --network=G.pt --projected-w=proj/projected_w.npz --outdir=out
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
-import zipfile
+import sys
+from typing import Callable, Iterator
 
 import click
 import numpy as np
+import PIL.Image
 import torch
 import tqdm
 
 import legacy
 from training import visualize, volume_io
+from training.training_loop import atomic_write
 
 FORMATS = ('nii.gz', 'nii', 'nrrd', 'npy')
+STORED_DTYPES = ('uint8', 'uint16')
+DEFAULT_CLIP_PERCENTILES = (0.5, 99.5)  # dataset_tool.py's default --clip.
+MAX_SEED = 2**32 - 1       # numpy's RandomState takes seeds in [0, 2**32).
+MAX_SEEDS = 10_000_000     # A guard against a typo such as 0-99999999999 filling the memory.
 
 #----------------------------------------------------------------------------
 # Parsing.
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, param_hint: str = '--seeds') -> list[int]:
     """'0-3,9' -> [0, 1, 2, 3, 9]."""
     seeds: list[int] = []
     for part in text.split(','):
         part = part.strip()
         match = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
         if match is None:
-            raise click.BadParameter(f'"{part}" is not a seed or a range like 0-9', param_hint='--seeds')
+            raise click.BadParameter(f'"{part}" is not a seed or a range like 0-9', param_hint=param_hint)
         lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
         if hi < lo:
-            raise click.BadParameter(f'range "{part}" runs backwards', param_hint='--seeds')
+            raise click.BadParameter(f'range "{part}" runs backwards', param_hint=param_hint)
+        if hi > MAX_SEED:
+            raise click.BadParameter(f'"{part}": seeds go up to {MAX_SEED}', param_hint=param_hint)
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise click.BadParameter(f'more than {MAX_SEEDS} seeds', param_hint=param_hint)
         seeds.extend(range(lo, hi + 1))
     return seeds
 
@@ -55,50 +70,81 @@ def parse_seeds(text: str) -> list[int]:
 # Volume metadata: spacing and orientation of the training data.
 
 
-def dataset_geometry(training_set_kwargs: dict | None, G) -> dict:
-    """Spacing, direction and stored range: from the dataset's dataset.json when it is reachable, else from G."""
-    info = None
-    path = (training_set_kwargs or {}).get('path')
-    if path and os.path.isfile(path) and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            if 'dataset.json' in z.namelist():
-                info = json.loads(z.read('dataset.json'))
-    elif path and os.path.isfile(os.path.join(path, 'dataset.json')):
-        with open(os.path.join(path, 'dataset.json')) as f:
-            info = json.load(f)
-    spacing = getattr(G, 'voxel_spacing', None) or (info or {}).get('spacing') or (1.0, 1.0, 1.0)
-    return dict(spacing=[float(s) for s in spacing],
-                direction=(info or {}).get('direction', volume_io.CANONICAL_DIRECTION),
-                dtype=(info or {}).get('dtype', 'uint8'))
+def dataset_geometry(data: dict, G) -> dict:
+    """Spacing (x, y, z), LPS direction, stored dtype and intensity clip percentiles of the training data.
+
+    `data` is what legacy.load_network returns. The geometry comes from a safe export's record, else from the
+    training set's dataset.json when reachable; the spacing from G when it carries one. Without either the
+    volumes get the canonical LPS orientation and uint8, and a note on stderr says so.
+    """
+    info = data.get('dataset_info') or legacy.read_dataset_info(data.get('training_set_kwargs'))
+    if info is None:
+        print('Note: the training dataset.json is not reachable; writing uint8 volumes in the canonical LPS '
+              'orientation.', file=sys.stderr)
+    info = info or {}
+    spacing = getattr(G, 'voxel_spacing', None) or info.get('spacing') or (1.0, 1.0, 1.0)
+    dtype = str(info.get('dtype', 'uint8'))
+    if dtype not in STORED_DTYPES:
+        raise click.ClickException(f'the training dataset.json gives dtype "{dtype}"; expected one of '
+                                   f'{", ".join(STORED_DTYPES)}')
+    try:
+        return dict(spacing=[float(s) for s in spacing],
+                    direction=[float(d) for d in info.get('direction', volume_io.CANONICAL_DIRECTION)], dtype=dtype,
+                    clip_percentiles=[float(p) for p in info.get('clip_percentiles', DEFAULT_CLIP_PERCENTILES)])
+    except (TypeError, ValueError) as e:
+        message = f'the training dataset.json has a malformed spacing, direction or clip ({e})'
+        raise click.ClickException(message) from None
 
 
 def to_stored_range(volume: np.ndarray, dtype: str) -> np.ndarray:
-    """[-1, 1] floats -> the dataset's stored integers (uint8 or uint16)."""
+    """[-1, 1] floats -> the dataset's stored integers (uint8 or uint16); the inverse of x / max * 2 - 1."""
     max_value = np.iinfo(dtype).max
     return np.rint((volume + 1) * (max_value / 2)).clip(0, max_value).astype(dtype)
 
 
 def make_outdir(outdir: str) -> None:
-    """Create the output folder, or stop with a one-line error when the path is a file."""
+    """Create the output folder, or stop with a one-line error when the path is a file or cannot be made."""
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise click.BadParameter(f'"{outdir}" is a file; expected a folder', param_hint='--outdir')
-    os.makedirs(outdir, exist_ok=True)
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise click.BadParameter(f'cannot create "{outdir}": {e.strerror or e}', param_hint='--outdir') from None
+
+
+def save_png(image: PIL.Image.Image, path: str) -> None:
+    """Write a PNG through a temporary file, so a failure never leaves half of one."""
+    try:
+        atomic_write(path, lambda f: image.save(f, format='PNG'))
+    except OSError as e:
+        raise click.ClickException(f'cannot write {path}: {e.strerror or e}') from None
+
+
+def write_volume_file(path: str, array: np.ndarray, geometry: dict) -> None:
+    """volume_io.write_volume (atomic) with its failures as one-line CLI errors."""
+    try:
+        volume_io.write_volume(path, array, geometry['spacing'], geometry['direction'])
+    except (OSError, ValueError) as e:
+        message = getattr(e, 'strerror', None) or str(e)
+        raise click.ClickException(message if message.startswith('cannot write') else
+                                   f'cannot write {path}: {message}') from None
 
 
 def write_outputs(volume: np.ndarray, stem: str, outdir: str, fmt: str, geometry: dict, preview: bool) -> None:
-    """Write one [C, D, H, W] volume in [-1, 1] (and its preview PNG)."""
+    """Write one [C, D, H, W] volume in [-1, 1] in the stored range (and its preview PNG)."""
     stored = to_stored_range(volume, geometry['dtype'])
-    array = stored[0] if stored.shape[0] == 1 else stored
-    volume_io.write_volume(os.path.join(outdir, f'{stem}.{fmt}'), array, geometry['spacing'], geometry['direction'])
+    array = stored[0] if stored.shape[0] == 1 else stored  # [D, H, W], or [C, D, H, W] as a vector image.
+    write_volume_file(os.path.join(outdir, f'{stem}.{fmt}'), array, geometry)
     if preview:
-        visualize.volume_grid(volume[None], (1, 1), (-1, 1), planes=visualize.PLANES).save(
-            os.path.join(outdir, f'{stem}.png'))
+        save_png(visualize.volume_grid(volume[None], (1, 1), (-1, 1), planes=visualize.PLANES),
+                 os.path.join(outdir, f'{stem}.png'))
 
 #----------------------------------------------------------------------------
 # Generation.
 
 
 def class_labels(G, class_idx: int | None) -> torch.Tensor:
+    """The one-hot label [1, c_dim] for --class, or an error saying why --class is wrong or missing."""
     if G.c_dim == 0:
         if class_idx is not None:
             raise click.BadParameter('the network is unconditional; leave --class out', param_hint='--class')
@@ -107,29 +153,126 @@ def class_labels(G, class_idx: int | None) -> torch.Tensor:
         raise click.BadParameter(f'the network is conditional ({G.c_dim} classes); give --class',
                                  param_hint='--class')
     if not 0 <= class_idx < G.c_dim:
-        raise click.BadParameter(f'must be in [0, {G.c_dim})', param_hint='--class')
+        raise click.BadParameter(f'{class_idx} is not in [0, {G.c_dim})', param_hint='--class')
     c = torch.zeros([1, G.c_dim])
     c[0, class_idx] = 1
     return c
 
 
+def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """z [N, z_dim] with row i drawn from RandomState(seeds[i]), as the official generate.py."""
+    return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds])).float()
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    if device.type != 'cuda':
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def synthesise(G, z: torch.Tensor, c: torch.Tensor, seeds: list[int], truncation_psi: float,
+               noise_mode: str) -> torch.Tensor:
+    """G(z, c) [N, C, D, H, W]. With random noise, each volume draws its noise from a generator seeded by its seed.
+
+    The layers draw random noise from torch's global generator, batch-wide; seeding it per volume (and
+    restoring it afterwards) makes a seed's volume independent of --batch at the cost of one pass per volume.
+    """
+    if noise_mode != 'random':
+        return G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
+    volumes = []
+    for i, seed in enumerate(seeds):
+        with torch.random.fork_rng(devices=_rng_devices(z.device)):
+            torch.manual_seed(seed)
+            volumes.append(G(z[i:i + 1], c[i:i + 1], truncation_psi=truncation_psi, noise_mode='random'))
+    return torch.cat(volumes)
+
+
 @torch.no_grad()
 def generate_from_seeds(G, seeds: list[int], c: torch.Tensor, truncation_psi: float, noise_mode: str,
-                        batch: int, device: torch.device, progress: bool = True):
+                        batch: int, device: torch.device, progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (seed, [C, D, H, W] float volume) for every seed, computed in batches; reproducible by seed."""
-    for start in tqdm.trange(0, len(seeds), batch, desc='Generating', unit='batch', disable=not progress):
-        chunk = seeds[start:start + batch]
-        z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in chunk])).float()
-        volumes = G(z.to(device), c.repeat(len(chunk), 1).to(device), truncation_psi=truncation_psi,
-                    noise_mode=noise_mode)
-        for seed, volume in zip(chunk, volumes.float().cpu().numpy()):
-            yield seed, volume
+    with tqdm.tqdm(total=len(seeds), desc='Generating', unit='vol', disable=not progress) as bar:
+        for start in range(0, len(seeds), batch):
+            chunk = seeds[start:start + batch]
+            z = seed_latents(chunk, G.z_dim).to(device)
+            volumes = synthesise(G, z, c.repeat(len(chunk), 1).to(device), chunk, truncation_psi, noise_mode)
+            bar.update(len(chunk))
+            for seed, volume in zip(chunk, volumes.float().cpu().numpy()):
+                yield seed, volume
 
 
 @torch.no_grad()
-def generate_from_ws(G, ws: torch.Tensor, noise_mode: str, device: torch.device):
+def generate_from_ws(G, ws: torch.Tensor, noise_mode: str, device: torch.device) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index, [C, D, H, W] volume) for every w [num_ws, w_dim] of ws [N, num_ws, w_dim]."""
     for idx, w in enumerate(ws):
         yield idx, G.synthesis(w[None].to(device), noise_mode=noise_mode)[0].float().cpu().numpy()
+
+#----------------------------------------------------------------------------
+# Projected latents.
+
+
+def noise_buffers(G) -> dict[str, torch.Tensor]:
+    """The constant noise inputs of G's synthesis network, by buffer name."""
+    return {name: buf for name, buf in G.synthesis.named_buffers() if name.endswith('noise_const')}
+
+
+def set_noise_buffers(G, noises: dict[str, torch.Tensor]) -> None:
+    """Copy projector.py's optimised noise into G's constant noise inputs (used by noise_mode='const')."""
+    buffers = noise_buffers(G)
+    with torch.no_grad():
+        for name, noise in noises.items():
+            buffers[name].copy_(noise)
+
+
+def load_projected_w(path: str, G) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ws [N, num_ws, w_dim] from key "w" of projector.py's .npz, and its noise (keys "noise/NAME"), if any."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            ws = torch.from_numpy(np.asarray(npz['w'], dtype=np.float32))
+            noises = {key[len('noise/'):]: torch.from_numpy(np.asarray(npz[key], dtype=np.float32))
+                      for key in npz.files if key.startswith('noise/')}
+    except (OSError, KeyError, ValueError, EOFError) as e:
+        raise click.BadParameter(f'cannot read key "w" from {path}: {legacy.one_line(e)}',
+                                 param_hint='--projected-w') from None
+    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
+        raise click.BadParameter(f'{path} holds w of shape {tuple(ws.shape)}; this network needs '
+                                 f'[N, {G.num_ws}, {G.w_dim}]', param_hint='--projected-w')
+    buffers = noise_buffers(G)
+    for name, noise in noises.items():
+        if name not in buffers or tuple(noise.shape) != tuple(buffers[name].shape):
+            raise click.BadParameter(f'{path} holds noise "{name}" of shape {tuple(noise.shape)}, which this '
+                                     f'network does not have', param_hint='--projected-w')
+    return ws, noises
+
+#----------------------------------------------------------------------------
+# Quality control.
+
+
+def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> Callable[[np.ndarray], bool]:
+    """The prostate paper's QC: keep a volume if its best mean slice SSIM to any real volume >= threshold.
+
+    The generated volume is compared as it will be written (clipped to the stored range); the real volumes stay
+    in their stored dtype in CPU memory and go to `device` a batch at a time, where the SSIM is computed.
+    """
+    from metrics.ms_ssim import best_slice_ssim
+    from training.dataset import VolumeFolderDataset
+    try:
+        dataset = VolumeFolderDataset(qc_data, img_shape=G.img_shape)
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
+    if dataset.num_channels != G.img_channels:
+        raise click.BadParameter(f'{qc_data} has {dataset.num_channels} channels; the network makes '
+                                 f'{G.img_channels}', param_hint='--qc-data')
+    try:
+        reals = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))]))  # [N, C, D, H, W]
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
+    max_value = float(dataset.max_value)
+
+    def keep(volume: np.ndarray) -> bool:
+        stored = ((np.clip(volume, -1, 1) + 1) * (max_value / 2)).astype(np.float32)  # [C, D, H, W], reals' range
+        return best_slice_ssim(torch.from_numpy(stored).to(device), reals, data_range=max_value) >= threshold
+    return keep
 
 #----------------------------------------------------------------------------
 # CLI.
@@ -139,7 +282,7 @@ def generate_from_ws(G, ws: torch.Tensor, noise_mode: str, device: torch.device)
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
               required=True)
 @click.option('--seeds', help='Seeds, e.g. 0-99,200')
-@click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1))
+@click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS))
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=float, default=1, show_default=True)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
@@ -148,7 +291,7 @@ def generate_from_ws(G, ws: torch.Tensor, noise_mode: str, device: torch.device)
 @click.option('--format', 'fmt', help='Output file format', type=click.Choice(FORMATS), default='nii.gz',
               show_default=True)
 @click.option('--preview', help='Also write a PNG of the middle axial, coronal and sagittal slices', is_flag=True)
-@click.option('--projected-w', help='Render the latents of projector.py (an .npz with key "w")', metavar='NPZ')
+@click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ')
 @click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH')
 @click.option('--qc-ssim', help='Keep volumes whose best slice-wise SSIM to a real volume is at least this',
               type=click.FloatRange(min=-1, max=1))
@@ -156,6 +299,10 @@ def generate_from_ws(G, ws: torch.Tensor, noise_mode: str, device: torch.device)
 def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi: float, class_idx: int | None,
          noise_mode: str, batch: int, fmt: str, preview: bool, projected_w: str | None, qc_data: str | None,
          qc_ssim: float | None, outdir: str) -> None:
+    # Everything is checked before the output folder is made, so bad input leaves nothing behind.
+    if projected_w is not None and (seeds is not None or count is not None):
+        raise click.BadParameter('renders the latents in the file; leave --seeds and --count out',
+                                 param_hint='--projected-w')
     if projected_w is None and (seeds is None) == (count is None):
         raise click.BadParameter('give exactly one of --seeds and --count (or --projected-w)', param_hint='--seeds')
     if (qc_data is None) != (qc_ssim is None):
@@ -164,51 +311,29 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     data = legacy.load_network_or_exit(network_pkl)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema'].to(device).eval()
-    geometry = dataset_geometry(data['training_set_kwargs'], G)
-    qc = make_qc_filter(qc_data, qc_ssim) if qc_data is not None else None
+    if projected_w is not None:
+        ws, noises = load_projected_w(projected_w, G)
+        set_noise_buffers(G, noises)
+    else:
+        c = class_labels(G, class_idx)
+    qc = make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
+    geometry = dataset_geometry(data, G)
     make_outdir(outdir)
 
     if projected_w is not None:
-        ws = load_projected_w(projected_w, G)
         results, stem = generate_from_ws(G, ws, noise_mode, device), 'proj{:02d}'
     else:
-        c = class_labels(G, class_idx)
         results, stem = generate_from_seeds(G, seed_list, c, truncation_psi, noise_mode, batch, device), 'seed{:04d}'
     written = dropped = 0
-    for key, volume in results:
-        if qc is not None and not qc(volume):
-            dropped += 1
-            continue
-        write_outputs(volume, stem.format(key), outdir, fmt, geometry, preview)
-        written += 1
-    print(f'Wrote {written} volumes to {outdir}' + (f'; the QC filter dropped {dropped}' if qc is not None else ''))
-
-
-def load_projected_w(path: str, G) -> torch.Tensor:
-    try:
-        ws = torch.from_numpy(np.load(path)['w']).float()
-    except (OSError, KeyError, ValueError) as e:
-        raise click.BadParameter(f'cannot read key "w" from {path}: {e}', param_hint='--projected-w') from None
-    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
-        raise click.BadParameter(f'{path} holds w of shape {tuple(ws.shape)}; this network needs '
-                                 f'[N, {G.num_ws}, {G.w_dim}]', param_hint='--projected-w')
-    return ws
-
-
-def make_qc_filter(qc_data: str, threshold: float):
-    """The prostate paper's QC: keep a volume if its best mean slice SSIM to any real volume >= threshold."""
-    from metrics.ms_ssim import best_slice_ssim
-    from training.dataset import VolumeFolderDataset
-    try:
-        dataset = VolumeFolderDataset(qc_data)
-    except (OSError, ValueError) as e:
-        raise click.BadParameter(f'cannot read {qc_data}: {e}', param_hint='--qc-data') from None
-    reals = np.stack([dataset[i][0] for i in range(len(dataset))]).astype(np.float32)
-    reals = torch.from_numpy(reals * (2 / dataset.max_value) - 1)  # [N, C, D, H, W] in [-1, 1]
-
-    def keep(volume: np.ndarray) -> bool:
-        return best_slice_ssim(torch.from_numpy(volume), reals) >= threshold
-    return keep
+    with contextlib.closing(results):  # On an error, close the progress bar before the message is printed.
+        for key, volume in results:
+            if qc is not None and not qc(volume):
+                dropped += 1
+                continue
+            write_outputs(volume, stem.format(key), outdir, fmt, geometry, preview)
+            written += 1
+    qc_note = f'; the QC filter (best slice SSIM >= {qc_ssim}) dropped {dropped}' if qc is not None else ''
+    print(f'Wrote {written} volumes to {outdir}{qc_note}')
 
 
 if __name__ == '__main__':

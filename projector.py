@@ -3,7 +3,9 @@
 
 The loss is 3D-StyleGAN's: mean squared error at full resolution plus at a 2x down-sampled resolution, and the
 official noise regularisation (squared autocorrelation of every noise buffer at each level of a pyramid), with
-the official learning-rate ramps and latent noise schedule.
+the official learning-rate ramps and latent noise schedule. It writes projected_w.npz (w and the optimised
+noise; `generate.py --projected-w` renders both), proj.nii.gz (the reconstruction, with the training data's
+geometry) and proj.png (middle slices of the target, left, and the reconstruction, right).
 
 Example:
 
@@ -23,8 +25,10 @@ import torch
 import torch.nn.functional as F
 
 import legacy
-from generate import dataset_geometry, make_outdir, write_outputs
+from generate import (class_labels, dataset_geometry, make_outdir, noise_buffers, save_png, set_noise_buffers,
+                      write_outputs)
 from training import visualize, volume_io
+from training.training_loop import atomic_write
 
 
 def noise_regularisation(noise_bufs: list[torch.Tensor]) -> torch.Tensor:
@@ -48,27 +52,29 @@ def downsample(volume: torch.Tensor) -> torch.Tensor:
     return F.avg_pool3d(volume, kernel_size=[2 if s >= 2 else 1 for s in volume.shape[2:]])
 
 
-def project(G, target: torch.Tensor, num_steps: int = 1000, w_avg_samples: int = 10000,
+def project(G, target: torch.Tensor, c: torch.Tensor | None = None, num_steps: int = 1000, w_avg_samples: int = 10000,
             initial_learning_rate: float = 0.1, initial_noise_factor: float = 0.05, lr_rampdown_length: float = 0.25,
             lr_rampup_length: float = 0.05, noise_ramp_length: float = 0.75, regularize_noise_weight: float = 1e5,
             seed: int = 303, device: torch.device = torch.device('cpu'), verbose: bool = False):
     """Optimise one w (shared by all layers) and the noise buffers so that G reproduces `target` [C, D, H, W].
 
-    Returns (w [num_ws, w_dim], the optimised noise buffers by name, the MSE at every step).
+    c is the label [1, c_dim] of a conditional network (None: unconditional); it sets the mean w the search
+    starts from. Returns (w [num_ws, w_dim], the optimised noise buffers by name, the MSE at every step).
     """
     if tuple(target.shape) != (G.img_channels, *G.img_shape):
-        raise ValueError(f'target has shape {tuple(target.shape)}; the network makes {(G.img_channels, *G.img_shape)}')
+        raise ValueError(f'target has shape {tuple(target.shape)}; the network makes '
+                         f'{(G.img_channels, *G.img_shape)}')
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     target = target[None].to(device, torch.float32)  # [1, C, D, H, W]
 
     # Mean and spread of W, the starting point and the scale of the latent noise.
     z = torch.from_numpy(np.random.RandomState(seed).randn(w_avg_samples, G.z_dim)).float().to(device)
-    c = torch.zeros([w_avg_samples, G.c_dim], device=device)
-    w_samples = G.mapping(z, c)[:, :1, :]  # [S, 1, w_dim]
+    c = torch.zeros([1, G.c_dim]) if c is None else c
+    w_samples = G.mapping(z, c.to(device).repeat(w_avg_samples, 1))[:, :1, :]  # [S, 1, w_dim]
     w_avg = w_samples.mean(0, keepdim=True)
     w_std = float((w_samples - w_avg).square().sum() / w_avg_samples) ** 0.5
 
-    named_noise = {name: buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name}
+    named_noise = noise_buffers(G)
     noise_bufs = list(named_noise.values())
     w_opt = w_avg.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([w_opt] + noise_bufs, betas=(0.9, 0.999), lr=initial_learning_rate)
@@ -96,10 +102,10 @@ def project(G, target: torch.Tensor, num_steps: int = 1000, w_avg_samples: int =
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(mse))
+        losses.append(float(mse.detach()))
         if verbose and (step % 100 == 0 or step == num_steps - 1):
-            print(f'step {step + 1:>4d}/{num_steps}: mse {float(mse):<8.5f} loss {float(loss):<8.5f}')
-        with torch.no_grad():  # Keep the noise at zero mean and unit variance, as the official.
+            print(f'step {step + 1:>4d}/{num_steps}: mse {losses[-1]:<8.5f} loss {float(loss.detach()):<8.5f}')
+        with torch.no_grad():  # Keep the noise at zero mean and unit variance, as the official does.
             for buf in noise_bufs:
                 buf -= buf.mean()
                 buf *= buf.square().mean().rsqrt()
@@ -107,50 +113,66 @@ def project(G, target: torch.Tensor, num_steps: int = 1000, w_avg_samples: int =
     return w_opt.detach()[0].repeat(G.num_ws, 1), noises, losses
 
 
-def load_target(path: str, G) -> torch.Tensor:
-    """A volume file as [C, D, H, W] in [-1, 1] at the network's shape (percentile-normalised, resized)."""
+def load_target(path: str, G, clip_percentiles: tuple[float, float] = (0.5, 99.5)) -> torch.Tensor:
+    """A volume file as [C, D, H, W] in [-1, 1] at the network's shape.
+
+    Each channel is reoriented to LPS and scaled between its clip percentiles, as dataset_tool.py packs the
+    training data; a volume of another size is resized (trilinear) to the network's, without regard to spacing.
+    """
     try:
         array = volume_io.read_volume_array(path)  # [D, H, W] or [C, D, H, W], canonical orientation
     except (OSError, ValueError, RuntimeError) as e:
-        raise click.BadParameter(f'cannot read {path}: {e}', param_hint='--target') from None
+        raise click.BadParameter(legacy.one_line(e), param_hint='--target') from None  # Names the file.
     volume = torch.from_numpy(np.asarray(array, dtype=np.float32))
     volume = volume[None] if volume.ndim == 3 else volume
     if volume.shape[0] != G.img_channels:
         raise click.BadParameter(f'{path} has {volume.shape[0]} channels; the network makes {G.img_channels}',
                                  param_hint='--target')
-    lo, hi = np.percentile(volume.numpy(), [0.5, 99.5])
-    volume = ((volume - lo) / max(hi - lo, 1e-8)).clamp(0, 1) * 2 - 1
+    lo, hi = np.percentile(volume.reshape(volume.shape[0], -1).numpy(), clip_percentiles, axis=1)  # [2, C]
+    lo, hi = torch.from_numpy(lo).float()[:, None, None, None], torch.from_numpy(hi).float()[:, None, None, None]
+    volume = ((volume - lo) / (hi - lo).clamp(min=1e-8)).clamp(0, 1) * 2 - 1
     if tuple(volume.shape[1:]) != tuple(G.img_shape):
         volume = F.interpolate(volume[None], size=tuple(G.img_shape), mode='trilinear', align_corners=False)[0]
     return volume
+
+
+def save_projection(path: str, w: torch.Tensor, noises: dict[str, torch.Tensor]) -> None:
+    """projected_w.npz: key "w" [1, num_ws, w_dim] and the optimised noise as "noise/NAME" (for generate.py)."""
+    arrays = {'w': w[None].cpu().numpy()}
+    arrays.update({f'noise/{name}': noise.cpu().numpy() for name, noise in noises.items()})
+    try:
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+    except OSError as e:
+        raise click.ClickException(f'cannot write {path}: {e.strerror or e}') from None
 
 
 @click.command(help=__doc__)
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
               required=True)
 @click.option('--target', help='Volume to project (NIfTI, NRRD, MHA or .npy)', required=True, metavar='FILE')
+@click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--num-steps', help='Optimisation steps', type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option('--seed', help='Random seed', type=int, default=303, show_default=True)
+@click.option('--seed', help='Random seed', type=click.IntRange(min=0, max=2**32 - 1), default=303,
+              show_default=True)
 @click.option('--outdir', help='Where to write projected_w.npz, proj.nii.gz and proj.png', required=True,
               metavar='DIR')
-def main(network_pkl: str, target: str, num_steps: int, seed: int, outdir: str) -> None:
+def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, seed: int, outdir: str) -> None:
     data = legacy.load_network_or_exit(network_pkl)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema']
-    target_volume = load_target(target, G)
-    w, noises, losses = project(G, target_volume, num_steps=num_steps, seed=seed, device=device, verbose=True)
-    make_outdir(outdir)
-    np.savez(os.path.join(outdir, 'projected_w.npz'), w=w[None].cpu().numpy())
+    c = class_labels(G, class_idx)
+    geometry = dataset_geometry(data, G)
+    target_volume = load_target(target, G, geometry['clip_percentiles'])
+    make_outdir(outdir)  # Before the optimisation, so an unusable folder is reported at once.
+    w, noises, losses = project(G, target_volume, c=c, num_steps=num_steps, seed=seed, device=device, verbose=True)
     with torch.no_grad():
         G = G.to(device)
-        buffers = dict(G.synthesis.named_buffers())
-        for name, noise in noises.items():
-            buffers[name].copy_(noise)
+        set_noise_buffers(G, noises)
         proj = G.synthesis(w[None].to(device), noise_mode='const')[0].float().cpu().numpy()
-    geometry = dataset_geometry(data['training_set_kwargs'], G)
+    save_projection(os.path.join(outdir, 'projected_w.npz'), w, noises)
     write_outputs(proj, 'proj', outdir, 'nii.gz', geometry, preview=False)
-    pair = np.stack([target_volume.numpy(), proj])
-    visualize.save_volume_grid(pair, os.path.join(outdir, 'proj.png'), (2, 1), (-1, 1), planes=visualize.PLANES)
+    pair = np.stack([target_volume.numpy(), proj])  # [2, C, D, H, W]: before, after
+    save_png(visualize.volume_grid(pair, (2, 1), (-1, 1), planes=visualize.PLANES), os.path.join(outdir, 'proj.png'))
     print(f'MSE {losses[0]:.5f} -> {losses[-1]:.5f}; wrote projected_w.npz, proj.nii.gz and proj.png to {outdir}')
 
 
