@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Sequence
 
 import click
@@ -45,7 +46,11 @@ from torch_utils import distributed
 
 
 def resolve_dataset_kwargs(network: dict, data: str | None, mirror: bool | None) -> dnnlib.EasyDict:
-    """The real dataset's options: --data, else the network's training_set_kwargs; labels and shape from G."""
+    """The real dataset's options: --data, else the network's training_set_kwargs; labels and shape from G.
+
+    The real volumes are taken as they are (no mirrored copies, as the official `_full` metrics), also for a
+    network trained with --mirror, so values compare across runs and papers; --mirror=1 adds the copies.
+    """
     G = network['G_ema']
     if data is not None:
         kwargs = dnnlib.EasyDict(class_name='training.dataset.VolumeFolderDataset', path=data, xflip=False)
@@ -55,8 +60,7 @@ def resolve_dataset_kwargs(network: dict, data: str | None, mirror: bool | None)
         raise ValueError('the network file records no dataset; give one with --data')
     kwargs.use_labels = G.c_dim > 0
     kwargs.img_shape = [int(s) for s in G.img_shape]
-    if mirror is not None:
-        kwargs.xflip = mirror
+    kwargs.xflip = bool(mirror)
     return kwargs
 
 
@@ -84,7 +88,9 @@ def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = No
         if metric.startswith('fid3d') and not medicalnet:  # Say so before other metrics spend time.
             raise ValueError(f'{metric} needs MedicalNet weights: pass their path or URL with --medicalnet')
     rank, num_gpus = distributed.get_rank(), distributed.get_world_size()
-    network = legacy.load_network(network_pkl)
+    with warnings.catch_warnings():  # torch.load warns before it refuses a TorchScript file; the error says enough.
+        warnings.filterwarnings('ignore', message='.*TorchScript archive')
+        network = legacy.load_network(network_pkl)
     dataset_kwargs = resolve_dataset_kwargs(network, data, mirror)
     G_kwargs = dict(truncation_psi=truncation_psi) if truncation_psi != 1 else {}
     detector_urls = dict(inception=inception, vgg16=vgg16, medicalnet=medicalnet)
@@ -126,7 +132,8 @@ def run_process(args: dict, env: dict | None = None) -> None:
     torch.backends.cudnn.allow_tf32 = False
     results = calc_metrics(**args, device=device)
     if distributed.get_rank() == 0:
-        print('\n' + format_table(results))
+        sys.stderr.flush()
+        print('\n' + format_table(results), flush=True)
     # Only on success: after an error a rank may never reach this barrier, and the launcher stops the others.
     distributed.shutdown()
 
@@ -135,7 +142,9 @@ def _spawned(rank: int, args: dict, gpus: int, port: int) -> None:
     try:
         run_process(args, env=distributed.local_env(rank, gpus, port))
     except (OSError, ValueError) as e:
-        print(f'Error (rank {rank}): {metric_utils.one_line(e)}', file=sys.stderr)
+        print(f'Error (rank {rank}): {metric_utils.one_line(e)}', file=sys.stderr, flush=True)
+        if torch.distributed.is_initialized():  # Leave without a barrier (other ranks may not fail); no abort message.
+            torch.distributed.destroy_process_group()
         sys.exit(1)
 
 
@@ -160,8 +169,8 @@ def parse_metric_list(text: str) -> list[str]:
 @click.option('--metrics', help='Comma-separated metric names', metavar='LIST', default='fid3k_all',
               show_default=True)
 @click.option('--data', help='Dataset zip or folder [default: the one recorded in the network file]', metavar='PATH')
-@click.option('--mirror', help='Add W-mirrored copies of the real volumes [default: as in training]', type=bool,
-              metavar='BOOL')
+@click.option('--mirror', help='Add W-mirrored copies of the real volumes', type=bool, metavar='BOOL', default=False,
+              show_default=True)
 @click.option('--gpus', help='Processes to spawn on this node (ignored under torchrun)', type=click.IntRange(min=1),
               default=1, show_default=True)
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=float, default=1, show_default=True)
@@ -176,10 +185,14 @@ def parse_metric_list(text: str) -> list[str]:
 def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, gpus: int, truncation_psi: float,
          seed: int | None, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool) -> None:
     names = parse_metric_list(metrics)
-    if not dnnlib.util.is_url(network_pkl) and not os.path.isfile(os.path.expanduser(network_pkl)):
-        raise click.BadParameter(f'no such file: {network_pkl}', param_hint='--network')
-    if data is not None and not os.path.exists(os.path.expanduser(data)):
-        raise click.BadParameter(f'no such file or folder: {data}', param_hint='--data')
+    if not dnnlib.util.is_url(network_pkl):
+        network_pkl = os.path.expanduser(network_pkl)  # Also '--network=~/...', which the shell leaves as it is.
+        if not os.path.isfile(network_pkl):
+            raise click.BadParameter(f'no such file: {network_pkl}', param_hint='--network')
+    if data is not None:
+        data = os.path.expanduser(data)
+        if not os.path.exists(data):
+            raise click.BadParameter(f'no such file or folder: {data}', param_hint='--data')
     args = dict(network_pkl=network_pkl, metrics=names, data=data, mirror=mirror, truncation_psi=truncation_psi,
                 inception=inception, vgg16=vgg16, medicalnet=medicalnet, seed=seed, verbose=verbose)
     under_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ

@@ -34,7 +34,7 @@ def get_medicalnet(url_or_path: str | None, depth: int, device: torch.device) ->
                       f'Tencent/MedicalNet): pass their path or URL with --medicalnet')
     key = (url_or_path, depth, torch.device(device))
     if key not in _network_cache:
-        path = metric_utils.fetch_file(url_or_path, 'MedicalNet weights')
+        path = metric_utils.fetch_file(url_or_path, 'MedicalNet weights (--medicalnet)')
         _network_cache[key] = medicalnet.load_medicalnet(path, depth, device)
     return _network_cache[key]
 
@@ -67,7 +67,8 @@ def compute_fid3d(opts: metric_utils.MetricOptions, num_gen: int, depth: int = 1
     featurizer = MedicalNetFeaturizer(opts.detector_urls.get('medicalnet'), depth, opts.device)
     real = metric_utils.compute_feature_stats_for_dataset(opts, featurizer, capture_mean_cov=True)
     gen = metric_utils.compute_feature_stats_for_generator(opts, featurizer, num_gen=num_gen, capture_mean_cov=True)
-    values = {view: frechet_distance(*gen[view].get_mean_cov(), *real[view].get_mean_cov()) for view in real}
+    values = metric_utils.on_rank0(opts, lambda: {
+        view: frechet_distance(*gen[view].get_mean_cov(), *real[view].get_mean_cov()) for view in real})
     channel_names = metric_utils.channel_names_of(metric_utils.open_dataset(opts))
     details = dict(backbone=f'medicalnet-resnet{depth}', weights=featurizer.weights_url,
                    normalisation=NORMALISATION, num_features=featurizer.net.num_features, num_gen_volumes=num_gen,

@@ -45,11 +45,12 @@ def compute_fid(opts: metric_utils.MetricOptions, num_gen: int, slices: str,
         ({'': mean over views, '<plane>_<channel>': per view when there are several}, details).
     """
     featurizer = metric_utils.SliceFeaturizer(opts.detector_urls.inception, dict(return_features=True), slices,
-                                              opts.device)
+                                              opts.device, what=metric_utils.INCEPTION)
     real = metric_utils.compute_feature_stats_for_dataset(opts, featurizer, max_items=max_real,
                                                           capture_mean_cov=True)
     gen = metric_utils.compute_feature_stats_for_generator(opts, featurizer, num_gen=num_gen, capture_mean_cov=True)
-    values = {view: frechet_distance(*gen[view].get_mean_cov(), *real[view].get_mean_cov()) for view in real}
+    values = metric_utils.on_rank0(opts, lambda: {
+        view: frechet_distance(*gen[view].get_mean_cov(), *real[view].get_mean_cov()) for view in real})
     channel_names = metric_utils.channel_names_of(metric_utils.open_dataset(opts))
     details = dict(detector=opts.detector_urls.inception, slices=slices, num_gen_volumes=num_gen,
                    num_real_rows=_rows(real), num_gen_rows=_rows(gen))

@@ -44,11 +44,12 @@ def compute_kid(opts: metric_utils.MetricOptions, num_gen: int, slices: str, max
                 num_subsets: int = 100, max_subset_size: int = 1000) -> tuple[dict[str, float], dict]:
     """KID between the slices of num_gen generated volumes and of the dataset (at most max_real slices)."""
     featurizer = metric_utils.SliceFeaturizer(opts.detector_urls.inception, dict(return_features=True), slices,
-                                              opts.device)
+                                              opts.device, what=metric_utils.INCEPTION)
     real = metric_utils.compute_feature_stats_for_dataset(opts, featurizer, max_items=max_real, capture_all=True)
     gen = metric_utils.compute_feature_stats_for_generator(opts, featurizer, num_gen=num_gen, capture_all=True)
-    values = {view: kernel_distance(real[view].get_all_torch(), gen[view].get_all_torch(), num_subsets,
-                                    max_subset_size, seed=opts.seed, device=opts.device) for view in real}
+    values = metric_utils.on_rank0(opts, lambda: {
+        view: kernel_distance(real[view].get_all_torch(), gen[view].get_all_torch(), num_subsets, max_subset_size,
+                              seed=opts.seed, device=opts.device) for view in real})
     channel_names = metric_utils.channel_names_of(metric_utils.open_dataset(opts))
     details = dict(detector=opts.detector_urls.inception, slices=slices, num_gen_volumes=num_gen,
                    num_subsets=num_subsets, max_subset_size=max_subset_size)

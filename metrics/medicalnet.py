@@ -11,6 +11,7 @@ norm). Features are layer4's output averaged over D, H, W: 512-d for depths 10/1
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -170,7 +171,9 @@ def load_medicalnet(path: str, depth: int, device: torch.device | str = 'cpu') -
         ValueError: the file is not a MedicalNet state dict of this depth (one line naming the file).
     """
     try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # torch warns before it refuses a TorchScript file; the error below says it.
+            warnings.simplefilter('ignore', UserWarning)
+            data = torch.load(path, map_location='cpu', weights_only=True)
         state = clean_state_dict(data)
         net = MedicalNetResNet(depth, infer_shortcut_type(state))
         net.load_state_dict(state, strict=True)

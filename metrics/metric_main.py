@@ -9,7 +9,9 @@ Names follow the official pattern, with the slice strategy where the official na
     msssim_gen{N}            MS-SSIM of N generated pairs (diversity) and of N real pairs for reference
     mmd{N}_full              linear-kernel MMD^2 per voxel (N defaults to the dataset size)
 N is a count such as 500 or 3k (thousands). `mid` is the middle axial slice of each volume, `tri` the middle
-axial, coronal and sagittal slices (one value per plane plus their mean), `all` every axial slice.
+axial, coronal and sagittal slices (one value per plane plus their mean), `all` every axial slice. Multi-channel
+data (one MR sequence per channel) gets one value per channel plus their mean; with `tri` one per plane and channel,
+and the mean of each plane and of each channel. The generated volumes depend only on the seed, not on --gpus.
 The registered names (list_valid_metrics) are a documented set; any name of the patterns above is also valid.
 """
 
@@ -19,6 +21,7 @@ import functools
 import json
 import os
 import re
+import sys
 import time
 from typing import Callable
 
@@ -214,7 +217,8 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
         rel = os.path.relpath(os.path.abspath(snapshot_pkl), os.path.abspath(run_dir))
         snapshot_pkl = rel if not rel.startswith('..') else snapshot_pkl
     line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
-    print(line)
+    sys.stderr.flush()  # The line end of a finished progress bar goes first,
+    print(line, flush=True)  # and the result before any later bar, also when stdout is a pipe.
     if run_dir is not None and os.path.isdir(run_dir):
         with open(os.path.join(run_dir, f'metric-{metric}.jsonl'), 'a') as f:
             f.write(line + '\n')

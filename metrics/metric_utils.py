@@ -7,6 +7,10 @@ Every metric sees volumes as float32 [N, C, D, H, W] in the uint8 range [0, 255]
 A featurizer maps such a batch to features per *view*: a (plane, channel) pair for the slice-wise metrics, a
 (`volume`, channel) pair for the 3D ones. Each view has its own statistics, and metrics report one value per view
 plus their mean, so multi-channel volumes (one MR sequence per channel) are measured per channel and averaged.
+2D detectors get the slices as uint8 [N, 3, H, W], the grey value repeated, as the official metrics feed grayscale.
+
+Generated item i draws its latent and label from (seed, i) alone and the ranks deal the items round-robin, so a
+run on several processes generates the volumes of a single-process run (up to the generator's noise).
 
 Real-volume statistics are cached under `dnnlib.make_cache_dir_path('gan-metrics')`, keyed by the md5 of the
 dataset options, the featurizer (detector, slice strategy, channels) and the statistics options.
@@ -37,6 +41,8 @@ DETECTOR_URLS = dnnlib.EasyDict(
     vgg16='https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt',
     medicalnet=None,  # No public URL serves a single MedicalNet file; give a path or URL with --medicalnet.
 )
+INCEPTION = 'Inception detector (--inception)'  # How errors name the detectors and the options that set them.
+VGG16 = 'VGG16 detector (--vgg16)'
 SLICE_STRATEGIES = ('mid', 'tri', 'all')
 PLANES = ('axial', 'coronal', 'sagittal')
 
@@ -98,6 +104,12 @@ def broadcast(obj: Any, num_gpus: int) -> Any:
     return distributed.broadcast_object(obj) if num_gpus > 1 else obj
 
 
+def on_rank0(opts: MetricOptions, fn: Callable[[], Any]) -> Any:
+    """fn() evaluated by rank 0 only and sent to every rank: for final values whose every input all ranks hold
+    (FID's matrix square roots would otherwise load the CPU once per rank for the same number)."""
+    return broadcast(fn() if opts.rank == 0 else None, opts.num_gpus)
+
+
 def all_reduce_sum(x: torch.Tensor, num_gpus: int) -> torch.Tensor:
     """Element-wise sum of `x` over the ranks (a new tensor)."""
     x = x.clone()
@@ -144,8 +156,9 @@ def one_line(error: BaseException | str) -> str:
     return ' '.join(str(error).split())
 
 
-def get_detector(url_or_path: str, device: torch.device | str) -> torch.jit.ScriptModule:
-    """A TorchScript feature detector, loaded once per (url, device) and kept in eval mode.
+def get_detector(url_or_path: str, device: torch.device | str, what: str = 'detector') -> torch.jit.ScriptModule:
+    """A TorchScript feature detector, loaded once per (url, device) and kept in eval mode; `what` names it (and
+    the option that sets it) in errors.
 
     Raises:
         OSError: the file cannot be found or downloaded (one line saying where to put it).
@@ -154,13 +167,13 @@ def get_detector(url_or_path: str, device: torch.device | str) -> torch.jit.Scri
     device = torch.device(device)
     key = (url_or_path, device)
     if key not in _detector_cache:
-        path = fetch_file(url_or_path, 'detector')
+        path = fetch_file(url_or_path, what)
         try:
             with warnings.catch_warnings():  # The official detectors are TorchScript; torch calls that deprecated.
                 warnings.simplefilter('ignore', DeprecationWarning)
                 detector = torch.jit.load(path, map_location=device)
         except RuntimeError as e:
-            raise ValueError(f'detector {url_or_path} is not a TorchScript file ({one_line(e)[:200]})') from None
+            raise ValueError(f'{what}: {url_or_path} is not a TorchScript file ({one_line(e)[:160]})') from None
         _detector_cache[key] = detector.eval()
     return _detector_cache[key]
 
@@ -365,19 +378,20 @@ class Featurizer(abc.ABC):
 class SliceFeaturizer(Featurizer):
     """Features of 2D slices from a TorchScript detector (the official Inception or VGG16).
 
-    Slices go to the detector as uint8-range float32 NCHW with the channel repeated to 3, in chunks of
-    `batch_slices`.
+    Slices go to the detector as uint8 NCHW tensors with the grey channel repeated to 3 (what the official metrics
+    feed it for grayscale images), in chunks of `batch_slices`.
     """
 
     def __init__(self, detector_url: str, detector_kwargs: dict, strategy: str, device: torch.device,
-                 batch_slices: int = 64) -> None:
+                 batch_slices: int = 64, what: str = 'detector') -> None:
         strategy_planes(strategy)
         self.detector_url = detector_url
         self.detector_kwargs = dict(detector_kwargs)
         self.strategy = strategy
         self.device = device
         self.batch_slices = batch_slices
-        self.detector = get_detector(detector_url, device)
+        self.what = what
+        self.detector = get_detector(detector_url, device, what)
         self.name = detector_name(detector_url)
 
     def views(self, num_channels: int) -> list[View]:
@@ -387,13 +401,22 @@ class SliceFeaturizer(Featurizer):
         return slices_per_volume(self.strategy, img_shape)
 
     def cache_key(self) -> dict:
-        return dict(detector_url=self.detector_url, detector_kwargs=self.detector_kwargs, slices=self.strategy)
+        return dict(detector_url=self.detector_url, detector_kwargs=self.detector_kwargs, slices=self.strategy,
+                    images='uint8, grey repeated to RGB')
 
     def features_2d(self, images: torch.Tensor) -> torch.Tensor:
         """[M, h, w] uint8-range slices -> [M, F]."""
-        rgb = images[:, None].expand(-1, 3, -1, -1)  # [M, h, w] -> [M, 3, h, w]: grey repeated to RGB.
-        chunks = [self.detector(rgb[i:i + self.batch_slices].contiguous(), **self.detector_kwargs)
-                  for i in range(0, rgb.shape[0], self.batch_slices)]
+        # Rounding matters only for uint16 reals (value * 255 / 65535); it is what the 8-bit cast of the generated
+        # volumes does to the same [-1, 1] value, so reals and fakes reach the detector quantised alike.
+        grey = images.round().clamp(0, 255).to(torch.uint8)
+        rgb = grey[:, None].expand(-1, 3, -1, -1)  # [M, h, w] -> [M, 3, h, w]: grey repeated to RGB.
+        try:
+            chunks = [self.detector(rgb[i:i + self.batch_slices].contiguous(), **self.detector_kwargs)
+                      for i in range(0, rgb.shape[0], self.batch_slices)]
+        except torch.jit.Error as e:  # A TorchScript file that is no image detector; its last line says why.
+            reason = [line for line in str(e).splitlines() if line.strip()][-1:] or ['']
+            raise ValueError(f'{self.what}: {self.detector_url} fails on uint8 [N, 3, H, W] images with '
+                             f'{self.detector_kwargs} ({one_line(reason[0])[:200]})') from None
         return torch.cat(chunks).float()
 
     def __call__(self, volumes: torch.Tensor) -> dict[View, torch.Tensor]:
@@ -419,11 +442,22 @@ def view_keys(views: Sequence[View], channel_names: Sequence[str]) -> dict[View,
 
 
 def combine_views(values: dict[View, float], channel_names: Sequence[str], prefix: str = '') -> dict[str, float]:
-    """{view: value} -> {suffix: value} plus the mean over views under `prefix` ('' = the metric's own name)."""
+    """{view: value} -> {suffix: value}: the mean over views under `prefix` ('' = the metric's own name), each view,
+    and with several planes and several channels also the mean of each plane and of each channel (one value per
+    sequence, as with a single plane)."""
+    def key(*parts: str) -> str:
+        return '_'.join(p for p in (prefix, *parts) if p)
     out = {prefix: float(np.mean(list(values.values())))}
     if len(values) > 1:
-        for view, key in view_keys(list(values), channel_names).items():
-            out['_'.join(p for p in (prefix, key) if p)] = float(values[view])
+        for view, suffix in view_keys(list(values), channel_names).items():
+            out[key(suffix)] = float(values[view])
+    planes = list(dict.fromkeys(p for p, _ in values))
+    channels = list(dict.fromkeys(c for _, c in values))
+    if len(planes) > 1 and len(channels) > 1:
+        for plane in planes:
+            out[key(plane)] = float(np.mean([v for (p, _), v in values.items() if p == plane]))
+        for c in channels:
+            out[key(channel_names[c])] = float(np.mean([v for (_, ch), v in values.items() if ch == c]))
     return out
 
 
@@ -483,20 +517,11 @@ def seeded_rng(opts: MetricOptions, stream: int = 0) -> Iterator[None]:
         yield
 
 
-def label_sampler(opts: MetricOptions, dataset: Any, c_dim: int, stream: int = 0) -> Callable[[int], torch.Tensor]:
-    """Labels of uniformly drawn dataset items, [n, c_dim] on opts.device ([n, 0] for unconditional G)."""
-    rng = np.random.RandomState(((opts.seed * 1000 + stream) * opts.num_gpus + opts.rank) % (1 << 32))
-
-    def sample(n: int) -> torch.Tensor:
-        if c_dim == 0:
-            return torch.zeros([n, 0], device=opts.device)
-        get = dataset.get_label if hasattr(dataset, 'get_label') else (lambda i: dataset[i][1])
-        labels = np.stack([get(int(i)) for i in rng.randint(len(dataset), size=n)]).astype(np.float32)
-        if labels.shape[1] != c_dim:
-            raise ValueError(f'the dataset\'s labels have {labels.shape[1]} entries; G expects c_dim={c_dim} '
-                             f'(use_labels in the dataset options?)')
-        return torch.from_numpy(labels).to(opts.device)
-    return sample
+def item_generator(seed: int, stream: int, item: int) -> torch.Generator:
+    """A CPU generator for one generated item: its latent and label depend only on (seed, stream, item), so any
+    number of processes, dealing the items among them, draws the same ones as a single process."""
+    state = np.random.SeedSequence([seed, stream, item]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def prepare_generator(opts: MetricOptions, dataset: Any) -> torch.nn.Module:
@@ -512,20 +537,40 @@ def prepare_generator(opts: MetricOptions, dataset: Any) -> torch.nn.Module:
     return G
 
 
-def volume_sampler(opts: MetricOptions, G: torch.nn.Module, dataset: Any,
-                   stream: int = 0) -> Callable[[int], torch.Tensor]:
-    """sample(n) -> n generated volumes [n, C, D, H, W] in the uint8 range (call inside seeded_rng)."""
-    sample_c = label_sampler(opts, dataset, G.c_dim, stream)
+def _label_of(dataset: Any, idx: int, c_dim: int) -> np.ndarray:
+    label = dataset.get_label(idx) if hasattr(dataset, 'get_label') else dataset[idx][1]
+    label = np.asarray(label, dtype=np.float32).reshape(-1)
+    if label.shape[0] != c_dim:
+        raise ValueError(f'the dataset\'s labels have {label.shape[0]} entries; G expects c_dim={c_dim} '
+                         f'(use_labels in the dataset options?)')
+    return label
 
-    def sample(n: int) -> torch.Tensor:
-        z = torch.randn([n, G.z_dim], device=opts.device)
+
+def volume_sampler(opts: MetricOptions, G: torch.nn.Module, dataset: Any,
+                   stream: int = 0) -> Callable[[Sequence[int]], torch.Tensor]:
+    """sample(items) -> the generated volumes with these item numbers, [len(items), C, D, H, W] in the uint8 range.
+
+    Item i gets z ~ N(0, I) and the label of a uniformly drawn dataset item, both from item_generator(seed, stream,
+    i). The generator's own noise comes from torch's global RNG: call inside seeded_rng.
+    """
+    def sample(items: Sequence[int]) -> torch.Tensor:
+        z, c = [], []
+        for item in items:
+            gen = item_generator(opts.seed, stream, int(item))
+            z.append(torch.randn([G.z_dim], generator=gen))
+            if G.c_dim:
+                c.append(_label_of(dataset, int(torch.randint(len(dataset), [], generator=gen)), G.c_dim))
+        labels = np.stack(c) if G.c_dim else np.zeros([len(items), 0], np.float32)
         with torch.no_grad():
-            return fake_to_uint8_range(G(z, sample_c(n), **opts.G_kwargs))
+            x = G(torch.stack(z).to(opts.device), torch.from_numpy(labels).to(opts.device), **opts.G_kwargs)
+        return fake_to_uint8_range(x)
     return sample
 
 
 def progress_bar(opts: MetricOptions, total: int, desc: str) -> tqdm.tqdm:
-    return tqdm.tqdm(total=total, desc=desc, unit='vol', leave=False, dynamic_ncols=True,
+    # leave=True: closing a bar ends its line, so what is printed next (the JSON result) starts on a line of its
+    # own, also in a log that holds both stdout and stderr.
+    return tqdm.tqdm(total=total, desc=desc, unit='vol', leave=True, dynamic_ncols=True,
                      disable=not (opts.progress and opts.rank == 0))
 
 #----------------------------------------------------------------------------
@@ -609,7 +654,7 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, featurizer: Featurize
         for volumes in iterate_real_volumes(opts, dataset, items, batch_size, num_workers):
             for view, f in featurizer(volumes).items():
                 stats[view].append_torch(f, opts.num_gpus, opts.rank)
-            bar.update(volumes.shape[0] * opts.num_gpus)
+            bar.update(min(volumes.shape[0] * opts.num_gpus, num_items - bar.n))
             if all(s.is_full() for s in stats.values()):
                 break
 
@@ -622,7 +667,8 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, featurizer: Featurize
 
 def compute_feature_stats_for_generator(opts: MetricOptions, featurizer: Featurizer, num_gen: int,
                                         batch_gen: int = 4, **stats_kwargs) -> dict[View, FeatureStats]:
-    """Statistics of num_gen generated volumes per view (each rank generates its share)."""
+    """Statistics of num_gen generated volumes per view (each rank generates its share of the items; the result
+    does not depend on the number of ranks, up to the generator's noise and rounding)."""
     if num_gen < 1:
         raise ValueError(f'num_gen must be positive, got {num_gen}')
     dataset = open_dataset(opts)
@@ -634,8 +680,11 @@ def compute_feature_stats_for_generator(opts: MetricOptions, featurizer: Featuri
         done = 0
         while done < num_gen:
             n = min(batch_gen, -(-(num_gen - done) // opts.num_gpus))  # The last round makes only what is left.
-            for view, f in featurizer(sample(n)).items():
+            # Items done + rank, done + rank + num_gpus, ...: the interleaved gather restores their order, and rows
+            # past num_gen (the last round's spill) fall beyond max_items.
+            items = [done + i * opts.num_gpus + opts.rank for i in range(n)]
+            for view, f in featurizer(sample(items)).items():
                 stats[view].append_torch(f, opts.num_gpus, opts.rank)
             done += n * opts.num_gpus
-            bar.update(n * opts.num_gpus)
+            bar.update(min(n * opts.num_gpus, num_gen - bar.n))
     return stats

@@ -140,14 +140,14 @@ def _pair_sums(opts: metric_utils.MetricOptions, batches: Iterable[Pair], num_ch
 
 def _generated_pairs(opts: metric_utils.MetricOptions, G: torch.nn.Module, dataset: Any, num_pairs: int,
                      batch: int) -> Iterator[Pair]:
-    """This rank's share of num_pairs generated pairs, in batches of at most `batch` pairs."""
-    todo = len(range(opts.rank, num_pairs, opts.num_gpus))
+    """This rank's share of num_pairs generated pairs (pair j: items 2j and 2j + 1 of sampler stream 1, pairs dealt
+    round-robin), in batches of at most `batch` pairs."""
+    pairs = list(range(opts.rank, num_pairs, opts.num_gpus))
     sample = metric_utils.volume_sampler(opts, G, dataset, stream=1)
-    while todo > 0:
-        n = min(batch, todo)
-        v = sample(2 * n)
-        yield v[:n], v[n:]
-        todo -= n
+    for start in range(0, len(pairs), batch):
+        chunk = pairs[start:start + batch]
+        v = sample([2 * j for j in chunk] + [2 * j + 1 for j in chunk])
+        yield v[:len(chunk)], v[len(chunk):]
 
 
 def _real_pairs(opts: metric_utils.MetricOptions, dataset: Any, num_pairs: int, batch: int) -> Iterator[Pair]:

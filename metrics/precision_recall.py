@@ -61,7 +61,7 @@ def compute_pr(opts: metric_utils.MetricOptions, num_gen: int, slices: str, max_
                nhood_size: int = 3, row_batch: int = 10000, col_batch: int = 10000) -> tuple[dict[str, float], dict]:
     """Precision and recall of the slices of num_gen generated volumes against the dataset's slices."""
     featurizer = metric_utils.SliceFeaturizer(opts.detector_urls.vgg16, dict(return_features=True), slices,
-                                              opts.device)
+                                              opts.device, what=metric_utils.VGG16)
     real = metric_utils.compute_feature_stats_for_dataset(opts, featurizer, max_items=max_real, capture_all=True)
     gen = metric_utils.compute_feature_stats_for_generator(opts, featurizer, num_gen=num_gen, capture_all=True)
     precision, recall = {}, {}

@@ -363,7 +363,9 @@ def evaluate_metrics(metrics: list[str], metric_kwargs: dict, snapshot: dict, tr
     from metrics import metric_main
     results = {}
     for metric in metrics:
-        result = metric_main.calc_metric(metric=metric, G=snapshot['G_ema'], dataset_kwargs=training_set_kwargs,
+        # The real volumes without mirrored copies, as calc_metrics.py measures by default.
+        result = metric_main.calc_metric(metric=metric, G=snapshot['G_ema'],
+                                         dataset_kwargs=dict(training_set_kwargs, xflip=False),
                                          num_gpus=num_gpus, rank=rank, device=device, **metric_kwargs)
         if rank == 0:
             metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)

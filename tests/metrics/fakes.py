@@ -72,8 +72,8 @@ def dataset_kwargs(path: str, **kwargs) -> dict:
 
 
 class TinyDetector(torch.nn.Module):  # Not persistent: TorchScript cannot compile the persistence wrapper.
-    """A TorchScript-able stand-in for the official detectors: checks its input like they need it (3 equal channels,
-    float32 in [0, 255]) and returns a fixed random projection of 4x4-pooled images as features."""
+    """A TorchScript-able stand-in for the official detectors: checks its input is what the official metrics feed them
+    (uint8 NCHW with 3 equal channels) and returns a fixed random projection of 4x4-pooled images as features."""
 
     def __init__(self, num_features: int = 12, seed: int = 0) -> None:
         super().__init__()
@@ -83,15 +83,14 @@ class TinyDetector(torch.nn.Module):  # Not persistent: TorchScript cannot compi
     def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         assert return_features, 'the metrics ask for features'
         assert x.dim() == 4 and x.shape[1] == 3, 'expected [N, 3, H, W]'
-        assert x.dtype == torch.float32, 'expected float32'
-        assert bool(x.min() >= 0) and bool(x.max() <= 255), 'expected the uint8 range'
+        assert x.dtype == torch.uint8, 'expected uint8'
         assert bool(torch.equal(x[:, 0], x[:, 1])) and bool(torch.equal(x[:, 0], x[:, 2])), 'expected grey as RGB'
-        pooled = torch.nn.functional.adaptive_avg_pool2d(x / 255, [4, 4]).flatten(1)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, [4, 4]).flatten(1)
         return pooled @ self.proj.T
 
 
-def write_detector(path: str, num_features: int = 12) -> str:
+def write_detector(path: str, num_features: int = 12, seed: int = 0) -> str:
     with warnings.catch_warnings():  # TorchScript is deprecated, but it is the official detectors' format.
         warnings.simplefilter('ignore', DeprecationWarning)
-        torch.jit.script(TinyDetector(num_features)).save(str(path))
+        torch.jit.script(TinyDetector(num_features, seed)).save(str(path))
     return str(path)

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 from metrics import metric_utils
 from metrics.frechet_inception_distance import frechet_distance
@@ -29,6 +30,29 @@ def test_fid_of_known_gaussians_matches_closed_form():
     var1, var2 = np.array([1.0, 4.0, 0.25]), np.array([2.0, 1.0, 0.25])
     want = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
     assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(want, rel=1e-10)
+
+
+def _psd_sqrt(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(a)
+    return (v * np.sqrt(w.clip(min=0))) @ v.T
+
+
+def test_fid_of_gaussians_with_full_covariances_matches_closed_form():
+    # The Frechet (2-Wasserstein) distance of N(m1, S1) and N(m2, S2) is
+    # |m1 - m2|^2 + Tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), a symmetric form the implementation does not use.
+    rng = np.random.RandomState(5)
+    a, b = rng.randn(6, 6), rng.randn(6, 6)
+    s1, s2 = a @ a.T + 0.1 * np.eye(6), b @ b.T + 0.1 * np.eye(6)  # Random SPD, not commuting.
+    m1, m2 = rng.randn(6), rng.randn(6)
+    root1 = scipy.linalg.sqrtm(s1).real
+    want = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * _psd_sqrt(root1 @ s2 @ root1))
+    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(want, rel=1e-9)
+    assert frechet_distance(m2, s2, m1, s1) == pytest.approx(want, rel=1e-9)
+    # Covariances sharing eigenvectors: the distance of the square roots of their eigenvalues.
+    q = np.linalg.qr(rng.randn(3, 3))[0]
+    e1, e2 = np.array([9.0, 1.0, 0.25]), np.array([4.0, 4.0, 1.0])
+    cov1, cov2 = q @ np.diag(e1) @ q.T, q @ np.diag(e2) @ q.T
+    assert frechet_distance(np.zeros(3), cov1, np.ones(3), cov2) == pytest.approx(3 + 1 + 1 + 0.25, rel=1e-9)
 
 
 def test_fid_from_feature_stats_matches_direct_numpy():

@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """KID against the direct O(n^2) unbiased MMD^2 with the cubic polynomial kernel."""
 
+import inspect
+
 import numpy as np
 import pytest
 
+from metrics import kernel_inception_distance
 from metrics.kernel_inception_distance import kernel_distance
 
 
@@ -45,3 +48,19 @@ def test_kid_near_zero_for_one_distribution_and_positive_for_a_shift():
     assert abs(same) < 0.02 and shifted > 0.5
     with pytest.raises(ValueError, match='at least 2'):
         kernel_distance(x[:1], y)
+
+
+
+def test_kid_defaults_are_100_subsets_of_at_most_1000_rows():
+    # The official settings, for the function and for the metric (checked cheaply; the subset logic is tested above).
+    for fn in (kernel_distance, kernel_inception_distance.compute_kid):
+        params = inspect.signature(fn).parameters
+        assert params['num_subsets'].default == 100 and params['max_subset_size'].default == 1000, fn.__name__
+    assert inspect.signature(kernel_inception_distance.compute_kid).parameters['max_real'].default == 1_000_000
+    # With more rows than that on each side, every subset has exactly max_subset_size rows.
+    rng = np.random.RandomState(3)
+    x, y = rng.randn(130, 3), rng.randn(110, 3) * 0.8 + 0.2
+    draws = np.random.RandomState(11)
+    want = np.mean([_direct_kid(x[draws.choice(130, 12, replace=False)], y[draws.choice(110, 12, replace=False)])
+                    for _ in range(100)])
+    assert kernel_distance(x, y, max_subset_size=12, seed=11) == pytest.approx(want, rel=1e-10)

@@ -22,7 +22,8 @@ def setup(tmp_path_factory):
     G = fakes.FakeGenerator(SHAPE)
     data = fakes.write_dataset(str(root / 'reals'), fakes.sample_real_volumes(G, 12))
     detector = fakes.write_detector(root / 'tinydet.pt')
-    return dict(G=G, data=data, detector=detector, root=root)
+    vgg16 = fakes.write_detector(root / 'tinyvgg.pt', num_features=7, seed=1)  # Another detector for P/R.
+    return dict(G=G, data=data, detector=detector, vgg16=vgg16, root=root)
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def cache_dir(tmp_path, monkeypatch):
 def _calc(setup, metric, G=None, **kwargs):
     kwargs.setdefault('dataset_kwargs', fakes.dataset_kwargs(setup['data']))
     return metric_main.calc_metric(metric, G=G if G is not None else setup['G'], inception_url=setup['detector'],
-                                   vgg16_url=setup['detector'], seed=kwargs.pop('seed', 0), **kwargs)
+                                   vgg16_url=setup['vgg16'], seed=kwargs.pop('seed', 0), **kwargs)
 
 #----------------------------------------------------------------------------
 # Names.
@@ -51,6 +52,25 @@ def test_metric_names():
         assert not metric_main.is_valid_metric(name), name
     with pytest.raises(ValueError, match='unknown metric "fid3k_full".*fid3k_all'):
         metric_main.get_metric('fid3k_full')
+
+
+@pytest.mark.parametrize('name, module, fn, kwargs', [
+    ('fid3k_all', 'frechet_inception_distance', 'compute_fid', dict(num_gen=3000, slices='all')),
+    ('fid3k_mid', 'frechet_inception_distance', 'compute_fid', dict(num_gen=3000, slices='mid')),
+    ('fid3k_tri', 'frechet_inception_distance', 'compute_fid', dict(num_gen=3000, slices='tri')),
+    ('fid50k_mid', 'frechet_inception_distance', 'compute_fid', dict(num_gen=50000, slices='mid')),
+    ('kid3k_all', 'kernel_inception_distance', 'compute_kid', dict(num_gen=3000, slices='all')),
+    ('pr3k3_all', 'precision_recall', 'compute_pr', dict(num_gen=3000, slices='all', nhood_size=3)),
+    ('pr3k3_tri', 'precision_recall', 'compute_pr', dict(num_gen=3000, slices='tri', nhood_size=3)),
+    ('fid3d_medicalnet10', 'fid3d', 'compute_fid3d', dict(num_gen=1000, depth=10)),
+    ('msssim_gen1k', 'ms_ssim', 'compute_msssim', dict(num_pairs=1000)),
+    ('mmd_full', 'mmd', 'compute_mmd', dict()),
+])
+def test_registered_names_run_their_settings(name, module, fn, kwargs, monkeypatch):
+    calls = []
+    monkeypatch.setattr(getattr(metric_main, module), fn, lambda opts, **kw: calls.append(kw) or ({'': 1.0}, {}))
+    result = metric_main.calc_metric(name, seed=0)
+    assert calls == [kwargs] and result.results == {name: 1.0}
 
 
 def test_pattern_names_carry_their_numbers():
@@ -79,8 +99,8 @@ def test_fid_uses_and_reuses_the_real_cache(setup, cache_dir, monkeypatch):
     counters = []
     real_get = metric_utils.get_detector
 
-    def counting_get(url, device):
-        counters.append(_CountingDetector(real_get(url, device)))
+    def counting_get(url, device, what='detector'):
+        counters.append(_CountingDetector(real_get(url, device, what)))
         return counters[-1]
     monkeypatch.setattr(metric_utils, 'get_detector', counting_get)
 
@@ -98,7 +118,7 @@ def test_fid_uses_and_reuses_the_real_cache(setup, cache_dir, monkeypatch):
 
     # The cached statistics are those of the detector on the real slices, computed here directly.
     volumes = np.stack([np.load(f) for f in sorted(glob.glob(os.path.join(setup['data'], '*.npy')))])
-    slices = torch.from_numpy(volumes[:, 0].reshape(-1, 1, *SHAPE[1:]).astype(np.float32)).expand(-1, 3, -1, -1)
+    slices = torch.from_numpy(volumes[:, 0].reshape(-1, 1, *SHAPE[1:])).expand(-1, 3, -1, -1)  # uint8 grey as RGB
     features = fakes.TinyDetector()(slices, return_features=True).double().numpy()
     mean, cov = metric_utils.load_stats(files[0])[('axial', 0)].get_mean_cov()
     np.testing.assert_allclose(mean, features.mean(0), rtol=1e-5)
@@ -106,6 +126,33 @@ def test_fid_uses_and_reuses_the_real_cache(setup, cache_dir, monkeypatch):
 
     _calc(setup, 'fid6_all', cache=False)
     assert counters[-1].rows == 12 * SHAPE[0] + 6 * SHAPE[0]  # cache=False recomputes.
+
+
+def test_cache_is_keyed_by_dataset_detector_and_options(tmp_path, setup, cache_dir):
+    def cache_files():
+        return sorted(os.path.basename(f) for f in glob.glob(str(cache_dir / 'gan-metrics' / '*.npz')))
+    other = fakes.write_dataset(str(tmp_path / 'other'), fakes.sample_real_volumes(setup['G'], 4, seed=3))
+    runs = [dict(metric='fid4_all'),
+            dict(metric='fid4_mid'),  # Another slice strategy.
+            dict(metric='kid4_all'),  # Other statistics (every row instead of mean and covariance).
+            dict(metric='fid4_all', dataset_kwargs=fakes.dataset_kwargs(other)),  # Another dataset.
+            dict(metric='fid4_all', inception_url=setup['vgg16'])]  # Another detector.
+    for i, run in enumerate(runs):
+        kwargs = dict(run)
+        metric = kwargs.pop('metric')
+        if 'inception_url' in kwargs:
+            metric_main.calc_metric(metric, G=setup['G'], dataset_kwargs=fakes.dataset_kwargs(setup['data']), seed=0,
+                                    **kwargs)
+        else:
+            _calc(setup, metric, **kwargs)
+        assert len(cache_files()) == i + 1, run
+    names = cache_files()
+    assert sum(n.startswith('reals-tinydet-') for n in names) == 3 and sum(n.startswith('other-') for n in names) == 1
+    assert sum(n.startswith('reals-tinyvgg-') for n in names) == 1
+    for run in runs[:4]:  # Every one of them is found again.
+        kwargs = dict(run)
+        _calc(setup, kwargs.pop('metric'), **kwargs)
+    assert cache_files() == names
 
 
 def test_repacked_dataset_gets_new_statistics(tmp_path, setup, cache_dir):
@@ -123,13 +170,19 @@ def test_repacked_dataset_gets_new_statistics(tmp_path, setup, cache_dir):
     assert second.results.mmd4_full > first.results.mmd4_full  # Darker reals now: a clear shift.
 
 
-def test_tri_kid_and_pr_keys(setup, cache_dir):
-    kid = _calc(setup, 'kid6_tri').results
-    assert set(kid) == {'kid6_tri', 'kid6_tri_axial', 'kid6_tri_coronal', 'kid6_tri_sagittal'}
-    assert kid.kid6_tri == pytest.approx(np.mean([kid.kid6_tri_axial, kid.kid6_tri_coronal, kid.kid6_tri_sagittal]))
-    pr = _calc(setup, 'pr63_mid').results
-    assert set(pr) == {'pr63_mid_precision', 'pr63_mid_recall'}
-    assert all(0 <= v <= 1 for v in pr.values())
+def test_tri_kid_and_pr_keys_and_detectors(setup, cache_dir):
+    kid = _calc(setup, 'kid6_tri')
+    r = kid.results
+    assert set(r) == {'kid6_tri', 'kid6_tri_axial', 'kid6_tri_coronal', 'kid6_tri_sagittal'}
+    assert r.kid6_tri == pytest.approx(np.mean([r.kid6_tri_axial, r.kid6_tri_coronal, r.kid6_tri_sagittal]))
+    assert kid.details['detector'] == setup['detector']  # Inception.
+    assert kid.details['num_subsets'] == 100 and kid.details['max_subset_size'] == 1000
+    pr = _calc(setup, 'pr63_mid')
+    assert set(pr.results) == {'pr63_mid_precision', 'pr63_mid_recall'}
+    assert all(0 <= v <= 1 for v in pr.results.values())
+    assert pr.details['detector'] == setup['vgg16'] and pr.details['nhood_size'] == 3
+    vgg_stats = glob.glob(str(cache_dir / 'gan-metrics' / 'reals-tinyvgg-*.npz'))  # 7-wide VGG16 stand-in rows.
+    assert len(vgg_stats) == 1 and metric_utils.load_stats(vgg_stats[0])[('axial', 0)].get_all().shape == (12, 7)
 
 
 def test_matching_generator_scores_better_than_a_shifted_one(setup, cache_dir):
@@ -158,6 +211,39 @@ def test_multichannel_conditional_uint16(tmp_path, setup, cache_dir):
     assert r.fid4_mid == pytest.approx((r.fid4_mid_t2w + r.fid4_mid_adc) / 2)
     with pytest.raises(ValueError, match='c_dim=2'):
         _calc(setup, 'fid4_mid', G=G, dataset_kwargs=fakes.dataset_kwargs(data))  # Labels not loaded.
+
+
+class _OneChannel(torch.nn.Module):
+    """Channel c of a multi-channel generator, as a 1-channel generator."""
+
+    def __init__(self, G, c):
+        super().__init__()
+        self.G, self.c = G, c
+        self.z_dim, self.c_dim, self.img_shape, self.img_channels = G.z_dim, G.c_dim, G.img_shape, 1
+
+    def forward(self, z, c, **kwargs):
+        return self.G(z, c, **kwargs)[:, self.c:self.c + 1]
+
+
+@pytest.mark.parametrize('metric', ['fid4_tri', 'kid4_mid', 'mmd_full'])
+def test_multichannel_values_are_the_single_channel_values(tmp_path, setup, cache_dir, metric):
+    # Each sequence is measured on its own: the T2W value of a 2-channel run is the value of a run on T2W alone.
+    G = fakes.FakeGenerator(SHAPE, img_channels=2)
+    volumes = fakes.sample_real_volumes(G, 6, seed=4)
+    both = _calc(setup, metric, G=G, seed=3, dataset_kwargs=fakes.dataset_kwargs(
+        fakes.write_dataset(str(tmp_path / 'both'), volumes, channels=['T2W', 'ADC']))).results
+    per_channel = []
+    for c, name in enumerate(['t2w', 'adc']):
+        data = fakes.write_dataset(str(tmp_path / name), volumes[:, c:c + 1])
+        alone = _calc(setup, metric, G=_OneChannel(G, c), seed=3, dataset_kwargs=fakes.dataset_kwargs(data)).results
+        per_channel.append(alone[metric])
+        for key, value in alone.items():  # With 'tri' also each plane of that channel.
+            assert both[f'{key}_{name}'] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert both[metric] == pytest.approx(np.mean(per_channel))
+    assert per_channel[0] != pytest.approx(per_channel[1])
+    if metric == 'fid4_tri':
+        coronal = [both['fid4_tri_coronal_t2w'], both['fid4_tri_coronal_adc']]
+        assert both['fid4_tri_coronal'] == pytest.approx(np.mean(coronal))  # Each plane over the sequences.
 
 
 def test_generator_must_fit_the_dataset(setup, cache_dir):

@@ -117,13 +117,23 @@ def test_view_keys_and_combine():
     names = ['t2w', 'adc']
     values = {('axial', 0): 1.0, ('coronal', 0): 2.0, ('axial', 1): 3.0, ('coronal', 1): 6.0}
     out = metric_utils.combine_views(values, names)
-    assert out == {'': 3.0, 'axial_t2w': 1.0, 'coronal_t2w': 2.0, 'axial_adc': 3.0, 'coronal_adc': 6.0}
+    assert out == {'': 3.0, 'axial_t2w': 1.0, 'coronal_t2w': 2.0, 'axial_adc': 3.0, 'coronal_adc': 6.0,
+                   'axial': 2.0, 'coronal': 4.0, 't2w': 1.5, 'adc': 4.5}  # Plus the mean per plane and per channel.
     assert metric_utils.combine_views({('axial', 0): 4.0}, names, prefix='recall') == {'recall': 4.0}
     assert metric_utils.combine_views({('volume', 0): 1.0, ('volume', 1): 2.0}, names) == \
         {'': 1.5, 't2w': 1.0, 'adc': 2.0}
 
 #----------------------------------------------------------------------------
 # Detectors.
+
+
+def test_detectors_default_to_the_official_urls():
+    base = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/'
+    urls = metric_utils.MetricOptions(seed=0, detector_urls=dict(vgg16='/local/vgg16.pt', inception=None)).detector_urls
+    assert urls.inception == base + 'inception-2015-12-05.pt' and urls.vgg16 == '/local/vgg16.pt'
+    assert metric_utils.MetricOptions(seed=0).detector_urls.vgg16 == base + 'vgg16.pt'
+    assert metric_utils.MetricOptions(seed=0).detector_urls.medicalnet is None  # No public single-file URL.
+    assert metric_utils.detector_name(base + 'inception-2015-12-05.pt') == 'inception-2015-12-05'
 
 
 def test_offline_detector_error_is_one_line_naming_url_and_folder():
@@ -156,7 +166,25 @@ def test_slice_featurizer_feeds_grey_rgb_in_uint8_range(tmp_path):
     assert set(features) == {(p, c) for c in range(2) for p in ('axial', 'coronal', 'sagittal')}
     assert all(f.shape == (4, 1, 5) for f in features.values())
     detector = fakes.TinyDetector(5)
-    want = detector(volumes[:, 1, :, 4][:, None].expand(-1, 3, -1, -1), return_features=True)
+    want = detector(volumes[:, 1, :, 4][:, None].expand(-1, 3, -1, -1).to(torch.uint8), return_features=True)
     torch.testing.assert_close(features[('coronal', 1)][:, 0], want)
     every = metric_utils.SliceFeaturizer(path, dict(return_features=True), 'all', torch.device('cpu'))(volumes)
     assert every[('axial', 0)].shape == (4, 6, 5)
+
+
+def test_slices_reach_the_detector_as_rounded_uint8(tmp_path):
+    # uint16 reals land between the 256 levels (value * 255 / 65535); they are rounded as the 8-bit cast of the
+    # generated volumes rounds the same [-1, 1] value.
+    featurizer = metric_utils.SliceFeaturizer(fakes.write_detector(tmp_path / 'det.pt'), dict(return_features=True),
+                                              'mid', torch.device('cpu'))
+    seen = []
+    featurizer.detector = lambda x, **kwargs: seen.append(x) or torch.zeros([x.shape[0], 2])
+    volumes = torch.tensor([0.2, 100.4, 100.6, 254.7]).reshape(1, 1, 1, 2, 2)  # [N, C, D, H, W]
+    featurizer(volumes)
+    assert seen[0].dtype == torch.uint8 and seen[0].shape == (1, 3, 2, 2)
+    assert seen[0][0, 2].flatten().tolist() == [0, 100, 101, 255]
+    values = torch.arange(0, 65536, 97, dtype=torch.float64)
+    stored = metric_utils.real_to_uint8_range(values, 65535)
+    generated = metric_utils.fake_to_uint8_range(values / 65535 * 2 - 1)  # The same values in [-1, 1].
+    away_from_ties = ((stored % 1) - 0.5).abs() > 1e-3
+    assert torch.equal(stored.round()[away_from_ties], generated[away_from_ties].double())

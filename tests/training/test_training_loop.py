@@ -209,3 +209,13 @@ def test_resume_latest_without_a_run_starts_fresh(phantom_zip, tmp_path):
     assert 'starting a new run' in result.output
     runs = os.listdir(tmp_path)
     assert len(runs) == 1 and os.path.isfile(tmp_path / runs[0] / 'training-state-000000.pt')
+
+
+def test_metrics_at_snapshots_are_written_and_logged(phantom_zip, tmp_path):
+    args = [f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.004', '--metrics=mmd_full']
+    result = run_train([a for a in args if a != '--metrics=none'])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / os.listdir(tmp_path)[0]
+    records = [json.loads(line) for line in open(run_dir / 'metric-mmd_full.jsonl')]
+    assert len(records) == 1 and records[0]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    assert records[0]['results']['mmd_full'] >= 0
