@@ -21,6 +21,7 @@ import os
 
 import click
 import numpy as np
+import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
@@ -113,18 +114,27 @@ def project(G, target: torch.Tensor, c: torch.Tensor | None = None, num_steps: i
     return w_opt.detach()[0].repeat(G.num_ws, 1), noises, losses
 
 
-def load_target(path: str, G, clip_percentiles: tuple[float, float] = (0.5, 99.5)) -> torch.Tensor:
-    """A volume file as [C, D, H, W] in [-1, 1] at the network's shape.
+def load_target(path: str, G, clip_percentiles: tuple[float, float] = (0.5, 99.5),
+                spacing: tuple[float, float, float] | None = None) -> torch.Tensor:
+    """A volume file as [C, D, H, W] in [-1, 1] at the network's shape, prepared as dataset_tool.py packs data.
 
-    Each channel is reoriented to LPS and scaled between its clip percentiles, as dataset_tool.py packs the
-    training data; a volume of another size is resized (trilinear) to the network's, without regard to spacing.
+    Each channel is reoriented to LPS; with `spacing` (x, y, z mm, the training data's) it is resampled onto a box
+    of the network's size at that spacing around the volume's centre (dataset_tool.py --spacing --size); then it
+    is scaled between its clip percentiles. A .npy file has no geometry: it is only resized to the network's shape.
     """
     try:
-        array = volume_io.read_volume_array(path)  # [D, H, W] or [C, D, H, W], canonical orientation
+        image = volume_io.read_any(path, allow_channels=True)
+        channels = [image] if image.GetNumberOfComponentsPerPixel() == 1 else \
+            [sitk.VectorIndexSelectionCast(image, c) for c in range(image.GetNumberOfComponentsPerPixel())]
+        channels = [volume_io.reorient(channel) for channel in channels]
+        if spacing is not None and volume_io.volume_extension(path) != '.npy':
+            size_xyz = tuple(int(s) for s in reversed(G.img_shape))
+            grid = volume_io.target_grid(channels[0], size=size_xyz, spacing=tuple(spacing))
+            channels = [volume_io.resample(channel, grid) for channel in channels]
+        array = np.stack([volume_io.image_to_array(channel) for channel in channels])  # [C, D, H, W]
     except (OSError, ValueError, RuntimeError) as e:
         raise click.BadParameter(legacy.one_line(e), param_hint='--target') from None  # Names the file.
     volume = torch.from_numpy(np.asarray(array, dtype=np.float32))
-    volume = volume[None] if volume.ndim == 3 else volume
     if volume.shape[0] != G.img_channels:
         raise click.BadParameter(f'{path} has {volume.shape[0]} channels; the network makes {G.img_channels}',
                                  param_hint='--target')
@@ -162,7 +172,7 @@ def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, s
     G = data['G_ema']
     c = class_labels(G, class_idx)
     geometry = dataset_geometry(data, G)
-    target_volume = load_target(target, G, geometry['clip_percentiles'])
+    target_volume = load_target(target, G, geometry['clip_percentiles'], spacing=geometry['spacing'])
     make_outdir(outdir)  # Before the optimisation, so an unusable folder is reported at once.
     w, noises, losses = project(G, target_volume, c=c, num_steps=num_steps, seed=seed, device=device, verbose=True)
     with torch.no_grad():

@@ -479,3 +479,20 @@ def test_projector_target_is_read_in_the_training_orientation(network, tmp_path)
     target = projector.load_target(str(tmp_path / 't.nii.gz'), network['G'], clip_percentiles=(0, 100))
     expected = (array - array.min()) / (array.max() - array.min()) * 2 - 1
     assert target.shape == (1, *SHAPE) and np.allclose(target[0].numpy(), expected, atol=1e-5)
+
+
+def test_projector_target_is_resampled_to_the_training_spacing(network, tmp_path):
+    # The target has half the training spacing in x and covers twice the network's 8 mm in x; a block 4 mm wide
+    # at its centre must cover 8 of the network's 16 voxels (0.5 mm) after physical resampling. A plain resize
+    # of the array would give it 4.
+    D, H, W = SHAPE
+    fine_w = 4 * W  # 0.25 mm voxels over 16 mm.
+    x_mm = (np.arange(fine_w) - (fine_w - 1) / 2) * SPACING[0] / 2
+    array = np.zeros([D, H, fine_w], dtype=np.float32)
+    array[..., np.abs(x_mm) < 2] = 100
+    volume_io.write_volume(tmp_path / 't.nii.gz', array, (SPACING[0] / 2, *SPACING[1:]), volume_io.CANONICAL_DIRECTION)
+    target = projector.load_target(str(tmp_path / 't.nii.gz'), network['G'], clip_percentiles=(0, 100),
+                                   spacing=SPACING)
+    assert target.shape == (1, *SHAPE)
+    profile = target[0, D // 2, H // 2].numpy()  # along W
+    assert int((profile > 0).sum()) == 8 and profile[W // 2] == pytest.approx(1, abs=1e-3)
