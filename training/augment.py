@@ -544,10 +544,16 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
     pipe = AugmentPipe(**AUGPIPE_SPECS[augpipe], channels_are_sequences=dataset.channels_are_sequences)
     pipe.p.fill_(prob)
     torch.manual_seed(seed)
-    with torch.no_grad():
-        y = pipe(x)
+    try:
+        with torch.no_grad():
+            y = pipe(x)
+    except ValueError as e:  # E.g. slices too small for imgfilter's reflect padding.
+        raise click.ClickException(f'--augpipe {augpipe} on {data}: {e}') from None
     grid = volume_grid(torch.cat([x, y]).numpy(), grid_size=(num, 2), drange=(-1, 1))
-    _save_png_atomic(grid, out)
+    try:
+        _save_png_atomic(grid, out)
+    except OSError as e:
+        raise click.ClickException(f'--out {out}: could not write the PNG ({e})') from None
     click.echo(f'Wrote {out}: {num} volumes from {data}, augpipe {augpipe}, p {prob}')
 
 

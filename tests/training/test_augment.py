@@ -98,6 +98,15 @@ def test_identical_slices_stay_identical(preset, channels, sequences):
     torch.testing.assert_close(y, y[:, :, :1].expand_as(y), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize('channels', [1, 3])
+def test_identical_slices_stay_identical_with_every_transform_but_noise(channels):
+    torch.manual_seed(1)
+    x = torch.randn(4, channels, 1, 32, 32).expand(4, channels, 5, 32, 32).contiguous()
+    y = _pipe(1, **dict(AUGPIPE_SPECS['bgcfnc'], noise=0))(x)  # Cutout and imgfilter on top of bgc.
+    assert (y == 0).any() and not torch.equal(y, x)
+    torch.testing.assert_close(y, y[:, :, :1].expand_as(y), rtol=0, atol=1e-6)
+
+
 def test_noise_is_drawn_per_voxel():
     x = torch.zeros(2, 1, 3, 32, 32)
     torch.manual_seed(2)
@@ -111,7 +120,10 @@ def test_identical_volumes_get_different_parameters(preset):
     x = torch.randn(1, 1, 3, 32, 32).expand(2, 1, 3, 32, 32).contiguous()
     pipe = _pipe(1, **AUGPIPE_SPECS[preset])
     params = pipe.sample_params(x.shape)
-    assert params.scale[0] != params.scale[1] and params.brightness[0] != params.brightness[1]
+    continuous = ['scale', 'rotate_pre', 'aniso', 'rotate_post', 'xfrac', 'brightness', 'contrast']
+    continuous += ['imgfilter', 'noise', 'cutout_center'] if preset == 'bgcfnc' else []
+    for name in continuous:  # At p = 1 each is drawn, and two draws of a continuous variable differ.
+        assert not torch.equal(params[name][0], params[name][1]), name
     y = pipe.apply_params(x, params)
     assert (y[0] - y[1]).abs().max() > 0.1
 
@@ -183,6 +195,7 @@ def test_color_off_axes_for_grey_and_sequence_data(channels, sequences):
 def test_noise_and_cutout_distributions():
     P = _params(noise=1, cutout=1)
     assert P.noise.min() >= 0 and P.noise.mean() == pytest.approx(0.1 * math.sqrt(2 / math.pi), rel=0.02)
+    assert P.noise.std() == pytest.approx(0.1 * math.sqrt(1 - 2 / math.pi), rel=0.03)  # Half-normal spread.
     assert (P.cutout_size == 0.5).all()
     assert P.cutout_center.min() >= 0 and P.cutout_center.max() <= 1
     assert P.cutout_center.mean() == pytest.approx(0.5, abs=0.01)
@@ -196,6 +209,15 @@ def test_imgfilter_gains_keep_the_expected_power():
     assert (P.imgfilter[:, 1] / P.imgfilter[:, 0]).log2().std() == pytest.approx(1, rel=0.03)
     P = _params(imgfilter=1)
     assert (P.imgfilter != 1).all(dim=1).all()  # At p = 1 every band of every volume is touched.
+
+def test_imgfilter_touches_each_band_with_probability_imgfilter_p_strength():
+    P = _params(0.6, imgfilter=1, imgfilter_bands=[1, 0.5, 0, 1])
+    # Untouched bands share one value (the product of the other bands' normalisations); band 2 never moves.
+    touched = P.imgfilter != P.imgfilter[:, 2:3]
+    torch.testing.assert_close(touched.double().mean(dim=0), torch.tensor([0.6, 0.3, 0, 0.6], dtype=torch.float64),
+                               rtol=0, atol=0.015)
+    both = (touched[:, 0] & touched[:, 3]).double().mean()
+    assert both == pytest.approx(0.36, abs=0.015)  # Bands are drawn independently.
 
 #----------------------------------------------------------------------------
 # What the transforms do to images.
@@ -456,3 +478,22 @@ def test_preview_cli_errors(tmp_path):
     result = runner.invoke(augment.main, ['--data', data, '--out', str(tmp_path / 'a.png'), '--augpipe', 'nope'])
     assert result.exit_code != 0 and 'nope' in result.output
     assert not os.path.exists(tmp_path / 'a.png')
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('Error: '), result.output
+    return lines[0]
+
+
+def test_preview_cli_reports_pipe_and_write_errors_in_one_line(tmp_path):
+    data = _tiny_dataset(tmp_path / 'data')  # 24 x 20 slices: too small for imgfilter's 21-pixel reflection.
+    runner = CliRunner()
+    line = _one_line_error(runner.invoke(augment.main, ['--data', data, '--augpipe', 'bgcf', '--out',
+                                                        str(tmp_path / 'a.png')]))
+    assert '--augpipe bgcf' in line and 'imgfilter needs slices larger than 21x21' in line
+    os.makedirs(tmp_path / 'taken.png')  # A folder where the PNG should go: the final rename fails.
+    line = _one_line_error(runner.invoke(augment.main, ['--data', data, '--out', str(tmp_path / 'taken.png')]))
+    assert '--out' in line and 'could not write' in line
+    assert sorted(os.listdir(tmp_path)) == ['data', 'taken.png'] and not os.listdir(tmp_path / 'taken.png')

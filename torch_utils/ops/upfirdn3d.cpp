@@ -1,38 +1,48 @@
 // SPDX-License-Identifier: Apache-2.0
 // Python binding of the upfirdn3d CUDA kernels: input checks, output allocation (same memory format as the
-// input), index-width choice and launch on the current stream. Gradients are assembled in upfirdn3d.py.
+// input), index-width choice and launch. Gradients are assembled in upfirdn3d.py.
+//
+// The CPU tests compile this file with UPFIRDN3D_HOST_LOOP and a launcher that runs the kernels' per-element
+// code (upfirdn3d.h) in a plain loop, so that this binding and the index arithmetic are checked without a GPU.
 
 #include <algorithm>
 #include <array>
 #include <cstdlib>
-#include <numeric>
 
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include "upfirdn3d.h"
+
+#ifdef UPFIRDN3D_HOST_LOOP
+#define UPFIRDN3D_DEVICE_OK(t) (t).is_cpu()
+#define UPFIRDN3D_DEVICE_NAME "a CPU tensor (host-loop build)"
+#else
+#define UPFIRDN3D_DEVICE_OK(t) (t).is_cuda()
+#define UPFIRDN3D_DEVICE_NAME "a CUDA tensor"
+#endif
 
 namespace {
 
 // Offsets stay below this in the 32-bit kernels, with room for the grid-stride step.
 constexpr int64_t kInt32Limit = int64_t(1) << 30;
 
-int64_t max_offset(const torch::Tensor& t) {
+int64_t max_offset(const at::Tensor& t) {
     int64_t offset = 0;
     for (int d = 0; d < t.dim(); ++d) offset += (t.size(d) - 1) * t.stride(d);
     return offset;
 }
 
-void check_inputs(const torch::Tensor& x, const torch::Tensor& f, int filter_dims) {
-    TORCH_CHECK(x.is_cuda(), "upfirdn3d: x must be a CUDA tensor");
+void check_inputs(const at::Tensor& x, const at::Tensor& f, int filter_dims) {
+    TORCH_CHECK(UPFIRDN3D_DEVICE_OK(x), "upfirdn3d: x must be ", UPFIRDN3D_DEVICE_NAME);
     TORCH_CHECK(x.dim() == 5, "upfirdn3d: x must be [N, C, D, H, W], got ", x.dim(), " dimensions");
     const auto dtype = x.scalar_type();
-    TORCH_CHECK(dtype == torch::kFloat16 || dtype == torch::kBFloat16 || dtype == torch::kFloat32 ||
-                    dtype == torch::kFloat64,
+    TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat || dtype == at::kDouble,
                 "upfirdn3d: x must be float16, bfloat16, float32 or float64, got ", dtype);
     TORCH_CHECK(f.device() == x.device(), "upfirdn3d: f must be on the same device as x");
-    const auto f_dtype = dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+    const auto f_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
     TORCH_CHECK(f.scalar_type() == f_dtype, "upfirdn3d: f must be ", f_dtype, " for ", dtype, " data");
     TORCH_CHECK(f.dim() == filter_dims && f.numel() > 0, "upfirdn3d: f must be a non-empty ", filter_dims,
                 "D tensor");
@@ -41,10 +51,10 @@ void check_inputs(const torch::Tensor& x, const torch::Tensor& f, int filter_dim
 }
 
 // Sizes, strides, traversal order and index width; returns the allocated output.
-torch::Tensor prepare(Upfirdn3dParams& p, const torch::Tensor& x, const torch::Tensor& f,
-                      const std::array<int64_t, 5>& out_size) {
-    const auto y = torch::empty({out_size[0], out_size[1], out_size[2], out_size[3], out_size[4]},
-                                x.options().memory_format(x.suggest_memory_format()));
+at::Tensor prepare(Upfirdn3dParams& p, const at::Tensor& x, const at::Tensor& f,
+                   const std::array<int64_t, 5>& out_size) {
+    const auto y = at::empty({out_size[0], out_size[1], out_size[2], out_size[3], out_size[4]},
+                             x.options().memory_format(x.suggest_memory_format()));
     p.x = x.data_ptr();
     p.y = y.data_ptr();
     p.f = f.data_ptr();
@@ -62,7 +72,7 @@ torch::Tensor prepare(Upfirdn3dParams& p, const torch::Tensor& x, const torch::T
     return y;
 }
 
-bool needs_int64(const Upfirdn3dParams& p, const torch::Tensor& x, const torch::Tensor& y) {
+bool needs_int64(const Upfirdn3dParams& p, const at::Tensor& x, const at::Tensor& y) {
     int64_t longest = 0;  // largest up-sampled, padded extent the tap arithmetic reaches
     for (int s = 0; s < 3; ++s) {
         longest = std::max(longest, p.in_size[s + 2] * p.up[s] + std::abs(p.pad0[s]) + p.fsize[s]);
@@ -79,19 +89,19 @@ int64_t output_size(int64_t in, int up, int down, int pad0, int pad1, int64_t fs
     return out;
 }
 
-torch::Tensor launch(Upfirdn3dParams& p, const torch::Tensor& x, const torch::Tensor& f,
-                     const std::array<int64_t, 5>& out_size, bool full) {
-    const at::cuda::OptionalCUDAGuard device_guard(x.device());
-    torch::Tensor y = prepare(p, x, f, out_size);
-    upfirdn3d_launch(p, x.scalar_type(), full, needs_int64(p, x, y), at::cuda::getCurrentCUDAStream());
+at::Tensor launch(Upfirdn3dParams& p, const at::Tensor& x, const at::Tensor& f,
+                  const std::array<int64_t, 5>& out_size, bool full) {
+    const c10::OptionalDeviceGuard device_guard(x.device());
+    at::Tensor y = prepare(p, x, f, out_size);
+    upfirdn3d_launch(p, x.scalar_type(), full, needs_int64(p, x, y));
     return y;
 }
 
 }  // namespace
 
 // One 1D pass along tensor dim `dim` (2 = D, 3 = H, 4 = W); `f` holds the taps in correlation order.
-torch::Tensor upfirdn3d_axis(torch::Tensor x, torch::Tensor f, int64_t dim, int64_t up, int64_t down, int64_t pad0,
-                             int64_t pad1, double gain) {
+at::Tensor upfirdn3d_axis(at::Tensor x, at::Tensor f, int64_t dim, int64_t up, int64_t down, int64_t pad0,
+                          int64_t pad1, double gain) {
     check_inputs(x, f, 1);
     TORCH_CHECK(dim >= 2 && dim <= 4, "upfirdn3d: dim must be 2, 3 or 4, got ", dim);
     Upfirdn3dParams p = {};
@@ -113,9 +123,9 @@ torch::Tensor upfirdn3d_axis(torch::Tensor x, torch::Tensor f, int64_t dim, int6
 }
 
 // One pass with a [fz, fy, fx] filter; per-axis values in x, y, z order as the Python op takes them.
-torch::Tensor upfirdn3d_full(torch::Tensor x, torch::Tensor f, int64_t up_x, int64_t up_y, int64_t up_z,
-                             int64_t down_x, int64_t down_y, int64_t down_z, int64_t pad_x0, int64_t pad_x1,
-                             int64_t pad_y0, int64_t pad_y1, int64_t pad_z0, int64_t pad_z1, double gain) {
+at::Tensor upfirdn3d_full(at::Tensor x, at::Tensor f, int64_t up_x, int64_t up_y, int64_t up_z,
+                          int64_t down_x, int64_t down_y, int64_t down_z, int64_t pad_x0, int64_t pad_x1,
+                          int64_t pad_y0, int64_t pad_y1, int64_t pad_z0, int64_t pad_z1, double gain) {
     check_inputs(x, f, 3);
     Upfirdn3dParams p = {};
     const int64_t up[3] = {up_z, up_y, up_x};

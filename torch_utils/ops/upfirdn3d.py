@@ -22,6 +22,7 @@ The helpers setup_filter, filter3d, upsample3d and downsample3d generalise the o
 
 from __future__ import annotations
 
+import math
 import os
 from numbers import Number
 from typing import Sequence, Union
@@ -74,6 +75,15 @@ def _parse_padding(padding: IntXYZ) -> tuple[int, int, int, int, int, int]:
     elif len(values) == 3:
         values = [values[0], values[0], values[1], values[1], values[2], values[2]]
     return tuple(int(v) for v in values)
+
+
+def _gain_per_pass(gain: float, count: int) -> list[float]:
+    """Split `gain` over `count` passes whose gains multiply to it; a negative sign goes to the first pass only
+    (a fractional power of a negative number would be complex)."""
+    if count == 0:
+        return []
+    root = abs(gain) ** (1 / count)
+    return [math.copysign(root, gain)] + [root] * (count - 1)
 
 
 def _is_number(value) -> bool:
@@ -153,7 +163,8 @@ def setup_filter(f: FilterLike, device: torch.device | str = torch.device('cpu')
 
     Gain rule: the returned filter has DC gain `gain` when used as intended. A 1D filter is meant for all three
     axes, so it is scaled by gain^(1/3); a 3D filter by gain; a per-axis list spreads gain evenly over its
-    filters (gain^(1/k) each for k filters). Either way the product of the DC gains of the passes is `gain`.
+    filters (gain^(1/k) each for k filters). Either way the product of the DC gains of the passes is `gain`
+    (a negative gain uses real roots of |gain|, with signs whose product is that of `gain`).
 
     Args:
         f: None (identity), a 1D/3D array-like, or a list of three 1D filters (x, y, z; None = unfiltered).
@@ -168,8 +179,8 @@ def setup_filter(f: FilterLike, device: torch.device | str = torch.device('cpu')
     """
     if _is_per_axis(f):
         filters = _check_filter(f)
-        count = sum(v is not None for v in filters)
-        return [None if v is None else setup_filter(v, device, normalize, flip_filter, 1, True) * gain ** (1 / count)
+        gains = iter(_gain_per_pass(gain, sum(v is not None for v in filters)))
+        return [None if v is None else setup_filter(v, device, normalize, flip_filter, 1, True) * next(gains)
                 for v in filters]
     f = torch.as_tensor(1.0 if f is None else f, dtype=torch.float32)
     if f.ndim == 0:
@@ -183,7 +194,7 @@ def setup_filter(f: FilterLike, device: torch.device | str = torch.device('cpu')
         f = f / f.sum()
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
-    f = f * (gain ** (f.ndim / 3))
+    f = f * (gain if f.ndim == 3 else _gain_per_pass(gain, 3)[0])  # A 1D filter's third power has sign(gain).
     return f.to(device=device)
 
 #----------------------------------------------------------------------------
@@ -331,13 +342,13 @@ def _upfirdn3d_ref(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filte
         return F.conv3d(x, w, stride=[down[2], down[1], down[0]], groups=x.shape[1])
 
     filters = list(f) if isinstance(f, (list, tuple)) else [f] * 3
-    num_filtered = sum(v is not None for v in filters)
-    pass_gain = gain ** (1 / num_filtered) if num_filtered else 1
+    gains = iter(_gain_per_pass(gain, sum(v is not None for v in filters)))
     # Shrinking axes first keeps the intermediate volumes small.
     for axis in sorted(range(3), key=lambda a: up[a] / down[a]):
+        pass_gain = 1 if filters[axis] is None else next(gains)
         x = _ref_pass_1d(x, axis, filters[axis], up[axis], down[axis], padding[2 * axis], padding[2 * axis + 1],
                          flip_filter, pass_gain)
-    if num_filtered == 0 and gain != 1:
+    if all(v is None for v in filters) and gain != 1:
         x = x * gain
     return x
 
@@ -370,8 +381,8 @@ def _cuda_forward(x: torch.Tensor, filters: tuple, full: bool, up, down, padding
     passes = [a for a in range(3) if not _identity_pass(sizes[a], up[a], down[a], padding[2 * a], padding[2 * a + 1])]
     if not passes:
         return x * gain
-    pass_gain = gain ** (1 / len(passes))
-    for axis in sorted(passes, key=lambda a: up[a] / down[a]):
+    gains = _gain_per_pass(gain, len(passes))
+    for axis, pass_gain in zip(sorted(passes, key=lambda a: up[a] / down[a]), gains):
         g = _kernel_filter(filters[axis], x, flip_filter, 1)
         x = _plugin.upfirdn3d_axis(x, g, _AXIS_DIM[axis], up[axis], down[axis], padding[2 * axis],
                                    padding[2 * axis + 1], pass_gain)

@@ -297,6 +297,15 @@ def test_binding_checks(host_plugin):
     with pytest.raises(RuntimeError, match='unknown activation'):
         host_plugin.bias_act(x, empty, empty, empty, empty, 0, 10, 0.0, 1.0, -1.0, 1)
 
+def test_failed_plugin_build_raises(monkeypatch):
+    def broken_build(*args, **kwargs):
+        raise RuntimeError('Could not build PyTorch plugin "bias_act_plugin": nvcc: error')
+
+    monkeypatch.setattr(ba, '_plugin', None)
+    monkeypatch.setattr(custom_ops, 'get_plugin', broken_build)
+    with pytest.raises(RuntimeError, match='nvcc: error'):
+        ba._init()
+
 #----------------------------------------------------------------------------
 # The CUDA sources compile with nvcc (also without a GPU, e.g. with a CPU-only torch).
 

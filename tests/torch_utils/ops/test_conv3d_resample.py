@@ -52,6 +52,27 @@ def test_fast_paths_equal_generic(k, up, down, padding, groups, flip_weight):
     torch.testing.assert_close(y, expected, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize('k, up, down, route, stride', [
+    (3, [2, 2, 1], 1, 'conv_transpose3d', [1, 2, 2]),  # Up: transposed conv with stride = up (z, y, x).
+    (3, [1, 2, 4], [2, 1, 1], 'conv_transpose3d', [4, 2, 1]),
+    (3, 1, [2, 2, 1], 'conv3d', [1, 2, 2]),  # Down: strided conv with stride = down.
+    (3, 1, [1, 4, 2], 'conv3d', [2, 4, 1]),
+])
+def test_resampling_runs_through_strided_convolutions(k, up, down, route, stride, monkeypatch):
+    calls = []
+    real = getattr(F, route)
+
+    def spy(x, weight, **kwargs):
+        if tuple(weight.shape[2:]) == (k, k, k):  # The convolution itself, not upfirdn3d's 1D filter passes.
+            calls.append(list(kwargs['stride']))
+        return real(x, weight, **kwargs)
+
+    monkeypatch.setattr(F, route, spy)
+    x, w = _tensors(k, 1, shape=(1, 4, 8, 8, 8))
+    conv3d_resample(x, w, upfirdn3d.setup_filter(FILTER).double(), up=up, down=down, padding=1)
+    assert calls == [stride]
+
+
 def test_output_shapes_follow_the_factors():
     x, w = _tensors(3, 1)
     f = upfirdn3d.setup_filter(FILTER).double()
@@ -116,3 +137,63 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         conv3d_resample(**args)
+
+#----------------------------------------------------------------------------
+# Dtypes and memory formats: forward, backward and an R1-style double backward against a float64 CPU reference
+# (the generic chain). On a GPU this runs the upfirdn3d plugin and cuDNN (TF32 off). Tolerances, max error
+# relative to max |reference|: float64 1e-10, float32 1e-4, float16 1e-2, bfloat16 4e-2 (inputs are rounded to
+# the dtype first, so only the op's own roundings count: one per upfirdn3d pass and per convolution).
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
+FORMATS = {'contiguous': torch.contiguous_format, 'channels_last_3d': torch.channels_last_3d}
+DTYPE_CASES = [  # (kernel size, up, down, padding, groups) covering every route, on odd sizes.
+    (1, 1, [2, 2, 1], 0, 2),
+    (3, [2, 2, 1], 1, 1, 1),
+    (3, 1, [2, 2, 1], 1, 2),
+    (3, [1, 2, 2], [2, 1, 1], [1, 0, 2], 1),
+    (3, 1, 1, 1, 1),
+]
+
+
+def _max_rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.detach().cpu().double() - b.detach().double()).abs().max() / b.detach().abs().max()).item()
+
+
+def check_dtype_and_format(device, dtype, memory_format, k, up, down, padding, groups) -> None:
+    x64, w64 = _tensors(k, groups, seed=3, shape=(2, 4, 5, 7, 9))
+    x = x64.to(device, dtype).to(memory_format=memory_format).requires_grad_()
+    w = w64.to(device, dtype).requires_grad_()
+    xr, wr = x.detach().cpu().double().requires_grad_(), w.detach().cpu().double().requires_grad_()
+    f = upfirdn3d.setup_filter(FILTER)
+    kwargs = dict(up=up, down=down, padding=padding, groups=groups)
+    y = conv3d_resample(x, w, f.to(device), **kwargs)
+    yr = conv3d_resample_generic(xr, wr, f.double(), **kwargs)
+    tol = TOLERANCE[dtype]
+    assert y.dtype == dtype and y.shape == yr.shape and _max_rel_error(y, yr) < tol
+
+    gen = torch.Generator().manual_seed(4)
+    dy = torch.randn(yr.shape, generator=gen, dtype=torch.float64)
+    gx, gw = torch.autograd.grad(y, [x, w], dy.to(device, dtype), create_graph=True)
+    gxr, gwr = torch.autograd.grad(yr, [xr, wr], dy, create_graph=True)
+    assert _max_rel_error(gx, gxr) < tol and _max_rel_error(gw, gwr) < tol
+
+    # R1-style: differentiate a penalty on the input gradient with respect to the weights.
+    v = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    (ggw,) = torch.autograd.grad((gx.double() * v.to(device)).sum(), [w])
+    (ggwr,) = torch.autograd.grad((gxr * v).sum(), [wr])
+    assert ggw.dtype == dtype and _max_rel_error(ggw, ggwr) < tol
+
+
+@pytest.mark.parametrize('fmt', list(FORMATS))
+@pytest.mark.parametrize('case', DTYPE_CASES[:3])
+def test_float32_and_channels_last_on_cpu(case, fmt):
+    check_dtype_and_format('cpu', torch.float32, FORMATS[fmt], *case)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('dtype', list(TOLERANCE), ids=str)
+@pytest.mark.parametrize('fmt', list(FORMATS))
+@pytest.mark.parametrize('case', DTYPE_CASES)
+def test_cuda_matches_ref(case, dtype, fmt, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)  # TF32 would round float32 to 10 bits.
+    check_dtype_and_format('cuda', dtype, FORMATS[fmt], *case)

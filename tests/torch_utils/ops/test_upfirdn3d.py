@@ -1,17 +1,27 @@
 # SPDX-License-Identifier: Apache-2.0
-"""upfirdn3d: reference path against scipy.signal.upfirdn per axis, helpers, gradients, errors; CUDA vs reference."""
+"""upfirdn3d: reference path against scipy.signal.upfirdn per axis, helpers, gradients, errors; the plugin path
+(a host-loop build of the kernels' per-element code on every machine, the real CUDA plugin on a GPU) against the
+reference for every dtype and memory format; the CUDA sources compile with nvcc; a failed build raises."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sysconfig
 
 import numpy as np
 import pytest
 import scipy.signal
 import torch
+import torch.utils.cpp_extension
 
+from torch_utils import custom_ops
 from torch_utils.ops import upfirdn3d as U
 
 AXIS_DIM = {0: 4, 1: 3, 2: 2}  # x, y, z -> dimension of [N, C, D, H, W]
 CUDA = torch.cuda.is_available()
+OPS_DIR = os.path.dirname(U.__file__)
 
 
 def _taps(size: int, seed: int) -> torch.Tensor:
@@ -93,8 +103,8 @@ def test_ref_matches_scipy(fsize, up, down, padding, flip_filter, gain):
     torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize('up, down, padding, flip_filter', [(1, 1, 0, False), ([2, 1, 2], [1, 2, 1], [1, 2, 0, 1, 2, 1], True),
-                                                            (2, 2, [-1, 1, 1, 0, 0, 1], False)])
+@pytest.mark.parametrize('up, down, padding, flip_filter', [
+    (1, 1, 0, False), ([2, 1, 2], [1, 2, 1], [1, 2, 0, 1, 2, 1], True), (2, 2, [-1, 1, 1, 0, 0, 1], False)])
 def test_ref_full_filter_matches_scipy(up, down, padding, flip_filter):
     torch.manual_seed(1)
     x = torch.randn([1, 2, 4, 5, 6], dtype=torch.float64)
@@ -107,6 +117,18 @@ def test_ref_full_filter_matches_scipy(up, down, padding, flip_filter):
     full = scipy.signal.convolve(u, h[np.newaxis, np.newaxis], mode='valid')
     expected = torch.as_tensor(2.0 * full[:, :, ::down[2], ::down[1], ::down[0]])
     assert y.shape == expected.shape
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('fsize', [3, (3, None, 5), (None, 4, None)])
+@pytest.mark.parametrize('gain', [-2.0, -0.5])
+def test_negative_gain_matches_scipy(fsize, gain):
+    torch.manual_seed(9)
+    x = torch.randn([1, 2, 4, 5, 6], dtype=torch.float64)
+    filters = [None if s is None else _taps(s, 7) for s in fsize] if isinstance(fsize, tuple) else [_taps(fsize, 7)] * 3
+    f = filters if isinstance(fsize, tuple) else filters[0]
+    y = U.upfirdn3d(x, f, up=[2, 1, 1], down=[1, 1, 2], padding=1, gain=gain, impl='ref')
+    expected = _scipy_upfirdn3d(x, filters, [2, 1, 1], [1, 1, 2], [1] * 6, gain=gain)
     torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -146,6 +168,11 @@ def test_setup_filter_rules():
     axes = U.setup_filter([[1, 1], None, [1, 2, 1]], gain=4)
     assert axes[1] is None and axes[0].sum().item() == pytest.approx(2.0) and axes[2].sum().item() == pytest.approx(2)
     torch.testing.assert_close(U.setup_filter(None), torch.ones([1]))
+    # Negative gains stay real: the passes' DC gains still multiply to the requested gain.
+    assert U.setup_filter([1, 3, 3, 1], gain=-8).sum().item() == pytest.approx(-2.0)
+    assert U.setup_filter([1, 3, 3, 1], gain=-8, separable=False).sum().item() == pytest.approx(-8.0)
+    axes = U.setup_filter([[1, 1], None, [1, 2, 1]], gain=-4)
+    assert axes[0].sum().item() * axes[2].sum().item() == pytest.approx(-4.0)
     with pytest.raises(ValueError, match='separable'):
         U.setup_filter(torch.ones([2, 2, 2]), separable=True)
 
@@ -204,6 +231,7 @@ GRAD_CASES = [
     dict(f=4, up=[2, 1, 2], down=[1, 2, 1], padding=[2, 1, 0, 1, 1, 2], flip_filter=True, gain=2.0),
     dict(f=(3, None, 4), up=2, down=[1, 1, 2], padding=[1, -1, 2, 0, 1, 1]),
     dict(f='3d', up=[1, 2, 1], down=[2, 1, 1], padding=[1, 0, 1, 2, 0, 1]),
+    dict(f=(None, 2, 3), up=[1, 1, 2], down=[2, 1, 1], padding=[0, 0, 1, 0, 2, 1], gain=-1.5),  # sign on one pass
 ]
 
 
@@ -325,20 +353,26 @@ def test_cuda_function_wiring_with_stand_in_plugin(case, monkeypatch):
     assert torch.autograd.gradgradcheck(fn_cuda, [x])
 
 #----------------------------------------------------------------------------
-# CUDA against the reference.
+# The plugin path against the reference, shared by the host-loop build (every machine with a C++ compiler)
+# and the real plugin on a GPU. Tolerances: max error relative to max |reference|, against a float64 reference
+# on the same rounded input: float64 1e-10, float32 1e-5 (float accumulation), float16 1e-2 and bfloat16 3e-2
+# (the output is rounded to the storage type once per separable pass).
 
-CUDA_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}
-CUDA_CASES = [
+PLUGIN_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+FORMATS = {'contiguous': torch.contiguous_format, 'channels_last_3d': torch.channels_last_3d}
+ODD_SHAPE = [2, 3, 5, 7, 9]  # Sizes that fill no block, warp or tile evenly.
+PLUGIN_CASES = [
     dict(f=[1, 3, 3, 1], up=[2, 2, 1], padding=[2, 1, 2, 1, 0, 0], gain=4.0),
     dict(f=[1, 3, 3, 1], down=[2, 2, 1], padding=[1, 1, 1, 1, 0, 0]),
     dict(f=5, up=[1, 2, 4], down=[2, 1, 1], padding=[2, 2, 1, 3, 2, 2], flip_filter=True),
     dict(f=(3, None, 4), up=[2, 1, 1], down=[1, 3, 2], padding=[1, -1, 2, 0, 1, 1]),
     dict(f='3d', up=[1, 2, 2], down=[2, 1, 1], padding=[1, 0, 1, 2, 0, 1], flip_filter=True, gain=2.0),
     dict(f=None, up=[2, 1, 1], down=[1, 1, 2], padding=[0, 1, 0, 0, 1, 0]),
+    dict(f=(None, 2, 3), up=[1, 4, 1], down=[4, 1, 2], padding=[-2, 3, 0, 1, -1, 0], gain=-1.5),  # crops, sign
 ]
 
 
-def _cuda_filter(spec):
+def _plugin_filter(spec):
     if spec is None or isinstance(spec, list):
         return None if spec is None else U.setup_filter(spec)
     f = _grad_filter(spec)
@@ -349,29 +383,30 @@ def _max_rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1e-30)).item()
 
 
-@pytest.mark.skipif(not CUDA, reason='needs CUDA')
-@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize('channels_last', [False, True])
-@pytest.mark.parametrize('case', CUDA_CASES)
-def test_cuda_matches_ref(case, dtype, channels_last):
+def _plugin_path(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
+    """The CUDA path's autograd.Function, on whatever device the loaded plugin runs."""
+    return U._upfirdn3d_cuda_apply(x, U._check_filter(f), U._parse_xyz(up, 'up'), U._parse_xyz(down, 'down'),
+                                   U._parse_padding(padding), bool(flip_filter), float(gain))
+
+
+def compare_with_ref(fn, case, dtype, memory_format, device) -> None:
+    """Forward, backward and double backward of fn(x, f, **case) in `dtype` against the float64 reference."""
     case = dict(case)
-    f = _cuda_filter(case.pop('f'))
+    f = _plugin_filter(case.pop('f'))
     f_ref = None if f is None else (f.double() if isinstance(f, torch.Tensor) else
                                     [None if v is None else v.double() for v in f])
-    torch.manual_seed(8)
-    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-    # Odd sizes that fill no tile; the reference runs in float64 on the same (rounded) input.
-    x = torch.randn([2, 3, 5, 7, 9], device='cuda').to(dtype).to(memory_format=memory_format).requires_grad_(True)
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(ODD_SHAPE, generator=gen).to(device, dtype).to(memory_format=memory_format).requires_grad_(True)
     x_ref = x.detach().double().requires_grad_(True)
-    y = U.upfirdn3d(x, f, impl='cuda', **case)
+    y = fn(x, f, **case)
     y_ref = U.upfirdn3d(x_ref, f_ref, impl='ref', **case)
     assert y.dtype == dtype and y.shape == y_ref.shape
     assert y.is_contiguous(memory_format=memory_format) or min(y.shape[2:]) == 1
-    tol = CUDA_TOLERANCE[dtype]
+    tol = PLUGIN_TOLERANCE[dtype]
     assert _max_rel_error(y, y_ref) < tol
 
     # First derivative, built with create_graph so the second can follow.
-    dy = torch.randn_like(y_ref)
+    dy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64).to(device)
     (dx,) = torch.autograd.grad(y, x, dy.to(dtype), create_graph=True)
     (dx_ref,) = torch.autograd.grad(y_ref, x_ref, dy, create_graph=True)
     assert dx.dtype == dtype and dx.shape == x.shape
@@ -382,31 +417,209 @@ def test_cuda_matches_ref(case, dtype, channels_last):
     dy_r = dy.clone().requires_grad_(True)
     (dx,) = torch.autograd.grad(y, x, dy_c, create_graph=True)
     (dx_ref,) = torch.autograd.grad(y_ref, x_ref, dy_r, create_graph=True)
-    v = torch.randn_like(dx_ref)
+    v = torch.randn(dx_ref.shape, generator=gen, dtype=torch.float64).to(device)
     (ddy,) = torch.autograd.grad((dx.double() * v).sum(), dy_c)
     (ddy_ref,) = torch.autograd.grad((dx_ref * v).sum(), dy_r)
     assert _max_rel_error(ddy, ddy_ref) < tol
 
 
-@pytest.mark.skipif(not CUDA, reason='needs CUDA')
+def check_gradcheck(fn, device) -> None:
+    """gradcheck and gradgradcheck in float64 for separable and full filters, channels_last_3d input."""
+    f = [_taps(4, 10).to(device), None, _taps(3, 11).to(device)]
+    x = torch.randn([1, 2, 3, 4, 5], dtype=torch.float64, device=device)
+    x = x.to(memory_format=torch.channels_last_3d).requires_grad_(True)
+    g = lambda x: fn(x, f, up=[2, 1, 1], down=[1, 2, 1], padding=[2, 1, 1, 0, 1, 1])  # noqa: E731
+    assert torch.autograd.gradcheck(g, [x])
+    assert torch.autograd.gradgradcheck(g, [x])
+    f3 = torch.as_tensor(np.random.RandomState(12).uniform(0.1, 1, [2, 3, 2]), device=device)
+    g = lambda x: fn(x, f3, up=[1, 2, 1], down=[2, 1, 1], padding=1)  # noqa: E731
+    assert torch.autograd.gradcheck(g, [x])
+    assert torch.autograd.gradgradcheck(g, [x])
+
+
+def check_odd_layouts(fn, device) -> None:
+    """A strided slice, a permutation that is neither contiguous nor channels_last, and an expanded view."""
+    gen = torch.Generator().manual_seed(13)
+    base = torch.randn([2, 4, 6, 10, 12], generator=gen, dtype=torch.float64).to(device)
+    views = [base[:, ::2, :, 1:, ::2], base.permute(0, 1, 3, 2, 4).contiguous().permute(0, 1, 3, 2, 4),
+             base[:1, :1, :1].expand(2, 3, 4, 10, 12)]
+    f3 = torch.as_tensor(np.random.RandomState(14).uniform(0.1, 1, [2, 3, 3]), device=device)
+    for x in views:
+        for f, kwargs in [(U.setup_filter([1, 3, 3, 1]), dict(up=[2, 2, 1], padding=[2, 1, 2, 1, 0, 0])),
+                          (f3, dict(down=[1, 2, 2], padding=[1, 1, 0, 2, 1, 0]))]:
+            y = fn(x, f, **kwargs)
+            y_ref = U.upfirdn3d(x, f.double(), impl='ref', **kwargs)
+            torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+
+#----------------------------------------------------------------------------
+# Host-loop build: the kernels' per-element code in a CPU loop behind the real binding (upfirdn3d.cpp).
+
+HOST_LOOP = r"""
+// SPDX-License-Identifier: Apache-2.0
+// Test launcher: runs the CUDA kernels' per-element code (upfirdn3d.h) in a plain host loop, with 64-bit
+// indices when the binding asks for them or when UPFIRDN3D_HOST_INT64 is set (so both widths get exercised).
+#include <cstdlib>
+
+#include <ATen/Dispatch.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "upfirdn3d.h"
+
+template <typename scalar_t, typename index_t>
+static void run_all(const Upfirdn3dParams& p, bool full)
+{
+    for (index_t i = 0; i < static_cast<index_t>(p.total); ++i) {
+        if (full)
+            upfirdn3d_full_element<scalar_t, index_t>(p, i);
+        else
+            upfirdn3d_axis_element<scalar_t, index_t>(p, i);
+    }
+}
+
+void upfirdn3d_launch(const Upfirdn3dParams& p, c10::ScalarType dtype, bool full, bool use_int64)
+{
+    if (p.total == 0)
+        return;
+    const bool wide = use_int64 || std::getenv("UPFIRDN3D_HOST_INT64") != nullptr;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, dtype, "upfirdn3d_host", [&] {
+        if (wide)
+            run_all<scalar_t, int64_t>(p, full);
+        else
+            run_all<scalar_t, int32_t>(p, full);
+    });
+}
+"""
+
+
+@pytest.fixture(scope='module')
+def host_plugin(tmp_path_factory):
+    if shutil.which('c++') is None:
+        pytest.skip('needs a C++ compiler')
+    src_dir = tmp_path_factory.mktemp('upfirdn3d_host')
+    host_loop = src_dir / 'upfirdn3d_host_loop.cpp'
+    host_loop.write_text(HOST_LOOP)
+    sources = [str(host_loop), os.path.join(OPS_DIR, 'upfirdn3d.cpp')]
+    return custom_ops.get_plugin('upfirdn3d_host_plugin', sources=sources,
+                                 headers=[os.path.join(OPS_DIR, 'upfirdn3d.h')],
+                                 extra_cflags=['-DUPFIRDN3D_HOST_LOOP', f'-I{OPS_DIR}', '-O1'])
+
+
+@pytest.fixture
+def on_host(host_plugin, monkeypatch):
+    monkeypatch.setattr(U, '_plugin', host_plugin)
+    return _plugin_path
+
+
+@pytest.mark.parametrize('dtype', list(PLUGIN_TOLERANCE), ids=str)
+@pytest.mark.parametrize('case', PLUGIN_CASES)
+def test_host_loop_matches_ref(on_host, case, dtype):
+    for memory_format in FORMATS.values():
+        compare_with_ref(on_host, case, dtype, memory_format, 'cpu')
+
+
+def test_host_loop_64bit_indices(on_host, monkeypatch):
+    monkeypatch.setenv('UPFIRDN3D_HOST_INT64', '1')
+    for case in PLUGIN_CASES:
+        compare_with_ref(on_host, case, torch.float64, torch.channels_last_3d, 'cpu')
+
+
+def test_host_loop_gradcheck(on_host):
+    check_gradcheck(on_host, 'cpu')
+
+
+def test_host_loop_odd_layouts(on_host):
+    check_odd_layouts(on_host, 'cpu')
+
+
+def test_binding_checks(host_plugin):
+    x = torch.randn([1, 2, 3, 4, 5])
+    f = torch.ones([3])
+    with pytest.raises(RuntimeError, match='f must be Double for Double data'):
+        host_plugin.upfirdn3d_axis(x.double(), f, 4, 1, 1, 1, 1, 1.0)
+    with pytest.raises(RuntimeError, match='contiguous'):
+        host_plugin.upfirdn3d_axis(x, torch.ones([6])[::2], 4, 1, 1, 1, 1, 1.0)
+    with pytest.raises(RuntimeError, match='non-empty 3D'):
+        host_plugin.upfirdn3d_full(x, f, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1.0)
+    with pytest.raises(RuntimeError, match='dim must be 2, 3 or 4'):
+        host_plugin.upfirdn3d_axis(x, f, 1, 1, 1, 1, 1, 1.0)
+    with pytest.raises(RuntimeError, match=r'\[N, C, D, H, W\]'):
+        host_plugin.upfirdn3d_axis(x[0], f, 3, 1, 1, 1, 1, 1.0)
+    with pytest.raises(RuntimeError, match='would be <= 0'):
+        host_plugin.upfirdn3d_axis(x, f, 4, 1, 1, -2, -2, 1.0)
+    with pytest.raises(RuntimeError, match='float16, bfloat16, float32 or float64'):
+        host_plugin.upfirdn3d_axis(x.to(torch.int32), f, 4, 1, 1, 1, 1, 1.0)
+
+#----------------------------------------------------------------------------
+# The CUDA sources compile with nvcc (also without a GPU, e.g. with a CPU-only torch).
+
+
+def _nvcc() -> str | None:
+    home = torch.utils.cpp_extension.CUDA_HOME or '/usr/local/cuda'
+    path = os.path.join(home, 'bin', 'nvcc')
+    return path if os.path.exists(path) else shutil.which('nvcc')
+
+
+@pytest.mark.skipif(_nvcc() is None, reason='needs nvcc')
+def test_cuda_sources_compile(tmp_path):
+    includes = torch.utils.cpp_extension.include_paths() + [sysconfig.get_paths()['include']]
+    if not os.path.exists(os.path.join(includes[0], 'c10', 'cuda', 'impl', 'cuda_cmake_macros.h')):
+        # CPU-only torch wheels ship the c10/cuda headers without this generated one; a stand-in suffices.
+        shim = tmp_path / 'shim' / 'c10' / 'cuda' / 'impl'
+        shim.mkdir(parents=True)
+        (shim / 'cuda_cmake_macros.h').write_text('#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n')
+        includes.append(str(tmp_path / 'shim'))
+    obj = tmp_path / 'upfirdn3d.o'
+    cmd = [_nvcc(), '-c', os.path.join(OPS_DIR, 'upfirdn3d.cu'), '-o', str(obj), '-std=c++20', '-arch=sm_90',
+           '--expt-relaxed-constexpr', '-Xcompiler', '-fPIC', '-D__CUDA_NO_HALF_OPERATORS__',
+           '-D__CUDA_NO_HALF_CONVERSIONS__', '-D__CUDA_NO_BFLOAT16_CONVERSIONS__', '-D__CUDA_NO_HALF2_OPERATORS__']
+    result = subprocess.run(cmd + [f'-I{p}' for p in includes], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    symbols = subprocess.run(['nm', '-C', str(obj)], capture_output=True, text=True).stdout
+    assert 'upfirdn3d_launch(Upfirdn3dParams const&, c10::ScalarType, bool, bool)' in symbols
+    for dtype in ('float', 'double', 'c10::Half', 'c10::BFloat16'):
+        for index in ('int', 'long'):
+            for full in ('true', 'false'):
+                assert f'upfirdn3d_kernel<{dtype}, {index}, {full}>(Upfirdn3dParams)' in symbols
+
+
+def test_failed_plugin_build_raises(monkeypatch):
+    def broken_build(*args, **kwargs):
+        raise RuntimeError('Could not build PyTorch plugin "upfirdn3d_plugin": nvcc: error')
+
+    monkeypatch.setattr(U, '_plugin', None)
+    monkeypatch.setattr(custom_ops, 'get_plugin', broken_build)
+    with pytest.raises(RuntimeError, match='nvcc: error'):
+        U._init()
+
+#----------------------------------------------------------------------------
+# The real plugin on a GPU.
+
+requires_cuda = pytest.mark.skipif(not CUDA, reason='needs CUDA')
+
+
+def _cuda_op(x, f, **kwargs):
+    return U.upfirdn3d(x, f, impl='cuda', **kwargs)
+
+
+@requires_cuda
+@pytest.mark.parametrize('dtype', list(PLUGIN_TOLERANCE), ids=str)
+@pytest.mark.parametrize('fmt', list(FORMATS))
+@pytest.mark.parametrize('case', PLUGIN_CASES)
+def test_cuda_matches_ref(case, dtype, fmt):
+    compare_with_ref(_cuda_op, case, dtype, FORMATS[fmt], 'cuda')
+    assert U._plugin is not None and U._plugin.__name__ == 'upfirdn3d_plugin'
+
+
+@requires_cuda
 def test_cuda_gradcheck_and_gradgradcheck():
-    f = [_taps(4, 10).cuda(), None, _taps(3, 11).cuda()]
-    x = torch.randn([1, 2, 3, 4, 5], dtype=torch.float64, device='cuda', requires_grad=True)
-    fn = lambda x: U.upfirdn3d(x, f, up=[2, 1, 1], down=[1, 2, 1], padding=[2, 1, 1, 0, 1, 1], impl='cuda')  # noqa
-    assert torch.autograd.gradcheck(fn, [x])
-    assert torch.autograd.gradgradcheck(fn, [x])
-    f3 = torch.as_tensor(np.random.RandomState(12).uniform(0.1, 1, [2, 3, 2]), device='cuda')
-    fn = lambda x: U.upfirdn3d(x, f3, up=[1, 2, 1], down=[2, 1, 1], padding=1, impl='cuda')  # noqa
-    assert torch.autograd.gradcheck(fn, [x])
-    assert torch.autograd.gradgradcheck(fn, [x])
+    check_gradcheck(_cuda_op, 'cuda')
 
 
-@pytest.mark.skipif(not CUDA, reason='needs CUDA')
-def test_cuda_noncontiguous_and_large_input():
+@requires_cuda
+def test_cuda_odd_layouts_and_large_input():
+    check_odd_layouts(_cuda_op, 'cuda')
     f = U.setup_filter([1, 3, 3, 1])
-    x = torch.randn([2, 4, 6, 10, 12], device='cuda')[:, ::2, :, 1:, ::2]  # arbitrary strides
-    y = U.upsample3d(x, f, up=[2, 2, 1], impl='cuda')
-    torch.testing.assert_close(y, U.upsample3d(x, f, up=[2, 2, 1], impl='ref'), rtol=1e-5, atol=1e-5)
     x = torch.randn([1, 2, 24, 64, 64], device='cuda', dtype=torch.float16)
     y = U.downsample3d(x, f, down=[2, 2, 1], impl='cuda')
     y_ref = U.downsample3d(x.double(), f.double(), down=[2, 2, 1], impl='ref')
