@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import os
 import pickle
@@ -606,6 +607,12 @@ def print_summaries(G, D, G_ema, training_set, batch_gpu: int, device: torch.dev
     D.train()
 
 
+# Buffers (w_avg, noise) are not synchronised in each forward, as the official; the argument's name changed in
+# recent torch (the old one still works there, with a FutureWarning on every rank).
+NO_BUFFER_SYNC_IN_FORWARD = dict(forward_sync_buffers=False) if 'forward_sync_buffers' in \
+    inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters else dict(broadcast_buffers=False)
+
+
 def wrap_ddp(G, D, augment_pipe, num_gpus: int, device: torch.device):
     """DDP wrappers for the modules the loss calls; returns (modules to no_sync, kwargs for the loss)."""
     modules = dict(G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, augment_pipe=augment_pipe)
@@ -616,7 +623,7 @@ def wrap_ddp(G, D, augment_pipe, num_gpus: int, device: torch.device):
         if module is not None and len(list(module.parameters())) > 0:
             module.requires_grad_(True)
             module = torch.nn.parallel.DistributedDataParallel(
-                module, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=False)
+                module, device_ids=[device] if device.type == 'cuda' else None, **NO_BUFFER_SYNC_IN_FORWARD)
             module.requires_grad_(False)
             ddp_modules.append(module)
         modules[name] = module
