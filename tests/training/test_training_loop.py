@@ -219,3 +219,32 @@ def test_metrics_at_snapshots_are_written_and_logged(phantom_zip, tmp_path):
     records = [json.loads(line) for line in open(run_dir / 'metric-mmd_full.jsonl')]
     assert len(records) == 1 and records[0]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
     assert records[0]['results']['mmd_full'] >= 0
+
+
+def test_sigterm_to_a_spawned_two_process_run_snapshots_and_exits_cleanly(phantom_zip, tmp_path):
+    # --gpus=2 spawns two gloo processes; SIGTERM to the parent reaches both, which stop at the same minibatch.
+    import signal
+    import time
+    cmd = [sys.executable, 'train.py', f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--gpus=2',
+           '--kimg=10', '--kimg-per-tick=0.008', '--snap=1000']
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # Wait for the second tick's stats line.
+            runs = os.listdir(tmp_path)
+            stats = tmp_path / runs[0] / 'stats.jsonl' if runs else None
+            if stats is not None and stats.exists() and len(stats.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output[-3000:]
+    assert 'Received SIGTERM' in output
+    run_dir = tmp_path / os.listdir(tmp_path)[0]
+    # The preemption snapshot (still within kimg 0, so it replaces tick 0's) for each rank.
+    rank0 = torch.load(run_dir / 'training-state-000000.pt', weights_only=False)
+    rank1 = torch.load(run_dir / 'training-state-000000-rank1.pt', weights_only=False)
+    assert rank0['progress'] == rank1['progress'] and 12 <= rank0['progress']['cur_nimg'] < 1000
