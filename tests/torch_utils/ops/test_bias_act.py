@@ -14,15 +14,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import subprocess
 import sys
-import sysconfig
 
 import numpy as np
 import pytest
 import torch
 import torch.utils.cpp_extension
 
+from tests.torch_utils.ops import nvcc_build
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act as ba
 from torch_utils.ops.bias_act import activation_funcs, bias_act
@@ -310,29 +309,9 @@ def test_failed_plugin_build_raises(monkeypatch):
 # The CUDA sources compile with nvcc (also without a GPU, e.g. with a CPU-only torch).
 
 
-def _nvcc() -> str | None:
-    home = torch.utils.cpp_extension.CUDA_HOME or '/usr/local/cuda'
-    path = os.path.join(home, 'bin', 'nvcc')
-    return path if os.path.exists(path) else shutil.which('nvcc')
-
-
-@pytest.mark.skipif(_nvcc() is None, reason='needs nvcc')
+@pytest.mark.skipif(nvcc_build.find_nvcc() is None, reason='needs nvcc')
 def test_cuda_sources_compile(tmp_path):
-    includes = torch.utils.cpp_extension.include_paths() + [sysconfig.get_paths()['include']]
-    torch_include = includes[0]
-    if not os.path.exists(os.path.join(torch_include, 'c10', 'cuda', 'impl', 'cuda_cmake_macros.h')):
-        # CPU-only torch wheels ship the c10/cuda headers without this generated one; a stand-in suffices.
-        shim = tmp_path / 'shim' / 'c10' / 'cuda' / 'impl'
-        shim.mkdir(parents=True)
-        (shim / 'cuda_cmake_macros.h').write_text('#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n')
-        includes.append(str(tmp_path / 'shim'))
-    cmd = [_nvcc(), '-c', os.path.join(OPS_DIR, 'bias_act.cu'), '-o', str(tmp_path / 'bias_act.o'), '-std=c++20',
-           '-arch=sm_90', '--use_fast_math', '--expt-relaxed-constexpr', '-Xcompiler', '-fPIC',
-           '-D__CUDA_NO_HALF_OPERATORS__', '-D__CUDA_NO_HALF_CONVERSIONS__', '-D__CUDA_NO_BFLOAT16_CONVERSIONS__',
-           '-D__CUDA_NO_HALF2_OPERATORS__'] + [f'-I{p}' for p in includes]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    symbols = subprocess.run(['nm', '-C', str(tmp_path / 'bias_act.o')], capture_output=True, text=True).stdout
+    symbols = nvcc_build.compile_symbols(os.path.join(OPS_DIR, 'bias_act.cu'), tmp_path, ['--use_fast_math'])
     for dtype in ('float', 'double', 'c10::Half', 'c10::BFloat16'):
         assert f'void bias_act_launch<{dtype}>(bias_act_params const&)' in symbols
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sysconfig
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ import scipy.signal
 import torch
 import torch.utils.cpp_extension
 
+from tests.torch_utils.ops import nvcc_build
 from torch_utils import custom_ops
 from torch_utils.ops import upfirdn3d as U
 
@@ -554,28 +553,9 @@ def test_binding_checks(host_plugin):
 # The CUDA sources compile with nvcc (also without a GPU, e.g. with a CPU-only torch).
 
 
-def _nvcc() -> str | None:
-    home = torch.utils.cpp_extension.CUDA_HOME or '/usr/local/cuda'
-    path = os.path.join(home, 'bin', 'nvcc')
-    return path if os.path.exists(path) else shutil.which('nvcc')
-
-
-@pytest.mark.skipif(_nvcc() is None, reason='needs nvcc')
+@pytest.mark.skipif(nvcc_build.find_nvcc() is None, reason='needs nvcc')
 def test_cuda_sources_compile(tmp_path):
-    includes = torch.utils.cpp_extension.include_paths() + [sysconfig.get_paths()['include']]
-    if not os.path.exists(os.path.join(includes[0], 'c10', 'cuda', 'impl', 'cuda_cmake_macros.h')):
-        # CPU-only torch wheels ship the c10/cuda headers without this generated one; a stand-in suffices.
-        shim = tmp_path / 'shim' / 'c10' / 'cuda' / 'impl'
-        shim.mkdir(parents=True)
-        (shim / 'cuda_cmake_macros.h').write_text('#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n')
-        includes.append(str(tmp_path / 'shim'))
-    obj = tmp_path / 'upfirdn3d.o'
-    cmd = [_nvcc(), '-c', os.path.join(OPS_DIR, 'upfirdn3d.cu'), '-o', str(obj), '-std=c++20', '-arch=sm_90',
-           '--expt-relaxed-constexpr', '-Xcompiler', '-fPIC', '-D__CUDA_NO_HALF_OPERATORS__',
-           '-D__CUDA_NO_HALF_CONVERSIONS__', '-D__CUDA_NO_BFLOAT16_CONVERSIONS__', '-D__CUDA_NO_HALF2_OPERATORS__']
-    result = subprocess.run(cmd + [f'-I{p}' for p in includes], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    symbols = subprocess.run(['nm', '-C', str(obj)], capture_output=True, text=True).stdout
+    symbols = nvcc_build.compile_symbols(os.path.join(OPS_DIR, 'upfirdn3d.cu'), tmp_path)
     assert 'upfirdn3d_launch(Upfirdn3dParams const&, c10::ScalarType, bool, bool)' in symbols
     for dtype in ('float', 'double', 'c10::Half', 'c10::BFloat16'):
         for index in ('int', 'long'):
