@@ -155,6 +155,7 @@ def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, d
                                            prefetch_factor=2 if opts.workers > 0 else None,
                                            persistent_workers=opts.workers > 0)
     c.G_kwargs, c.D_kwargs = network_kwargs(opts, preset, spec, mbstd)
+    check_schedule(dataset.img_shape, c.G_kwargs.synthesis_kwargs)
     c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
     c.D_opt_kwargs = copy.deepcopy(c.G_opt_kwargs)
     c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
@@ -187,7 +188,12 @@ def network_kwargs(opts, preset: dict, spec, mbstd: int) -> tuple[dnnlib.EasyDic
     fp32 = opts.fp32 or opts.precision == 'fp32'
     num_fp16_res = 0 if fp32 else 4
     conv_clamp = None if fp32 else 256
-    base = list(volume_shape.parse_size(opts.base)) if opts.base else None
+    base = None
+    if opts.base:
+        try:
+            base = list(volume_shape.parse_size(opts.base))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint='--base') from None
     shared = dict(channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,
                   conv_clamp=conv_clamp, precision='fp16' if fp32 else opts.precision, base=base,
                   depth_schedule=opts.depth_schedule, channels_last=opts.nhwc)
@@ -201,6 +207,15 @@ def network_kwargs(opts, preset: dict, spec, mbstd: int) -> tuple[dnnlib.EasyDic
                                block_kwargs=dnnlib.EasyDict(), mapping_kwargs=dnnlib.EasyDict(),
                                epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=mbstd))
     return G_kwargs, D_kwargs
+
+
+def check_schedule(img_shape, synthesis_kwargs: dict) -> None:
+    """Fail now, with the rule, when the volume shape does not factor (with --base, if given)."""
+    try:
+        volume_shape.make_schedule(img_shape, base=synthesis_kwargs.get('base'),
+                                   depth_schedule=synthesis_kwargs.get('depth_schedule', 'early'))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint='--base' if synthesis_kwargs.get('base') else '--data') from None
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -243,6 +258,8 @@ def resume_options(opts, c) -> str:
     if opts.resume is None or opts.resume == 'noresume':
         return '-noresume' if opts.resume == 'noresume' else ''
     if opts.resume != 'latest':
+        if '://' not in opts.resume and not os.path.isfile(opts.resume):
+            raise click.BadParameter(f'no such file: {opts.resume}', param_hint='--resume')
         c.resume_pkl = opts.resume
         state = re.sub(r'network-snapshot-(\d+)\.pkl$', r'training-state-\1.pt', opts.resume)
         if state != opts.resume and os.path.isfile(state):
@@ -290,7 +307,7 @@ def run_process(rank: int, c: dict, run_dir: str, env: dict | None = None) -> No
         torch.cuda.set_device(distributed.get_local_rank())
     try:
         training_loop.training_loop(rank=rank, **c)
-    except training_loop.TrainingDiverged as err:
+    except (training_loop.TrainingDiverged, training_loop.ResumeError) as err:
         if rank == 0:
             print(err)
         raise SystemExit(3) from None
@@ -317,7 +334,7 @@ def spawn_local(c: dict, run_dir: str, gpus: int) -> None:
             pass
     except torch.multiprocessing.ProcessExitedException as err:
         if err.exit_code == 3:
-            raise SystemExit(3) from None  # Divergence; rank 0 has printed why.
+            raise SystemExit(3) from None  # Divergence or an unreadable --resume; rank 0 has printed why.
         raise click.ClickException(f'training process {err.error_index} exited with code {err.exit_code}; '
                                    f'see {os.path.join(run_dir, "log.txt")}') from None
     finally:

@@ -188,6 +188,10 @@ class TrainingDiverged(RuntimeError):
     """Too many minibatches in a row had non-finite gradients."""
 
 
+class ResumeError(RuntimeError):
+    """The --resume network file cannot be read."""
+
+
 class StopRequest:
     """Turns SIGTERM (a cluster's preemption notice) into a flag that the loop checks once per minibatch."""
 
@@ -300,7 +304,10 @@ def restore_training_state(state: dict, phases, augment_pipe, loss, label_rng) -
 def load_resume_networks(resume_pkl: str, G, D, G_ema, augment_pipe) -> None:
     import legacy
     print(f'Resuming from "{resume_pkl}"')
-    resume_data = legacy.load_network(resume_pkl)
+    try:
+        resume_data = legacy.load_network(resume_pkl)
+    except (OSError, ValueError) as e:  # legacy's messages are one line and name the file.
+        raise ResumeError(f'Cannot resume: {e}') from None
     for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
         if module is not None and resume_data.get(name) is not None:
             misc.copy_params_and_buffers(resume_data[name], module, require_all=False)

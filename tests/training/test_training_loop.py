@@ -60,6 +60,9 @@ def test_presets_resolve():
     (['--cond=1'], 'needs labels'),
     (['--batch=3', '--gpus=2'], 'divisible'),
     (['--cfg=prostate-high'], 'is for 256x256x24 volumes'),
+    (['--base=3x3'], 'expected XxYxZ'),
+    (['--base=5x5x5'], 'must be the base times a power of two per axis'),
+    (['--resume=/nonexistent/network.pkl'], 'no such file: /nonexistent/network.pkl'),
 ])
 def test_bad_options_give_one_line_errors(phantom_zip, tmp_path, args, message):
     base = [f'--outdir={tmp_path}', f'--data={phantom_zip}', '--dry-run', '--workers=0']
@@ -248,3 +251,11 @@ def test_sigterm_to_a_spawned_two_process_run_snapshots_and_exits_cleanly(phanto
     rank0 = torch.load(run_dir / 'training-state-000000.pt', weights_only=False)
     rank1 = torch.load(run_dir / 'training-state-000000-rank1.pt', weights_only=False)
     assert rank0['progress'] == rank1['progress'] and 12 <= rank0['progress']['cur_nimg'] < 1000
+
+
+def test_unreadable_resume_file_is_a_one_line_error(phantom_zip, tmp_path):
+    result = run_train([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.004',
+                        f'--resume={phantom_zip}'])
+    assert result.exit_code == 3
+    assert f'Cannot resume: {phantom_zip} is not a readable safe export' in result.output
+    assert 'Traceback' not in result.output
