@@ -54,8 +54,10 @@ def build(variant, img_shape, batch_gpu: int, small: bool, device: torch.device)
     D = Discriminator(**net, epilogue_kwargs=dict(mbstd_group_size=min(4, batch_gpu)), **common)
     G = G.train().requires_grad_(False).to(device)
     D = D.train().requires_grad_(False).to(device)
-    pipe = AugmentPipe(**AUGPIPE_SPECS['bgc']).train().requires_grad_(False).to(device)
-    pipe.p.copy_(torch.as_tensor(0.2))
+    pipe = None
+    if device.type != 'meta':  # The pipe draws data-dependent parameters; it has no convolutions to count.
+        pipe = AugmentPipe(**AUGPIPE_SPECS['bgc']).train().requires_grad_(False).to(device)
+        pipe.p.copy_(torch.as_tensor(0.2))
     mapping, synthesis, disc = G.mapping, G.synthesis, D
     if variant.compile:
         mapping, synthesis, disc = torch.compile(mapping), torch.compile(synthesis), torch.compile(D)
@@ -153,6 +155,20 @@ def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, sm
     return row
 
 
+def print_flop_count(size: str, batch: int, batch_gpu: int, small: bool) -> None:
+    """Conv FLOPs of each minibatch of one lazy-regularisation cycle, from shapes alone (meta tensors)."""
+    img_shape = parse_size(size)
+    with torch.device('meta'):
+        G, phases, loss = build(parse_variant('bf16-cl-cuda'), img_shape, batch_gpu, small, torch.device('meta'))
+        iteration = make_iteration(G, phases, loss, batch, batch_gpu, img_shape, torch.device('meta'))
+        rows = [dict(minibatch=i, conv_tflop=count_conv_flops(iteration) / 1e12) for i in range(16)]
+    mean = float(np.mean([row['conv_tflop'] for row in rows]))
+    print(f'\nConvolution FLOPs per minibatch, {size}, batch {batch} (lazy R1 every 16, path length every 4)\n')
+    print_table(rows, ['minibatch', 'conv_tflop'])
+    print(f'\nMean {mean:.1f} TFLOP per minibatch; {mean / batch:.2f} TFLOP per volume; '
+          f'{mean / batch * 1000 / 1e3:.1f} PFLOP per kimg')
+
+
 @click.command()
 @click.option('--size', default='256x256x24', show_default=True, help='Volume size XxYxZ')
 @click.option('--batch', default=8, show_default=True, help='Total batch (one GPU)')
@@ -161,10 +177,14 @@ def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, sm
 @click.option('--variants', default='bf16-cl-cuda,fp16-cl-cuda,tf32-cf-cuda,bf16-cl-ref', show_default=True,
               help='Comma-separated PRECISION-{cl,cf}-{cuda,ref}[-compile]')
 @click.option('--small', is_flag=True, help='Tiny network at 32x32x16, batch 2, for a CPU smoke run')
-def main(size: str, batch: int, batch_gpu: int, iters: int, variants: str, small: bool) -> None:
+@click.option('--count-flops', is_flag=True, help='Only count the conv FLOPs per minibatch (meta device, no GPU)')
+def main(size: str, batch: int, batch_gpu: int, iters: int, variants: str, small: bool, count_flops: bool) -> None:
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if small:
         size, batch, batch_gpu, iters = '32x32x16', 2, 2, 2
+    if count_flops:
+        print_flop_count(size, batch, batch_gpu, small)
+        return
     rows = []
     for text in variants.split(','):
         variant = parse_variant(text)

@@ -160,7 +160,7 @@ def run_phases(phases, loss, ddp_modules, batch_idx: int, real_img, real_c, gen_
             if grads:
                 # The norm is not finite exactly when some gradient entry is not; DDP has already summed them,
                 # so every rank sees the same flag.
-                nonfinite |= ~torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True))
+                nonfinite |= ~torch.isfinite(torch.nn.utils.get_total_norm(grads))
             for grad in grads:
                 torch.nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5, out=grad)
             phase.opt.step()
