@@ -10,6 +10,7 @@ in float16 and bfloat16, and prints both times and their ratio.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import click
@@ -51,7 +52,7 @@ def bench_bias_act(device: torch.device | str, shape: Sequence[int] = TRAINING_S
         x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=torch.channels_last_3d).requires_grad_()
         b = torch.randn(shape[1], device=device, dtype=dtype, requires_grad=True)
         dy = torch.randn_like(x)
-        seconds = {impl: time_fn(lambda impl=impl: _forward_backward(x, b, dy, impl), device, warmup, iters)
+        seconds = {impl: time_fn(functools.partial(_forward_backward, x, b, dy, impl), device, warmup, iters)
                    for impl in ('cuda', 'ref')}
         # Bytes the fused path must move: read x, write y; read dy and y, write dx; read dx for the bias gradient.
         traffic = 6 * x.numel() * x.element_size()

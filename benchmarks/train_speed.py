@@ -14,6 +14,7 @@ layer shape.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import click
@@ -126,7 +127,8 @@ def count_conv_flops(iteration) -> float:
     return float(counter.flops)
 
 
-def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, small: bool, device) -> dict:
+def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, warmup: int, small: bool,
+                  device) -> dict:
     img_shape = parse_size(size)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = variant.precision == 'tf32'
     torch.backends.cudnn.benchmark = True
@@ -134,7 +136,7 @@ def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, sm
     with ops.plugins_enabled(variant.impl == 'cuda'):
         G, phases, loss = build(variant, img_shape, batch_gpu, small, device)
         iteration = make_iteration(G, phases, loss, batch, batch_gpu, img_shape, device)
-        for _ in range(16):  # Warm-up: cuDNN autotuning, compilation, every phase at least once.
+        for _ in range(warmup):  # cuDNN autotuning, compilation; minibatch 0 runs every phase, R1 included.
             iteration()
         synchronize(device)
         if device.type == 'cuda':
@@ -144,7 +146,7 @@ def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, sm
             iteration()
         synchronize(device)
         sec_per_iter = (time.perf_counter() - start) / iters
-        flops = np.mean([count_conv_flops(iteration) for _ in range(16)])  # Averaged over the lazy-reg cycle.
+    flops = np.mean(cycle_conv_flops(img_shape, batch, batch_gpu, small))  # Same shapes for every variant.
     row['sec_per_kimg'] = sec_per_iter / batch * 1000
     row['peak_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else float('nan')
     row['conv_tflops'] = flops / sec_per_iter / 1e12
@@ -155,13 +157,19 @@ def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, sm
     return row
 
 
-def print_flop_count(size: str, batch: int, batch_gpu: int, small: bool) -> None:
-    """Conv FLOPs of each minibatch of one lazy-regularisation cycle, from shapes alone (meta tensors)."""
-    img_shape = parse_size(size)
+@functools.lru_cache(maxsize=None)
+def cycle_conv_flops(img_shape: tuple[int, int, int], batch: int, batch_gpu: int, small: bool) -> list[float]:
+    """Conv FLOPs of each minibatch of one lazy-regularisation cycle, from shapes alone (meta tensors, no GPU
+    time)."""
     with torch.device('meta'):
         G, phases, loss = build(parse_variant('bf16-cl-cuda'), img_shape, batch_gpu, small, torch.device('meta'))
         iteration = make_iteration(G, phases, loss, batch, batch_gpu, img_shape, torch.device('meta'))
-        rows = [dict(minibatch=i, conv_tflop=count_conv_flops(iteration) / 1e12) for i in range(16)]
+        return [count_conv_flops(iteration) for _ in range(16)]
+
+
+def print_flop_count(size: str, batch: int, batch_gpu: int, small: bool) -> None:
+    flops = cycle_conv_flops(parse_size(size), batch, batch_gpu, small)
+    rows = [dict(minibatch=i, conv_tflop=f / 1e12) for i, f in enumerate(flops)]
     mean = float(np.mean([row['conv_tflop'] for row in rows]))
     print(f'\nConvolution FLOPs per minibatch, {size}, batch {batch} (lazy R1 every 16, path length every 4)\n')
     print_table(rows, ['minibatch', 'conv_tflop'])
@@ -174,11 +182,13 @@ def print_flop_count(size: str, batch: int, batch_gpu: int, small: bool) -> None
 @click.option('--batch', default=8, show_default=True, help='Total batch (one GPU)')
 @click.option('--batch-gpu', default=8, show_default=True, help='Chunk per accumulation round')
 @click.option('--iters', default=16, show_default=True, help='Timed iterations (16 = one lazy-R1 cycle)')
+@click.option('--warmup', default=3, show_default=True, help='Untimed iterations first')
 @click.option('--variants', default='bf16-cl-cuda,fp16-cl-cuda,tf32-cf-cuda,bf16-cl-ref', show_default=True,
               help='Comma-separated PRECISION-{cl,cf}-{cuda,ref}[-compile]')
 @click.option('--small', is_flag=True, help='Tiny network at 32x32x16, batch 2, for a CPU smoke run')
 @click.option('--count-flops', is_flag=True, help='Only count the conv FLOPs per minibatch (meta device, no GPU)')
-def main(size: str, batch: int, batch_gpu: int, iters: int, variants: str, small: bool, count_flops: bool) -> None:
+def main(size: str, batch: int, batch_gpu: int, iters: int, warmup: int, variants: str, small: bool,
+         count_flops: bool) -> None:
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if small:
         size, batch, batch_gpu, iters = '32x32x16', 2, 2, 2
@@ -189,7 +199,7 @@ def main(size: str, batch: int, batch_gpu: int, iters: int, variants: str, small
     for text in variants.split(','):
         variant = parse_variant(text)
         try:
-            rows.append(bench_variant(variant, size, batch, batch_gpu, iters, small, device))
+            rows.append(bench_variant(variant, size, batch, batch_gpu, iters, warmup, small, device))
         except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
             rows.append(dict(variant=variant.name, batch=batch, batch_gpu=batch_gpu, note=str(e).split('\n')[0][:80]))
             if device.type == 'cuda':
