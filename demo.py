@@ -2,7 +2,7 @@
 """The end-to-end demo on built-in phantom data: pack, train, generate, preview, measure, check.
 
 Each step runs the project's own command line, exactly as a user would type it, so the demo also shows the
-workflow. On a 2-core CPU it finishes in about 10 minutes; on a GPU in about a minute.
+workflow. On a 2-core CPU it finishes in about 5 minutes (see docs/performance.md).
 
     python demo.py --outdir demo-out
 """
