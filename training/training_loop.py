@@ -511,6 +511,9 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
         stop, nonfinite = agree_on_flags(stop_request.requested, nonfinite, num_gpus)
         training_stats.report0('Loss/nonfinite_steps', float(nonfinite))
         nonfinite_in_a_row = nonfinite_in_a_row + 1 if nonfinite else 0
+        if nonfinite_in_a_row == 1 and rank == 0:
+            print(f"Warning: non-finite gradients at kimg {progress['cur_nimg'] / 1000:.1f}; the step used 0 in their "
+                  f'place. Training stops after {max_nonfinite} such minibatches in a row.')
         if nonfinite_in_a_row >= max_nonfinite:
             raise TrainingDiverged(divergence_message(nonfinite_in_a_row, progress['cur_nimg'], last_snapshot))
         with torch.autograd.profiler.record_function('Gema'):

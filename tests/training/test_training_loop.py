@@ -165,7 +165,7 @@ def test_sigterm_writes_a_snapshot_and_exits_cleanly(phantom_zip, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is not None and len(ticks) == 4
 
 
-def test_nonfinite_gradients_stop_the_run_with_a_clear_message(phantom_zip, tmp_path, monkeypatch):
+def test_nonfinite_gradients_stop_the_run_with_a_clear_message(phantom_zip, tmp_path, monkeypatch, capsys):
     from training import loss as loss_module
     from training import training_loop
     original = loss_module.StyleGAN2Loss.accumulate_gradients
@@ -183,6 +183,7 @@ def test_nonfinite_gradients_stop_the_run_with_a_clear_message(phantom_zip, tmp_
     with pytest.raises(training_loop.TrainingDiverged, match=r'4 minibatches in a row had non-finite gradients '
                        r'\(at kimg 0\.0\); the last good snapshot is .*network-snapshot-000000\.pkl'):
         training_loop.training_loop(**c)
+    assert capsys.readouterr().out.count('Warning: non-finite gradients at kimg 0.0') == 1  # Once per run of them.
     # The only snapshot is the one from before the NaNs (tick 0): still intact and finite.
     snapshot = legacy.load_network(str(tmp_path / 'run' / 'network-snapshot-000000.pkl'))
     assert all(torch.isfinite(p).all() for p in snapshot['D'].parameters())
