@@ -33,5 +33,5 @@ step cuda_tests 200 $PY -m pytest -q -p no:cacheprovider --maxfail=10 tests/torc
 step ops 60 $PY benchmarks/ops.py
 step network_memory 60 $PY benchmarks/network_memory.py
 # fp16-cl-cuda and tf32-cf-cuda are further variants; add them once the first run shows what one costs.
-step train_speed 200 $PY benchmarks/train_speed.py --variants=bf16-cl-cuda,bf16-cl-ref
+step train_speed 200 $PY benchmarks/train_speed.py --variants=bf16-cl-cuda,bf16-cl-ref --profile=4
 step generate_speed 60 $PY benchmarks/generate_speed.py --precisions=bf16

@@ -127,8 +127,28 @@ def count_conv_flops(iteration) -> float:
     return float(counter.flops)
 
 
+def print_profile(iteration, count: int, device: torch.device, top: int = 25) -> None:
+    """The ops that take the most time over `count` iterations (the first includes both regularisers' phases
+    only if it is a multiple of 16 and 4; the table is for finding what to fuse, not for totals)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == 'cuda':
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(count):
+            iteration()
+        synchronize(device)
+    table = prof.key_averages()
+    for sort_by in (['self_device_time_total', 'self_cuda_time_total'] if device.type == 'cuda' else []) + \
+            ['self_cpu_time_total']:  # Key names differ between torch releases.
+        try:
+            print(table.table(sort_by=sort_by, row_limit=top, max_name_column_width=60))
+            return
+        except (AttributeError, KeyError):
+            continue
+
+
 def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, warmup: int, small: bool,
-                  device) -> dict:
+                  device, profile: int = 0) -> dict:
     img_shape = parse_size(size)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = variant.precision == 'tf32'
     torch.backends.cudnn.benchmark = True
@@ -146,6 +166,9 @@ def bench_variant(variant, size: str, batch: int, batch_gpu: int, iters: int, wa
             iteration()
         synchronize(device)
         sec_per_iter = (time.perf_counter() - start) / iters
+        if profile:
+            print(f'\nProfile of {variant.name}, {profile} minibatches:')
+            print_profile(iteration, profile, device)
     flops = np.mean(cycle_conv_flops(img_shape, batch, batch_gpu, small))  # Same shapes for every variant.
     row['sec_per_kimg'] = sec_per_iter / batch * 1000
     row['peak_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else float('nan')
@@ -187,8 +210,9 @@ def print_flop_count(size: str, batch: int, batch_gpu: int, small: bool) -> None
               help='Comma-separated PRECISION-{cl,cf}-{cuda,ref}[-compile]')
 @click.option('--small', is_flag=True, help='Tiny network at 32x32x16, batch 2, for a CPU smoke run')
 @click.option('--count-flops', is_flag=True, help='Only count the conv FLOPs per minibatch (meta device, no GPU)')
+@click.option('--profile', default=0, show_default=True, help='Profile this many minibatches of the first variant')
 def main(size: str, batch: int, batch_gpu: int, iters: int, warmup: int, variants: str, small: bool,
-         count_flops: bool) -> None:
+         count_flops: bool, profile: int) -> None:
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if small:
         size, batch, batch_gpu, iters = '32x32x16', 2, 2, 2
@@ -196,10 +220,11 @@ def main(size: str, batch: int, batch_gpu: int, iters: int, warmup: int, variant
         print_flop_count(size, batch, batch_gpu, small)
         return
     rows = []
-    for text in variants.split(','):
+    for index, text in enumerate(variants.split(',')):
         variant = parse_variant(text)
         try:
-            rows.append(bench_variant(variant, size, batch, batch_gpu, iters, warmup, small, device))
+            rows.append(bench_variant(variant, size, batch, batch_gpu, iters, warmup, small, device,
+                                      profile=profile if index == 0 else 0))
         except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
             rows.append(dict(variant=variant.name, batch=batch, batch_gpu=batch_gpu, note=str(e).split('\n')[0][:80]))
             if device.type == 'cuda':
