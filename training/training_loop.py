@@ -232,11 +232,14 @@ def divergence_message(count: int, cur_nimg: int, last_snapshot: str | None) -> 
 
 
 def atomic_write(path: str, write_fn: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    """Write through a temporary file in the same folder, then rename: never a half-written file, and (with the
+    fsync) never an empty one after a crash of the machine."""
     tmp = f'{path}.tmp-{os.getpid()}'
     try:
         with open(tmp, 'wb') as f:
             write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
