@@ -260,3 +260,30 @@ def test_unreadable_resume_file_is_a_one_line_error(phantom_zip, tmp_path):
     assert result.exit_code == 3
     assert f'Cannot resume: {phantom_zip} is not a readable safe export' in result.output
     assert 'Traceback' not in result.output
+
+
+def test_conditional_run_on_labelled_volumes(tmp_path):
+    import numpy as np
+
+    from training import phantom, volume_io
+    src = tmp_path / 'src'
+    src.mkdir()
+    with open(tmp_path / 'labels.csv', 'w') as f:
+        for i in range(6):
+            volume, spacing = phantom.make_phantom(i, (16, 16, 8))
+            volume_io.write_volume(str(src / f'case{i}.nii.gz'), volume, spacing, volume_io.CANONICAL_DIRECTION)
+            f.write(f'case{i}.nii.gz,{i % 3}\n')
+    data = tmp_path / 'labelled.zip'
+    subprocess.run([sys.executable, 'dataset_tool.py', f'--source={src}', f'--dest={data}', '--size=16x16x8',
+                    f'--labels={tmp_path / "labels.csv"}'], cwd=REPO, check=True, capture_output=True)
+    result = run_train([f'--outdir={tmp_path / "runs"}', f'--data={data}', *FAST, '--kimg=0.008', '--cond=1'])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / 'runs' / os.listdir(tmp_path / 'runs')[0]
+    assert run_dir.name.startswith('00000-labelled-cond-')
+    snapshot = legacy.load_network(str(run_dir / 'network-snapshot-000000.pkl'))
+    G = snapshot['G_ema']
+    assert G.c_dim == 3 and snapshot['D'].c_dim == 3
+    c = torch.eye(3)
+    volumes = G(torch.randn([1, G.z_dim]).repeat(3, 1), c, noise_mode='const')  # One z, three labels.
+    assert volumes.shape == (3, 1, 8, 16, 16) and bool(torch.isfinite(volumes).all())
+    assert not np.allclose(volumes[0].numpy(), volumes[1].numpy())  # The label changes the volume.
