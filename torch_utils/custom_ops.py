@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib.util
+import contextlib
 import os
 import platform
 import shutil
@@ -78,10 +79,9 @@ def _build(module_name: str, sources: list[str], headers: list[str], final_dir: 
         tmp_sources = [os.path.join(tmp_dir, os.path.basename(path)) for path in sources]
         torch.utils.cpp_extension.load(name=module_name, sources=tmp_sources, build_directory=tmp_dir,
                                        verbose=(verbosity == 'full'), **build_kwargs)
-        try:
+        # If another process renamed its own build into place first, the rename fails; that build is identical.
+        with contextlib.suppress(OSError):
             os.replace(tmp_dir, final_dir)
-        except OSError:
-            pass  # Another process renamed its own build into place first; ours is identical.
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
