@@ -13,10 +13,10 @@ The cache lives in `$TORCH_EXTENSIONS_DIR` if set, else in the dnnlib cache (`$D
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import importlib.util
-import contextlib
 import os
 import platform
 import shutil
