@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
@@ -48,6 +49,7 @@ import numpy as np
 import SimpleITK as sitk
 import tqdm
 
+import dnnlib
 from training import phantom, volume_io
 from training.dataset import DATASET_FORMAT
 
@@ -55,8 +57,11 @@ DTYPES = ('uint8', 'uint16')
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: the same inputs give the same archive.
 
 
+ON_ERROR = ('fail', 'skip', 'stop')
+
+
 class PackError(ValueError):
-    """A problem that stops packing (bad options, unusable sources, or any error with on_error='stop')."""
+    """A problem that stops packing (bad options, unusable sources, inputs that failed, a failed write)."""
 
 #----------------------------------------------------------------------------
 # Sources: cases to pack, each with one item per channel.
@@ -338,41 +343,45 @@ def process_case(case: Case, geometry: GeometryOptions, clip: tuple[float, float
 
 
 class DatasetWriter:
-    """Writes members to a temporary zip or folder beside dest; commit() renames it into place, abort() removes it."""
+    """Writes members to a temporary zip or folder beside dest; commit() checks it and renames it into place,
+    abort() removes it. The temporary name is dnnlib's, so a later run removes what a killed run left."""
 
-    def __init__(self, dest: str) -> None:
+    def __init__(self, dest: str, overwrite: bool = False) -> None:
         self.dest = os.path.abspath(os.path.expanduser(dest))
         self.is_zip = self.dest.lower().endswith('.zip')
+        self.overwrite = overwrite
+        self.members = 0
         parent = os.path.dirname(self.dest)
         if self.is_zip and os.path.isdir(self.dest):
             raise PackError(f'--dest {dest} is a folder; a .zip destination must be a file')
+        if self.is_zip and os.path.exists(self.dest) and not overwrite:
+            raise PackError(f'--dest {dest} exists; pass --overwrite to replace it')
         if not self.is_zip and os.path.exists(self.dest):
             if not os.path.isdir(self.dest):
                 raise PackError(f'--dest {dest} exists and is not a folder (use a .zip name or an empty folder)')
-            if os.listdir(self.dest):
-                raise PackError(f'--dest {dest} is not empty')
+            if os.listdir(self.dest) and not overwrite:
+                raise PackError(f'--dest {dest} is not empty; pass --overwrite to replace it')
         self.tmp, self._zip = None, None
         blocker = _existing_file_in_path(parent)
         if blocker:
             raise PackError(f'--dest {dest}: {blocker} is a file, not a folder')
         with self._dest_errors():
             os.makedirs(parent, exist_ok=True)
-            prefix = f'.{os.path.basename(self.dest)}.'
+            dnnlib.util.remove_stale_temporaries(parent)
+            self.tmp = dnnlib.util.temporary_path(self.dest)
             if self.is_zip:
-                fd, self.tmp = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=parent)
-                os.close(fd)
                 self._zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
             else:
-                self.tmp = tempfile.mkdtemp(prefix=prefix, suffix='.tmp', dir=parent)
+                os.mkdir(self.tmp)
 
     @contextlib.contextmanager
     def _dest_errors(self) -> Iterator[None]:
         """Turn a filesystem error (no permission, a file in the path, disk full) into a PackError naming dest."""
         try:
             yield
-        except OSError as e:
+        except (OSError, zipfile.BadZipFile) as e:
             self.abort()
-            raise PackError(f'cannot write --dest {self.dest}: {e.strerror or e}') from None
+            raise PackError(f'cannot write --dest {self.dest}: {dnnlib.util.describe_os_error(e)}') from None
 
     def add(self, fname: str, data: bytes) -> None:
         """Store one member (a '/'-separated relative name)."""
@@ -380,21 +389,41 @@ class DatasetWriter:
             if self.is_zip:
                 info = zipfile.ZipInfo(fname, date_time=_ZIP_DATE)
                 self._zip.writestr(info, data, compress_type=zipfile.ZIP_STORED)
-                return
-            path = os.path.join(self.tmp, *fname.split('/'))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, 'wb') as f:
-                f.write(data)
+            else:
+                path = os.path.join(self.tmp, *fname.split('/'))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, 'wb') as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            self.members += 1
 
     def commit(self) -> None:
-        """Move the finished output to dest."""
+        """Check the finished output (every member read back, CRCs compared) and move it to dest."""
         with self._dest_errors():
             if self.is_zip:
                 self._zip.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, (0o777 if not self.is_zip else 0o666) & ~umask)  # mkstemp/mkdtemp made it private.
-            os.replace(self.tmp, self.dest)  # An existing empty dest folder is replaced too (POSIX rename).
+                with open(self.tmp, 'rb+') as f:
+                    os.fsync(f.fileno())
+                self._verify_zip()
+            os.chmod(self.tmp, (0o777 if not self.is_zip else 0o666) & ~_umask())
+            old = None
+            if not self.is_zip and os.path.isdir(self.dest) and os.listdir(self.dest):  # Only with overwrite.
+                old = dnnlib.util.temporary_path(self.dest)
+                os.replace(self.dest, old)
+            os.replace(self.tmp, self.dest)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            dnnlib.util.fsync_folder(os.path.dirname(self.dest))
+            self.tmp = None
+
+    def _verify_zip(self) -> None:
+        with zipfile.ZipFile(self.tmp) as z:
+            bad = z.testzip()
+            count = len(z.namelist())
+        if bad is not None or count != self.members:
+            raise OSError(errno.EIO, f'the archive does not read back ({bad or f"{count} of {self.members} members"}); '
+                          f'is the disk full?')
 
     def abort(self) -> None:
         """Remove the partial output."""
@@ -407,6 +436,13 @@ class DatasetWriter:
                 os.remove(self.tmp)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp = None
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _existing_file_in_path(folder: str) -> str | None:
@@ -449,6 +485,19 @@ class PackSummary:
         return '\n'.join(lines)
 
 
+class FailedInputs(PackError):
+    """Some inputs could not be packed and skipping was not asked for; nothing was written."""
+
+    def __init__(self, summary: PackSummary) -> None:
+        self.summary = summary
+        failed, total = len(summary.skipped), summary.written + len(summary.skipped)
+        super().__init__(f'{failed} of {total} inputs could not be packed (listed above); nothing was written. '
+                         f'Fix them, or pass --on-error=skip to pack the other {summary.written}.')
+
+    def details(self) -> str:
+        return '\n'.join(f'  failed {name}: {reason}' for name, reason in self.summary.skipped)
+
+
 def _find_cases(source: str, root: str | None, channels: list[str] | None) -> tuple[list[Case], list]:
     ph = parse_phantom_source(source)
     if ph is not None:
@@ -465,8 +514,8 @@ def _find_cases(source: str, root: str | None, channels: list[str] | None) -> tu
 def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = None,
                  spacing: tuple[float, float, float] | None = None, fov: tuple[float, float, float] | None = None,
                  clip: tuple[float, float] = (0.5, 99.5), dtype: str = 'uint8', labels: str | None = None,
-                 max_volumes: int | None = None, on_error: str = 'skip', channels: list[str] | None = None,
-                 progress: bool = False) -> PackSummary:
+                 max_volumes: int | None = None, on_error: str = 'fail', channels: list[str] | None = None,
+                 progress: bool = False, overwrite: bool = False) -> PackSummary:
     """Pack a source into a dataset zip or folder (see the module docstring for the steps).
 
     Args:
@@ -479,20 +528,25 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
         dtype: 'uint8' or 'uint16'.
         labels: A CSV or JSON label file, or None.
         max_volumes: Stop after writing this many volumes.
-        on_error: 'skip' (report and continue) or 'stop' (raise PackError) for a volume that cannot be packed.
+        on_error: For a volume that cannot be packed: 'fail' (go on checking the others, then raise PackError
+            naming every failed input and write nothing), 'skip' (leave it out and keep the archive of the others)
+            or 'stop' (raise PackError at once).
         channels: Glob patterns with one '*' each, one per sequence; the '*' part is the case id.
         progress: Show a progress bar.
+        overwrite: Replace an existing dest (else an existing .zip or a non-empty folder is an error).
 
     Returns:
-        The summary. Raises PackError when nothing could be written or on the first error with on_error='stop'.
+        The summary. Raises PackError when nothing could be written, or as on_error says.
     """
     ph = parse_phantom_source(source)
     label_map = load_labels(labels) if labels else None
-    writer = DatasetWriter(dest)
+    writer = DatasetWriter(dest, overwrite=overwrite)
     try:
         with (contextlib.nullcontext(None) if ph else source_root(source)) as root:
             summary = _pack(source, root, writer, GeometryOptions(size, spacing, fov), clip, dtype, label_map,
                             labels, max_volumes, on_error, channels, progress)
+        if summary.skipped and on_error == 'fail':
+            raise FailedInputs(summary)
         writer.commit()
     except BaseException:
         writer.abort()
@@ -609,6 +663,18 @@ def _numbers(value: str | None, param: str, count: int, integer: bool = False, s
     return numbers
 
 
+def check_geometry_options(size, spacing, fov) -> None:
+    """--size, --spacing and --fov together must agree (spacing = fov / size): one of them would be ignored."""
+    if size is None or spacing is None or fov is None:
+        return
+    implied = np.asarray(fov, dtype=np.float64) / np.asarray(size)
+    if not np.allclose(implied, spacing, rtol=1e-3, atol=0):
+        shown = ','.join(f'{v:g}' for v in np.round(implied, 4))
+        raise click.BadParameter(f'{",".join(f"{v:g}" for v in spacing)} disagrees with --fov / --size = {shown} mm; '
+                                 f'give two of the three (or a --spacing equal to --fov / --size)',
+                                 param_hint='--spacing')
+
+
 def _parse_clip(value: str) -> tuple[float, float]:
     try:
         lo, hi = (float(p) for p in value.split(','))
@@ -654,17 +720,24 @@ def _exit_on_sigterm() -> Iterator[None]:
 @click.option('--dtype', type=click.Choice(DTYPES), default='uint8', show_default=True, help='Stored type')
 @click.option('--labels', type=click.Path(exists=True, dir_okay=False), help='Labels: CSV (name,label...) or JSON')
 @click.option('--max-volumes', type=click.IntRange(min=1), metavar='INT', help='Stop after this many volumes')
-@click.option('--on-error', type=click.Choice(['skip', 'stop']), default='skip', show_default=True,
-              help='Skip (and report) or stop at a volume that cannot be packed')
+@click.option('--on-error', type=click.Choice(ON_ERROR), default='fail', show_default=True,
+              help='For inputs that cannot be packed: fail (name them all, write nothing), skip them, or stop '
+                   'at the first')
+@click.option('--overwrite', is_flag=True, help='Replace an existing --dest')
 @click.option('--channels', metavar='GLOBS', help='One pattern per sequence, e.g. "*_t2w.nii.gz,*_adc.nii.gz"')
 def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str | None, clip: str, dtype: str,
-         labels: str | None, max_volumes: int | None, on_error: str, channels: str | None) -> None:
+         labels: str | None, max_volumes: int | None, on_error: str, overwrite: bool, channels: str | None) -> None:
     options = dict(size=_numbers(size, '--size', 3, integer=True, sep='x'), spacing=_numbers(spacing, '--spacing', 3),
                    fov=_numbers(fov, '--fov', 3), clip=_parse_clip(clip), channels=_parse_channels(channels))
+    check_geometry_options(options['size'], options['spacing'], options['fov'])
     try:
         with _exit_on_sigterm():
             summary = pack_dataset(source=os.path.expanduser(source), dest=dest, dtype=dtype, labels=labels,
-                                   max_volumes=max_volumes, on_error=on_error, progress=True, **options)
+                                   max_volumes=max_volumes, on_error=on_error, progress=True, overwrite=overwrite,
+                                   **options)
+    except FailedInputs as e:
+        click.echo(e.details())
+        raise click.ClickException(str(e)) from None
     except PackError as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.report())

@@ -34,9 +34,9 @@ import PIL.Image
 import torch
 import tqdm
 
+import dnnlib
 import legacy
 from training import visualize, volume_io
-from training.training_loop import atomic_write
 
 FORMATS = ('nii.gz', 'nii', 'nrrd', 'npy')
 STORED_DTYPES = ('uint8', 'uint16')
@@ -115,7 +115,7 @@ def make_outdir(outdir: str) -> None:
 def save_png(image: PIL.Image.Image, path: str) -> None:
     """Write a PNG through a temporary file, so a failure never leaves half of one."""
     try:
-        atomic_write(path, lambda f: image.save(f, format='PNG'))
+        dnnlib.util.atomic_write(path, lambda f: image.save(f, format='PNG'))
     except OSError as e:
         raise click.ClickException(f'cannot write {path}: {e.strerror or e}') from None
 

@@ -21,7 +21,6 @@ import click
 import torch
 
 import dnnlib
-from training.training_loop import atomic_write
 
 EXPORT_FORMAT = 'stylegan2-ada-3d-export/1'
 # The classes an export may rebuild. A name from the file is never resolved freely: that would let an export
@@ -88,7 +87,7 @@ def export_network(network: torch.nn.Module, training_set_kwargs: dict | None, d
                   training_set_kwargs=training_set_kwargs, dataset_info=dataset_info)
     payload = dict(format=EXPORT_FORMAT, config=json.dumps(config),
                    state_dict={k: v.detach().cpu() for k, v in network.state_dict().items()})
-    atomic_write(dest, lambda f: torch.save(payload, f))
+    dnnlib.util.atomic_write(dest, lambda f: torch.save(payload, f))
 
 
 def _load_export(path: str) -> dict:

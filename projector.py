@@ -25,11 +25,11 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+import dnnlib
 import legacy
 from generate import (class_labels, dataset_geometry, make_outdir, noise_buffers, save_png, set_noise_buffers,
                       write_outputs)
 from training import visualize, volume_io
-from training.training_loop import atomic_write
 
 
 def noise_regularisation(noise_bufs: list[torch.Tensor]) -> torch.Tensor:
@@ -151,7 +151,7 @@ def save_projection(path: str, w: torch.Tensor, noises: dict[str, torch.Tensor])
     arrays = {'w': w[None].cpu().numpy()}
     arrays.update({f'noise/{name}': noise.cpu().numpy() for name, noise in noises.items()})
     try:
-        atomic_write(path, lambda f: np.savez(f, **arrays))
+        dnnlib.util.atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
         raise click.ClickException(f'cannot write {path}: {e.strerror or e}') from None
 

@@ -30,7 +30,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -446,9 +445,7 @@ def main(ctx: click.Context, **kwargs) -> None:
         return
 
     os.makedirs(run_dir, exist_ok=latest is not None)
-    with tempfile.NamedTemporaryFile('w', dir=run_dir, delete=False, suffix='.tmp') as f:
-        json.dump(c, f, indent=2)
-    os.replace(f.name, os.path.join(run_dir, 'training_options.json'))
+    dnnlib.util.atomic_write_text(os.path.join(run_dir, 'training_options.json'), json.dumps(c, indent=2))
     distributed.barrier()
     if under_torchrun or gpus == 1:
         run_process(0, c, run_dir)

@@ -1,18 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""EasyDict, class construction by name, the download cache, stdout logging and time formatting."""
+"""EasyDict, class construction by name, the one file writer, the download cache, stdout logging and time formatting."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import importlib
 import os
 import re
+import secrets
+import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import IO, Any
+from typing import IO, Any, Callable, Iterator
 
 #----------------------------------------------------------------------------
 # Dictionaries with attribute access.
@@ -75,6 +78,176 @@ def get_module_dir_by_obj_name(obj_name: str) -> str:
     return os.path.dirname(os.path.abspath(module.__file__))
 
 #----------------------------------------------------------------------------
+# The one writer: every file the project writes goes through atomic_output (or append_text for logs).
+#
+# A file appears under its name complete and checked, or not at all: it is written to a hidden temporary file in
+# the same folder, flushed and fsynced, checked (size; a caller's verify, e.g. a volume read back), renamed into
+# place, and the folder is fsynced so the rename survives a power cut. The temporary name carries the host and
+# pid, so a later run can remove what a killed process left (remove_stale_temporaries).
+
+
+class WriteError(OSError):
+    """A file could not be written (or failed its check); the message names the file and says why."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_TMP_RE = re.compile(r'^\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{6}\.tmp\.')
+
+
+def _host_tag() -> str:
+    return re.sub(r'[^A-Za-z0-9_]', '_', socket.gethostname())[:32] or 'host'
+
+
+def temporary_path(path: str) -> str:
+    """A hidden temporary name beside path that keeps path's extension (some writers choose the format by it)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f'.{_host_tag()}-{os.getpid()}-{secrets.token_hex(3)}.tmp.{name}')
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the temporary files that killed processes of this host left in folder; returns their paths.
+
+    Temporaries of live processes, and of other hosts (which this host cannot check), are kept.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        match = _TMP_RE.match(name)
+        if match and match['host'] == _host_tag() and not _pid_alive(int(match['pid'])):
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def fsync_folder(folder: str) -> None:
+    """Make a rename in folder durable (a no-op where the file system cannot fsync folders)."""
+    try:
+        fd = os.open(folder or '.', os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def describe_os_error(error: BaseException) -> str:
+    """'File too large', 'No space left on device', ... (the reason without the path)."""
+    return getattr(error, 'strerror', None) or ' '.join(str(error).split()) or type(error).__name__
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, verify: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Yield a temporary path beside `path` to write; on success check it and rename it to `path`.
+
+    Args:
+        path: The destination.
+        verify: Called with the temporary path after the write; raises (ValueError or OSError) when the file is
+            not what was meant to be written, e.g. a volume whose header or voxels read back differently.
+
+    Raises:
+        WriteError: the write, the check, the fsync or the rename failed; nothing is left under either name.
+    """
+    path = str(path)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
+            raise OSError(errno.EIO, 'nothing was written')
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        if verify is not None:
+            verify(tmp)
+        os.chmod(tmp, _default_mode())  # The usual permissions of a new file, not a temporary file's.
+        os.replace(tmp, path)
+        fsync_folder(os.path.dirname(os.path.abspath(path)))
+    except (OSError, ValueError) as e:
+        _remove_quietly(tmp)
+        if isinstance(e, WriteError):
+            raise
+        raise WriteError(getattr(e, 'errno', None) or errno.EIO,
+                         f'cannot write {path}: {describe_os_error(e)}') from None
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def atomic_write(path: str, write_fn: Callable[[IO[bytes]], Any], verify: Callable[[str], None] | None = None,
+                 ) -> None:
+    """Write a file through `write_fn(f)` on an open binary file, atomically and checked (see atomic_output)."""
+    with atomic_output(path, verify) as tmp:
+        with open(tmp, 'wb') as f:
+            write_fn(f)
+            f.flush()
+            if os.fstat(f.fileno()).st_size != f.tell():
+                raise OSError(errno.EIO, f'{f.tell()} bytes written, {os.fstat(f.fileno()).st_size} on disk')
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def append_text(path: str, text: str) -> None:
+    """Append whole lines to a log file (stats.jsonl, metric-*.jsonl): all of `text` or, on failure, none of it.
+
+    Raises:
+        WriteError: naming the file; the file is cut back to its length before the call.
+    """
+    data = text.encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise WriteError(e.errno or errno.EIO, f'cannot write {path}: {describe_os_error(e)}') from None
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise WriteError(e.errno or errno.EIO, f'cannot write {path}: {describe_os_error(e)}') from None
+    finally:
+        os.close(fd)
+
+#----------------------------------------------------------------------------
 # Cache directory and downloads.
 
 
@@ -101,21 +274,18 @@ def _download(url: str, dest: str, num_attempts: int, timeout: float) -> None:
     for _ in range(num_attempts):
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
-                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix='.download-')
-                try:
-                    with os.fdopen(fd, 'wb') as f:
-                        while chunk := response.read(1 << 20):
-                            f.write(chunk)
-                    os.replace(tmp, dest)
-                finally:
-                    if os.path.exists(tmp):
-                        os.remove(tmp)
+                atomic_write(dest, lambda f: _copy_stream(response, f))
             return
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             last_error = e
     reason = getattr(last_error, 'reason', last_error)
     raise OSError(f'Cannot download {url} ({reason}); if this machine is offline, download it elsewhere and put it '
                   f'at {dest}, or pass a local path instead of the URL')
+
+
+def _copy_stream(source: IO[bytes], dest: IO[bytes]) -> None:
+    while chunk := source.read(1 << 20):
+        dest.write(chunk)
 
 
 def open_url(url: str, cache: bool = True, num_attempts: int = 3, timeout: float = 60,

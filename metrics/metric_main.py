@@ -220,5 +220,4 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
     sys.stderr.flush()  # The line end of a finished progress bar goes first,
     print(line, flush=True)  # and the result before any later bar, also when stdout is a pipe.
     if run_dir is not None and os.path.isdir(run_dir):
-        with open(os.path.join(run_dir, f'metric-{metric}.jsonl'), 'a') as f:
-            f.write(line + '\n')
+        dnnlib.util.append_text(os.path.join(run_dir, f'metric-{metric}.jsonl'), line + '\n')

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from typing import Any, Callable, Iterator, Sequence
 
@@ -608,14 +607,7 @@ def save_stats(path: str, stats: dict[View, FeatureStats]) -> None:
     arrays = {'views': np.array([f'{p}:{c}' for p, c in stats])}
     for i, s in enumerate(stats.values()):
         arrays.update({f'{i}.{k}': v for k, v in s.state_dict().items()})
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.stats-', suffix='.npz')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    dnnlib.util.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_stats(path: str, device: torch.device | str = 'cpu') -> dict[View, FeatureStats]:

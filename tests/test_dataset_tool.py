@@ -197,7 +197,7 @@ def test_three_sequences_on_different_grids_pack_aligned(tmp_path):
             image = sitk_blob_image(size, spacing, direction, centre, blob_lps) * scale
             sitk.WriteImage(image, str(folder / f'{case}_{seq}.nii.gz'))
     result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--size', '20x20x10',
-                  '--channels', '*_t2w.nii.gz,*_adc.nii.gz,*_hbv.nii.gz', '--clip', '0,100')
+                  '--channels', '*_t2w.nii.gz,*_adc.nii.gz,*_hbv.nii.gz', '--clip', '0,100', '--on-error', 'skip')
     assert result.exit_code == 0, result.output
     assert 'Wrote 1 volume' in result.output
     assert 'skipped p002: case "p002" has no file for *_hbv.nii.gz' in result.output
@@ -352,7 +352,14 @@ def test_bad_volume_stops_or_is_skipped(tmp_path, kind, message):
     assert len(error_lines) == 1 and message in error_lines[0]
     assert os.listdir(tmp_path / 'out') == []  # No archive and no temporary file.
 
-    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip')
+    fail = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip')  # The default: name, write none.
+    assert fail.exit_code == 1 and isinstance(fail.exception, SystemExit), fail.output
+    assert fail.output.splitlines()[-2].startswith(f'  failed {name}:') and message in fail.output.splitlines()[-2]
+    assert fail.output.splitlines()[-1] == ('Error: 1 of 2 inputs could not be packed (listed above); nothing was '
+                                            'written. Fix them, or pass --on-error=skip to pack the other 1.')
+    assert os.listdir(tmp_path / 'out') == []
+
+    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip', '--on-error', 'skip')
     assert skip.exit_code == 0, skip.output
     summary = skip.output.splitlines()[-2:]  # The summary comes last: the count, then one line per skip.
     assert summary[0].startswith('Wrote 1 volume') and 'skipped 1.' in summary[0]
@@ -391,7 +398,10 @@ def test_label_file_naming_missing_files(tmp_path):
     assert skip.exit_code == 0 and 'warning:' in skip.output and '"ghost"' in skip.output
     # A volume without a label is a per-volume error.
     (tmp_path / 'labels.csv').write_text('a,1\n')
-    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out2.zip', '--labels', tmp_path / 'labels.csv')
+    fail = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out2.zip', '--labels', tmp_path / 'labels.csv')
+    assert fail.exit_code == 1 and 'failed b.npy: no label for b.npy' in fail.output
+    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out2.zip', '--labels', tmp_path / 'labels.csv',
+                '--on-error', 'skip')
     assert skip.exit_code == 0 and 'skipped b.npy: no label for b.npy' in skip.output
 
 
@@ -399,7 +409,7 @@ def test_unreadable_dicom_folder_is_named(tmp_path):
     write_npy_cases(tmp_path / 'src', ['a'])
     os.makedirs(tmp_path / 'src' / 'scans')
     (tmp_path / 'src' / 'scans' / 'junk.dcm').write_bytes(b'x' * 300)
-    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip')
+    skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--on-error', 'skip')
     assert skip.exit_code == 0 and 'skipped scans: 1 DICOM file(s) in' in skip.output
     assert 'junk.dcm' in skip.output and 'no readable series' in skip.output
     stop = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'stop.zip', '--on-error', 'stop')
@@ -489,7 +499,7 @@ def test_sigterm_removes_the_temporary_archive(tmp_path):
                                stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
-        while not glob.glob(str(tmp_path / '.out.zip.*.tmp')) and process.poll() is None:
+        while not glob.glob(str(tmp_path / '.*.tmp.out.zip')) and process.poll() is None:
             assert time.monotonic() < deadline, 'no temporary archive appeared'
             time.sleep(0.05)
         time.sleep(0.2)  # Some volumes written.
@@ -499,3 +509,27 @@ def test_sigterm_removes_the_temporary_archive(tmp_path):
         if process.poll() is None:
             process.kill()
     assert os.listdir(tmp_path) == []
+
+
+def test_existing_destination_needs_overwrite(tmp_path):
+    assert pack('--source', 'phantom:2', '--dest', tmp_path / 'out.zip', '--size', '8x8x4').exit_code == 0
+    before = (tmp_path / 'out.zip').read_bytes()
+    again = pack('--source', 'phantom:3', '--dest', tmp_path / 'out.zip', '--size', '8x8x4')
+    assert again.exit_code == 1 and again.output.strip() == \
+        f'Error: --dest {tmp_path / "out.zip"} exists; pass --overwrite to replace it'
+    assert (tmp_path / 'out.zip').read_bytes() == before
+    replaced = pack('--source', 'phantom:3', '--dest', tmp_path / 'out.zip', '--size', '8x8x4', '--overwrite')
+    assert replaced.exit_code == 0 and len(read_zip(tmp_path / 'out.zip')[1]) == 3
+    assert pack('--source', 'phantom:2', '--dest', tmp_path / 'dir', '--size', '8x8x4').exit_code == 0
+    assert pack('--source', 'phantom:3', '--dest', tmp_path / 'dir', '--size', '8x8x4').exit_code == 1
+    assert pack('--source', 'phantom:3', '--dest', tmp_path / 'dir', '--size', '8x8x4', '--overwrite').exit_code == 0
+    assert len(VolumeFolderDataset(str(tmp_path / 'dir'))) == 3 and leftovers(tmp_path) == ['out.zip']
+
+
+def test_spacing_that_fov_and_size_would_override_is_refused(tmp_path):
+    result = pack('--source', 'phantom:1', '--dest', tmp_path / 'out.zip', '--size', '16x16x8',
+                  '--fov', '64,64,32', '--spacing', '1,1,4')
+    assert result.exit_code == 2 and '--spacing' in result.output and 'fov / --size = 4,4,4' in result.output
+    agreed = pack('--source', 'phantom:1', '--dest', tmp_path / 'out.zip', '--size', '16x16x8',
+                  '--fov', '64,64,32', '--spacing', '4')
+    assert agreed.exit_code == 0, agreed.output

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from typing import Sequence
 
 import click
@@ -498,23 +497,11 @@ def update_ada_p(p: float, signs_real_mean: float, target: float, batch_size: in
 # Preview CLI.
 
 
-def _save_png_atomic(image, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix='.png', dir=folder)
-    os.close(fd)
-    try:
-        image.save(tmp, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
-
-
 @click.command()
 @click.option('--data', required=True, metavar='PATH', help='Dataset zip or folder made by dataset_tool.py')
 @click.option('--augpipe', type=click.Choice(sorted(AUGPIPE_SPECS)), default='bgc', show_default=True,
               help='Augmentation preset')
-@click.option('--p', 'prob', type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option('--p', 'prob', type=click.FloatRange(min=0, max=1), default=0.5, show_default=True,
               help='Augment probability')
 @click.option('--out', required=True, metavar='FILE.png', help='Output PNG')
 @click.option('--num', type=click.IntRange(min=1), default=8, show_default=True, help='Volumes to show')
@@ -551,9 +538,9 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
         raise click.ClickException(f'--augpipe {augpipe} on {data}: {e}') from None
     grid = volume_grid(torch.cat([x, y]).numpy(), grid_size=(num, 2), drange=(-1, 1))
     try:
-        _save_png_atomic(grid, out)
+        dnnlib.util.atomic_write(out, lambda f: grid.save(f, format='PNG'))
     except OSError as e:
-        raise click.ClickException(f'--out {out}: could not write the PNG ({e})') from None
+        raise click.ClickException(str(e)) from None
     click.echo(f'Wrote {out}: {num} volumes from {data}, augpipe {augpipe}, p {prob}')
 
 

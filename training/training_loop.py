@@ -231,21 +231,6 @@ def divergence_message(count: int, cur_nimg: int, last_snapshot: str | None) -> 
 # Snapshots and exact resume.
 
 
-def atomic_write(path: str, write_fn: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file, and (with the
-    fsync) never an empty one after a crash of the machine."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def make_snapshot(training_set_kwargs: dict, G, D, G_ema, augment_pipe, num_gpus: int) -> dict:
     snapshot = dict(training_set_kwargs=dict(training_set_kwargs))
     for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
@@ -345,9 +330,8 @@ def write_stats(stats_collector, stats_metrics: dict, stats_jsonl, stats_tfevent
                 start_time: float) -> None:
     stats_dict = stats_collector.as_dict()
     timestamp = time.time()
-    if stats_jsonl is not None:
-        stats_jsonl.write(json.dumps(dict(stats_dict, timestamp=timestamp)) + '\n')
-        stats_jsonl.flush()
+    if stats_jsonl is not None:  # The path of stats.jsonl: one whole line per tick, or none.
+        dnnlib.util.append_text(stats_jsonl, json.dumps(dict(stats_dict, timestamp=timestamp)) + '\n')
     if stats_tfevents is not None:
         global_step = int(cur_nimg / 1e3)
         walltime = timestamp - start_time
@@ -359,7 +343,7 @@ def write_stats(stats_collector, stats_metrics: dict, stats_jsonl, stats_tfevent
 
 
 def open_logs(run_dir: str):
-    stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at')
+    stats_jsonl = os.path.join(run_dir, 'stats.jsonl')
     try:
         import torch.utils.tensorboard as tensorboard
         stats_tfevents = tensorboard.SummaryWriter(run_dir)
@@ -568,9 +552,9 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
             snapshot = make_snapshot(training_set_kwargs, G, D, G_ema, augment_pipe, num_gpus)
             snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{kimg_tag}.pkl')
             if rank == 0:
-                atomic_write(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
+                dnnlib.util.atomic_write(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
             state = training_state(phases, progress, augment_pipe, loss, label_rng, ada_stats)
-            atomic_write(state_file(run_dir, kimg_tag, rank), lambda f: torch.save(state, f))
+            dnnlib.util.atomic_write(state_file(run_dir, kimg_tag, rank), lambda f: torch.save(state, f))
             last_snapshot = snapshot_pkl
             if metrics and not stop:  # A preempted job has seconds left, not the minutes metrics take.
                 if rank == 0:
@@ -595,9 +579,8 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
         if done:
             break
 
-    for log in (stats_jsonl, stats_tfevents):
-        if log is not None:
-            log.close()
+    if stats_tfevents is not None:
+        stats_tfevents.close()
     if rank == 0:
         print('\nExiting...')
 

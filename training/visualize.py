@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import PIL.Image
 
+import dnnlib
+
 PLANES = ('axial', 'coronal', 'sagittal')
 
 
@@ -56,4 +58,6 @@ def volume_grid(volumes: np.ndarray, grid_size: tuple[int, int], drange: tuple[f
 
 def save_volume_grid(volumes: np.ndarray, path: str, grid_size: tuple[int, int], drange: tuple[float, float],
                      planes: Sequence[str] = ('axial',)) -> None:
-    volume_grid(volumes, grid_size, drange, planes).save(path)
+    """Write the grid as a PNG through the project's checked atomic writer."""
+    image = volume_grid(volumes, grid_size, drange, planes)
+    dnnlib.util.atomic_write(path, lambda f: image.save(f, format='PNG'))

@@ -18,12 +18,13 @@ import dataclasses
 import gzip
 import os
 import re
-import tempfile
 import zlib
 
 import numpy as np
 import scipy.ndimage
 import SimpleITK as sitk
+
+import dnnlib
 
 CANONICAL_ORIENTATION = 'LPS'
 CANONICAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -395,7 +396,7 @@ def array_to_image(array: np.ndarray, spacing_xyz, direction, origin=None) -> si
 
 
 def write_volume(path: str, array_dhw_or_cdhw: np.ndarray, spacing_xyz, direction, origin=None) -> None:
-    """Write a volume atomically (temp file in the same folder, then rename).
+    """Write a volume atomically and checked: the file is read back and compared before it takes its name.
 
     Args:
         path: Destination; .nii, .nii.gz, .nrrd or .mha carry the geometry; .npy stores the array as it is.
@@ -403,30 +404,43 @@ def write_volume(path: str, array_dhw_or_cdhw: np.ndarray, spacing_xyz, directio
         spacing_xyz: Voxel spacing (x, y, z) in mm.
         direction: 9 floats, row-major, columns are the x, y, z axes in LPS world space.
         origin: World position (mm) of the first voxel; None: the volume's centre sits at the world origin.
+
+    Raises:
+        ValueError: a bad extension or geometry (nothing is written).
+        dnnlib.util.WriteError: the file could not be written or did not read back the same (e.g. a full disk,
+            which SimpleITK does not report for NIfTI); nothing is left behind.
     """
     path = str(path)
     ext = next((e for e in WRITE_EXTENSIONS if path.lower().endswith(e)), None)
     if ext is None:
         raise ValueError(f'cannot write {path}: the extension must be one of {", ".join(WRITE_EXTENSIONS)}')
-    array = np.asarray(array_dhw_or_cdhw)
+    array = np.ascontiguousarray(array_dhw_or_cdhw)
     image = array_to_image(array, spacing_xyz, direction, origin)  # Validates the geometry for .npy too.
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix=ext, dir=folder)
-    try:
+    with dnnlib.util.atomic_output(path, verify=lambda tmp: _verify_volume_file(tmp, array)) as tmp:
         if ext == '.npy':
-            with os.fdopen(fd, 'wb') as f:
+            with open(tmp, 'wb') as f:
                 np.save(f, array, allow_pickle=False)
         else:
-            os.close(fd)
             try:
                 sitk.WriteImage(image, tmp, useCompression=ext in ('.nrrd', '.mha'))
             except RuntimeError as e:
-                raise OSError(f'cannot write {path}: {sitk_error_message(e)}') from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it the usual permissions.
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+                raise OSError(sitk_error_message(e)) from None
+
+
+def _verify_volume_file(path: str, expected: np.ndarray) -> None:
+    """Read a just-written volume back; raise OSError unless it holds exactly the expected voxels and dtype."""
+    try:
+        if path.lower().endswith('.npy'):
+            found = np.load(path, allow_pickle=False)
+        else:
+            if volume_extension(path) in ('.nii', '.nii.gz'):
+                _check_nifti_complete(path)
+            found = sitk.GetArrayFromImage(sitk.ReadImage(path))
+            if found.ndim == 4:
+                found = np.moveaxis(found, -1, 0)  # [D, H, W, C] -> [C, D, H, W]
+    except (ValueError, RuntimeError, OSError) as e:
+        reason = sitk_error_message(e).replace(f'{path} ', '').replace(path, 'the file')
+        raise OSError(f'the file does not read back ({reason}); is the disk full?') from None
+    if found.shape != expected.shape or found.dtype != expected.dtype or not np.array_equal(found, expected):
+        raise OSError(f'the file reads back as {found.dtype} {list(found.shape)} with other voxels than the '
+                      f'{expected.dtype} {list(expected.shape)} written; is the disk full?')

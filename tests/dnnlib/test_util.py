@@ -3,6 +3,9 @@
 
 import io
 import os
+import resource
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -102,3 +105,82 @@ def test_logger_tees_stdout(tmp_path):
 @pytest.mark.parametrize('seconds, text', [(5, '5s'), (65, '1m 05s'), (3725, '1h 02m 05s'), (90061, '1d 01h 01m')])
 def test_format_time(seconds, text):
     assert util.format_time(seconds) == text
+
+#----------------------------------------------------------------------------
+# The one writer.
+
+
+def test_atomic_write_gives_the_usual_permissions_and_leaves_no_temporary(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        util.atomic_write(str(tmp_path / 'a.bin'), lambda f: f.write(b'abc'))
+    finally:
+        os.umask(umask)
+    assert (tmp_path / 'a.bin').read_bytes() == b'abc' and os.listdir(tmp_path) == ['a.bin']
+    assert (tmp_path / 'a.bin').stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize('failure', ['write', 'verify', 'empty'])
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_else(tmp_path, failure):
+    (tmp_path / 'a.bin').write_bytes(b'old')
+
+    def write(f):
+        if failure == 'write':
+            raise OSError(28, 'No space left on device')
+        if failure == 'verify':
+            f.write(b'new')
+
+    def verify(path):
+        raise OSError('reads back short')
+
+    with pytest.raises(util.WriteError) as info:
+        util.atomic_write(str(tmp_path / 'a.bin'), write, verify=verify)
+    reason = {'write': 'No space left on device', 'verify': 'reads back short', 'empty': 'nothing was written'}
+    assert str(info.value) == f'cannot write {tmp_path / "a.bin"}: {reason[failure]}'
+    assert os.listdir(tmp_path) == ['a.bin'] and (tmp_path / 'a.bin').read_bytes() == b'old'
+
+
+def _run_limited(code: str, limit: int) -> subprocess.CompletedProcess:
+    """Run Python code with files limited to `limit` bytes, as on a full disk (EFBIG instead of a signal)."""
+    def limit_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.run([sys.executable, '-c', code], preexec_fn=limit_files, capture_output=True, text=True,
+                          cwd=root)
+
+
+def test_append_text_on_a_full_disk_adds_all_of_a_line_or_nothing(tmp_path):
+    log = tmp_path / 'stats.jsonl'
+    code = (f'from dnnlib import util\n'
+            f'for i in range(100):\n'
+            f'    util.append_text({str(log)!r}, "line %03d " % i + "x" * 20 + "\\n")\n')
+    result = _run_limited(code, 1000)
+    assert result.returncode != 0 and f'WriteError: cannot write {log}: File too large' in result.stderr
+    lines = log.read_text().splitlines(keepends=True)
+    assert len(lines) == 1000 // 30 and all(len(line) == 30 for line in lines)  # 33 whole lines of 30 bytes.
+
+
+def test_atomic_write_on_a_full_disk_raises_and_leaves_nothing(tmp_path):
+    code = (f'from dnnlib import util\n'
+            f'util.atomic_write({str(tmp_path / "big.bin")!r}, lambda f: f.write(bytes(5000)))\n')
+    result = _run_limited(code, 1000)
+    assert f'WriteError: cannot write {tmp_path / "big.bin"}: File too large' in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    host = util._host_tag()
+    names = {
+        'dead': f'.{host}-{dead.pid}-abcdef.tmp.x.nii.gz',
+        'alive': f'.{host}-{os.getpid()}-abcdef.tmp.y.nii.gz',
+        'other_host': f'.elsewhere_{host}-{dead.pid}-abcdef.tmp.z.pkl',
+        'user_file': '.hidden.tmp',
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b'x')
+    assert util.remove_stale_temporaries(str(tmp_path)) == [str(tmp_path / names['dead'])]
+    assert sorted(os.listdir(tmp_path)) == sorted(v for k, v in names.items() if k != 'dead')
+    assert os.path.basename(util.temporary_path(str(tmp_path / 'v.nii.gz'))).endswith('.tmp.v.nii.gz')

@@ -495,5 +495,5 @@ def test_preview_cli_reports_pipe_and_write_errors_in_one_line(tmp_path):
     assert '--augpipe bgcf' in line and 'imgfilter needs slices larger than 21x21' in line
     os.makedirs(tmp_path / 'taken.png')  # A folder where the PNG should go: the final rename fails.
     line = _one_line_error(runner.invoke(augment.main, ['--data', data, '--out', str(tmp_path / 'taken.png')]))
-    assert '--out' in line and 'could not write' in line
+    assert 'taken.png' in line and 'cannot write' in line and 'Is a directory' in line
     assert sorted(os.listdir(tmp_path)) == ['data', 'taken.png'] and not os.listdir(tmp_path / 'taken.png')
