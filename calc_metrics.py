@@ -74,7 +74,7 @@ def find_run_dir(network_pkl: str) -> str | None:
 
 def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = None, mirror: bool | None = None,
                  truncation_psi: float = 1, inception: str | None = None, vgg16: str | None = None,
-                 medicalnet: str | None = None, seed: int | None = None, verbose: bool = False,
+                 medicalnet: str | None = None, seed: int | None = 0, verbose: bool = False,
                  device: torch.device | str | None = None, cache: bool = True) -> list[dnnlib.EasyDict]:
     """Evaluate `metrics` for the G_ema of a snapshot pickle or safe export, in this process (rank and world size
     from torch_utils.distributed), and report them (rank 0) to stdout and the run directory's metric-*.jsonl.
@@ -174,8 +174,8 @@ def parse_metric_list(text: str) -> list[str]:
 @click.option('--gpus', help='Processes to spawn on this node (ignored under torchrun)', type=click.IntRange(min=1),
               default=1, show_default=True)
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=float, default=1, show_default=True)
-@click.option('--seed', help='Seed of latents, labels and noise [default: a new one per run]',
-              type=click.IntRange(min=0))
+@click.option('--seed', help='Seed of latents, labels and noise (recorded with the result)',
+              type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--inception', help='Inception detector (FID, KID): URL or local path [default: the official URL]',
               metavar='URL|PATH')
 @click.option('--vgg16', help='VGG16 detector (precision/recall): URL or local path [default: the official URL]',
@@ -183,7 +183,7 @@ def parse_metric_list(text: str) -> list[str]:
 @click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH')
 @click.option('--verbose', help='Show progress bars', type=bool, metavar='BOOL', default=True, show_default=True)
 def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, gpus: int, truncation_psi: float,
-         seed: int | None, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool) -> None:
+         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool) -> None:
     names = parse_metric_list(metrics)
     if not dnnlib.util.is_url(network_pkl):
         network_pkl = os.path.expanduser(network_pkl)  # Also '--network=~/...', which the shell leaves as it is.

@@ -248,6 +248,70 @@ def append_text(path: str, text: str) -> None:
         os.close(fd)
 
 #----------------------------------------------------------------------------
+# Content identity: what caches are keyed by, so a file replaced at the same path never reuses stale results.
+
+_identity_memo: dict[tuple, dict] = {}
+
+
+def content_identity(path: str) -> dict:
+    """What a file or folder holds, as {'sha256', 'of', 'size'}: the SHA-256 of a file's bytes; of a zip's member
+    list (names, sizes and CRC-32s, so any changed member changes it, without reading the members); or of a
+    folder's relative file names and bytes. Files are memoised per (path, size, mtime, ctime, inode) within a process;
+    folders (whose own mtime does not change when a file inside is rewritten) are hashed at every call.
+
+    Raises:
+        OSError: the path cannot be read.
+    """
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    info = os.stat(path)
+    if os.path.isdir(path):
+        return dict(sha256=_folder_sha256(path), of='folder', size=sum(
+            os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(path) for n in names))
+    memo_key = (path, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)  # ctime: no utime resets it.
+    if memo_key not in _identity_memo:
+        if _is_zip(path):
+            identity = dict(sha256=_zip_listing_sha256(path), of='zip member list with CRC-32s')
+        else:
+            identity = dict(sha256=_file_sha256(path), of='file')
+        _identity_memo[memo_key] = dict(identity, size=int(info.st_size))
+    return dict(_identity_memo[memo_key])
+
+
+def _is_zip(path: str) -> bool:
+    import zipfile
+    return path.lower().endswith('.zip') and zipfile.is_zipfile(path)
+
+
+def _file_sha256(path: str, digest=None):
+    own = digest is None
+    digest = digest or hashlib.sha256()
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest() if own else digest
+
+
+def _zip_listing_sha256(path: str) -> str:
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            listing = [(i.filename, i.file_size, i.CRC) for i in z.infolist()]
+    except zipfile.BadZipFile as e:
+        raise OSError(errno.EIO, f'{path} is not a readable zip archive ({e})') from None
+    return hashlib.sha256(repr(sorted(listing)).encode()).hexdigest()
+
+
+def _folder_sha256(folder: str) -> str:
+    digest = hashlib.sha256()
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            digest.update(os.path.relpath(full, folder).replace(os.sep, '/').encode() + b'\0')
+            _file_sha256(full, digest)
+    return digest.hexdigest()
+
+#----------------------------------------------------------------------------
 # Cache directory and downloads.
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+import dnnlib
+
 from . import medicalnet, metric_utils
 from .frechet_inception_distance import frechet_distance
 
@@ -28,13 +30,13 @@ def zscore(volumes: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 def get_medicalnet(url_or_path: str | None, depth: int, device: torch.device) -> medicalnet.MedicalNetResNet:
-    """The MedicalNet backbone for a weights URL or path, loaded once per (url, depth, device)."""
+    """The MedicalNet backbone for a weights URL or path, loaded once per (file content, depth, device)."""
     if not url_or_path:
         raise OSError(f'3D FID needs MedicalNet ResNet-{depth} weights (e.g. resnet_{depth}_23dataset.pth from '
                       f'Tencent/MedicalNet): pass their path or URL with --medicalnet')
-    key = (url_or_path, depth, torch.device(device))
+    path = metric_utils.fetch_file(url_or_path, 'MedicalNet weights (--medicalnet)')
+    key = (dnnlib.util.content_identity(path)['sha256'], depth, torch.device(device))
     if key not in _network_cache:
-        path = metric_utils.fetch_file(url_or_path, 'MedicalNet weights (--medicalnet)')
         _network_cache[key] = medicalnet.load_medicalnet(path, depth, device)
     return _network_cache[key]
 
@@ -50,7 +52,10 @@ class MedicalNetFeaturizer(metric_utils.Featurizer):
         self.name = f'medicalnet{depth}'
 
     def cache_key(self) -> dict:
-        return dict(weights=self.weights_url, depth=self.depth, normalisation=NORMALISATION)
+        return dict(depth=self.depth, normalisation=NORMALISATION)
+
+    def input_files(self) -> dict[str, str]:
+        return {self.name: metric_utils.fetch_file(self.weights_url, 'MedicalNet weights (--medicalnet)')}
 
     def __call__(self, volumes: torch.Tensor) -> dict[metric_utils.View, torch.Tensor]:
         x = zscore(volumes)

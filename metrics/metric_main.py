@@ -198,11 +198,12 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
 
     start = time.time()
     values, details = fn(opts)
+    metric_utils.record_inputs(opts, metric_utils.dataset_file(opts))
     total_time = time.time() - start
     results = dnnlib.EasyDict({'_'.join(p for p in (metric, key) if p): float(v) for key, v in values.items()})
     return dnnlib.EasyDict(results=results, metric=metric, total_time=total_time,
                            total_time_str=dnnlib.util.format_time(total_time), num_gpus=opts.num_gpus,
-                           details=dict(details, seed=opts.seed))
+                           details=dict(details, seed=opts.seed, inputs=opts.inputs))
 
 
 def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: str | None = None) -> None:

@@ -65,14 +65,17 @@ class MetricOptions:
         progress: Show progress bars (rank 0 only).
         detector_urls: URLs or paths of the detectors by name (inception, vgg16, medicalnet); None entries keep
             the defaults of DETECTOR_URLS.
-        seed: Seed of the latents, labels and noise; None: a fresh random seed per evaluation (as the official
-            metrics, whose values vary between runs).
+        seed: Seed of the latents, labels and noise. Fixed by default, so a metric repeats exactly; the
+            official metrics draw a new one per evaluation (None does that here), and their values vary.
+
+    After an evaluation, `inputs` holds the content identity (dnnlib.util.content_identity, with the path) of
+    the dataset and of every detector file the metric read; it goes into the metric's JSON line.
     """
 
     def __init__(self, G: torch.nn.Module | None = None, G_kwargs: dict | None = None,
                  dataset_kwargs: dict | None = None, num_gpus: int = 1, rank: int = 0,
                  device: torch.device | str | None = None, cache: bool = True, progress: bool = False,
-                 detector_urls: dict | None = None, seed: int | None = None) -> None:
+                 detector_urls: dict | None = None, seed: int | None = 0) -> None:
         if not 0 <= rank < num_gpus:
             raise ValueError(f'rank {rank} is not in [0, num_gpus={num_gpus})')
         self.G = G
@@ -89,6 +92,7 @@ class MetricOptions:
             seed = int(np.random.SeedSequence().entropy % (1 << 31)) if rank == 0 else 0
             seed = broadcast(seed, num_gpus)
         self.seed = int(seed)
+        self.inputs: dict[str, dict] = {}
 
 
 def default_device() -> torch.device:
@@ -156,17 +160,17 @@ def one_line(error: BaseException | str) -> str:
 
 
 def get_detector(url_or_path: str, device: torch.device | str, what: str = 'detector') -> torch.jit.ScriptModule:
-    """A TorchScript feature detector, loaded once per (url, device) and kept in eval mode; `what` names it (and
-    the option that sets it) in errors.
+    """A TorchScript feature detector, loaded once per (file content, device) and kept in eval mode; `what` names
+    it (and the option that sets it) in errors.
 
     Raises:
         OSError: the file cannot be found or downloaded (one line saying where to put it).
         ValueError: the file is not a TorchScript module.
     """
     device = torch.device(device)
-    key = (url_or_path, device)
+    path = fetch_file(url_or_path, what)
+    key = (dnnlib.util.content_identity(path)['sha256'], device)
     if key not in _detector_cache:
-        path = fetch_file(url_or_path, what)
         try:
             with warnings.catch_warnings():  # The official detectors are TorchScript; torch calls that deprecated.
                 warnings.simplefilter('ignore', DeprecationWarning)
@@ -369,6 +373,10 @@ class Featurizer(abc.ABC):
     def cache_key(self) -> dict:
         """JSON-able description of everything the features depend on (part of the cache key)."""
 
+    def input_files(self) -> dict[str, str]:
+        """Local files the features depend on (detector weights), by name; their content keys the cache."""
+        return {}
+
     @abc.abstractmethod
     def __call__(self, volumes: torch.Tensor) -> dict[View, torch.Tensor]:
         """Uint8-range volumes [N, C, D, H, W] -> {view: features [N, rows_per_volume, F]}."""
@@ -391,6 +399,7 @@ class SliceFeaturizer(Featurizer):
         self.batch_slices = batch_slices
         self.what = what
         self.detector = get_detector(detector_url, device, what)
+        self.detector_file = fetch_file(detector_url, what)
         self.name = detector_name(detector_url)
 
     def views(self, num_channels: int) -> list[View]:
@@ -400,8 +409,10 @@ class SliceFeaturizer(Featurizer):
         return slices_per_volume(self.strategy, img_shape)
 
     def cache_key(self) -> dict:
-        return dict(detector_url=self.detector_url, detector_kwargs=self.detector_kwargs, slices=self.strategy,
-                    images='uint8, grey repeated to RGB')
+        return dict(detector_kwargs=self.detector_kwargs, slices=self.strategy, images='uint8, grey repeated to RGB')
+
+    def input_files(self) -> dict[str, str]:
+        return {self.name: self.detector_file}
 
     def features_2d(self, images: torch.Tensor) -> torch.Tensor:
         """[M, h, w] uint8-range slices -> [M, F]."""
@@ -580,23 +591,25 @@ def _new_stats(views: list[View], max_rows: dict[View, int], stats_kwargs: dict)
     return {v: FeatureStats(max_items=max_rows[v], **stats_kwargs) for v in views}
 
 
-def _dataset_stamp(path: Any) -> list[int] | None:
-    """Size and mtime of the dataset zip (or of a folder's dataset.json): a dataset re-packed at the same path
-    gets new statistics instead of stale cached ones."""
-    if not isinstance(path, str):
-        return None
-    target = os.path.join(path, 'dataset.json') if os.path.isdir(path) else path
-    if not os.path.isfile(target):
-        return None
-    info = os.stat(target)
-    return [int(info.st_size), int(info.st_mtime_ns)]
+def dataset_file(opts: MetricOptions) -> dict[str, str]:
+    """{'dataset': path} for a dataset on disk, else {} (e.g. a dataset class that makes its volumes)."""
+    path = opts.dataset_kwargs.get('path')
+    return {'dataset': path} if isinstance(path, str) and os.path.exists(path) else {}
+
+
+def record_inputs(opts: MetricOptions, files: dict[str, str]) -> dict[str, str]:
+    """Note the content identity of each file in opts.inputs; returns {name: sha256}."""
+    for name, file in files.items():
+        opts.inputs[name] = dict(dnnlib.util.content_identity(file), path=os.path.abspath(file))
+    return {name: opts.inputs[name]['sha256'] for name in files}
 
 
 def _cache_path(opts: MetricOptions, dataset: Any, featurizer: Featurizer, stats_kwargs: dict) -> str:
-    # Options that cannot change the features (metrics read every volume) stay out of the key.
-    ignored = ('max_size', 'random_seed', 'use_labels')
+    # Keyed by what the files hold, not where they are: a file replaced at the same path gets new statistics, a
+    # moved one keeps its own. Options that cannot change the features (metrics read every volume) stay out.
+    ignored = ('path', 'max_size', 'random_seed', 'use_labels')
     dataset_kwargs = {k: v for k, v in opts.dataset_kwargs.items() if k not in ignored}
-    key = dict(dataset_kwargs=dataset_kwargs, dataset_stamp=_dataset_stamp(opts.dataset_kwargs.get('path')),
+    key = dict(dataset_kwargs=dataset_kwargs, contents=record_inputs(opts, {**featurizer.input_files(), **dataset_file(opts)}),
                featurizer=featurizer.cache_key(), stats_kwargs=stats_kwargs)
     md5 = hashlib.md5(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return dnnlib.make_cache_dir_path('gan-metrics', f'{dataset.name}-{featurizer.name}-{md5}.npz')
@@ -628,9 +641,8 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, featurizer: Featurize
     Volumes are dealt round-robin to the ranks; every rank ends with the statistics of all of them.
     """
     dataset = open_dataset(opts)
-    cache_file = _cache_path(opts, dataset, featurizer, dict(stats_kwargs, max_items=max_items)) \
-        if opts.cache else None
-    if cache_file is not None and broadcast(opts.rank == 0 and os.path.isfile(cache_file), opts.num_gpus):
+    cache_file = _cache_path(opts, dataset, featurizer, dict(stats_kwargs, max_items=max_items))
+    if opts.cache and broadcast(opts.rank == 0 and os.path.isfile(cache_file), opts.num_gpus):
         return load_stats(cache_file, opts.device)
 
     num_items = len(dataset)
@@ -650,7 +662,7 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, featurizer: Featurize
             if all(s.is_full() for s in stats.values()):
                 break
 
-    if cache_file is not None and opts.rank == 0:
+    if opts.cache and opts.rank == 0:
         save_stats(cache_file, stats)
     if opts.num_gpus > 1:
         distributed.barrier()  # Keep the ranks together while rank 0 writes the cache.

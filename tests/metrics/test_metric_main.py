@@ -294,3 +294,48 @@ def test_report_metric_appends_official_jsonl(tmp_path, capsys):
     assert first['snapshot_pkl'] == 'network-snapshot-000100.pkl' and first['timestamp'] > 0
     assert json.loads(lines[1])['snapshot_pkl'] == '/elsewhere/net.pkl'
     assert capsys.readouterr().out.count('"fid3k_all": 1.5') == 2
+
+
+def _zip_folder(folder: str, dest: str) -> str:
+    import zipfile
+    with zipfile.ZipFile(dest, 'w', compression=zipfile.ZIP_STORED) as z:
+        for name in sorted(os.listdir(folder)):
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), open(os.path.join(folder, name),
+                                                                                     'rb').read())
+    return dest
+
+
+def _replace_keeping_size_and_mtime(src: str, dest: str) -> None:
+    """Copy src over dest as `cp` would with the old timestamps restored: same path, same size, same mtime."""
+    import shutil
+    before = os.stat(dest)
+    assert os.path.getsize(src) == before.st_size
+    shutil.copyfile(src, dest)
+    os.utime(dest, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_file_replaced_at_the_same_path_with_the_same_size_and_mtime_is_measured_anew(tmp_path, setup, cache_dir):
+    # Regression: the cache was keyed by path, size and mtime, so these replacements reused stale statistics.
+    G = setup['G']
+    zips = [_zip_folder(fakes.write_dataset(str(tmp_path / f'src{i}'), fakes.sample_real_volumes(G, 6, seed=i + 1)
+                                            // (i + 1)), str(tmp_path / f'reals{i}.zip')) for i in range(2)]
+    kwargs = fakes.dataset_kwargs(zips[0])
+    first = _calc(setup, 'fid6_mid', dataset_kwargs=kwargs)
+    assert _calc(setup, 'fid6_mid', dataset_kwargs=kwargs).results == first.results  # A cache hit: same value.
+    _replace_keeping_size_and_mtime(zips[1], zips[0])
+    darker = _calc(setup, 'fid6_mid', dataset_kwargs=kwargs)
+    assert darker.results.fid6_mid > 2 * first.results.fid6_mid  # 49.8 against 15.8.
+    assert darker.details['inputs']['dataset']['sha256'] != first.details['inputs']['dataset']['sha256']
+
+    os.makedirs(tmp_path / 'other')
+    other = fakes.write_detector(tmp_path / 'other' / 'det.pt', seed=5)  # The same name, so the same size.
+    detector = str(tmp_path / 'det.pt')
+    fakes.write_detector(detector, seed=0)
+    with_first = _calc(dict(setup, detector=detector), 'fid6_mid', dataset_kwargs=kwargs)
+    _replace_keeping_size_and_mtime(other, detector)
+    with_other = _calc(dict(setup, detector=detector), 'fid6_mid', dataset_kwargs=kwargs)
+    assert with_other.results != with_first.results
+    assert len(glob.glob(str(cache_dir / 'gan-metrics' / 'reals0-det-*.npz'))) == 2
+    inputs = with_other.details['inputs']
+    assert inputs['det']['sha256'] != with_first.details['inputs']['det']['sha256']
+    assert inputs['det']['path'] == detector and inputs['dataset']['of'] == 'zip member list with CRC-32s'
