@@ -37,6 +37,7 @@ import click
 import torch
 
 import dnnlib
+from dnnlib.cli import FINITE_FLOAT
 import legacy
 from metrics import metric_main, metric_utils
 from torch_utils import distributed
@@ -163,7 +164,7 @@ def parse_metric_list(text: str) -> list[str]:
 # CLI.
 
 
-@click.command(help=__doc__)
+@click.command(cls=dnnlib.cli.Command, help=__doc__)
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
               metavar='PATH|URL', required=True)
 @click.option('--metrics', help='Comma-separated metric names', metavar='LIST', default='fid3k_all',
@@ -173,7 +174,7 @@ def parse_metric_list(text: str) -> list[str]:
               show_default=True)
 @click.option('--gpus', help='Processes to spawn on this node (ignored under torchrun)', type=click.IntRange(min=1),
               default=1, show_default=True)
-@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=float, default=1, show_default=True)
+@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
 @click.option('--seed', help='Seed of latents, labels and noise (recorded with the result)',
               type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--inception', help='Inception detector (FID, KID): URL or local path [default: the official URL]',

@@ -710,7 +710,7 @@ def _exit_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@click.command(help=__doc__)
+@click.command(cls=dnnlib.cli.Command, help=__doc__)
 @click.option('--source', required=True, metavar='PATH', help='Folder, .zip, or phantom:N[:SEED]')
 @click.option('--dest', required=True, metavar='PATH', help='Output .zip, or an empty or new folder')
 @click.option('--size', metavar='XxYxZ', help='Output size, e.g. 256x256x24 (W x H x D)')

@@ -19,6 +19,8 @@ import time
 import click
 import numpy as np
 
+import dnnlib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -46,7 +48,7 @@ def check_organ_contrast(volume_dir: str, data_zip: str) -> tuple[float, float]:
     return fake_contrast, real_contrast
 
 
-@click.command()
+@click.command(cls=dnnlib.cli.Command)
 @click.option('--outdir', default='demo-out', show_default=True, help='Where everything is written')
 @click.option('--volumes', default=96, show_default=True, help='Phantom volumes to pack')
 @click.option('--kimg', default=3.0, show_default=True, help='Training length in thousands of volumes')

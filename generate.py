@@ -35,6 +35,7 @@ import torch
 import tqdm
 
 import dnnlib
+from dnnlib.cli import FINITE_FLOAT, FiniteFloatRange
 import legacy
 from training import visualize, volume_io
 
@@ -117,17 +118,18 @@ def save_png(image: PIL.Image.Image, path: str) -> None:
     try:
         dnnlib.util.atomic_write(path, lambda f: image.save(f, format='PNG'))
     except OSError as e:
-        raise click.ClickException(f'cannot write {path}: {e.strerror or e}') from None
+        raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
 
 
 def write_volume_file(path: str, array: np.ndarray, geometry: dict) -> None:
     """volume_io.write_volume (atomic) with its failures as one-line CLI errors."""
     try:
         volume_io.write_volume(path, array, geometry['spacing'], geometry['direction'])
-    except (OSError, ValueError) as e:
-        message = getattr(e, 'strerror', None) or str(e)
-        raise click.ClickException(message if message.startswith('cannot write') else
-                                   f'cannot write {path}: {message}') from None
+    except ValueError as e:
+        raise click.ClickException(str(e) if str(e).startswith('cannot write') else f'cannot write {path}: {e}') \
+            from None
+    except OSError as e:
+        raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
 
 
 def write_outputs(volume: np.ndarray, stem: str, outdir: str, fmt: str, geometry: dict, preview: bool) -> None:
@@ -278,12 +280,12 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
 # CLI.
 
 
-@click.command(help=__doc__)
+@click.command(cls=dnnlib.cli.Command, help=__doc__)
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
               required=True)
 @click.option('--seeds', help='Seeds, e.g. 0-99,200')
 @click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS))
-@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=float, default=1, show_default=True)
+@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
               show_default=True)
@@ -294,7 +296,7 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
 @click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ')
 @click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH')
 @click.option('--qc-ssim', help='Keep volumes whose best slice-wise SSIM to a real volume is at least this',
-              type=click.FloatRange(min=-1, max=1))
+              type=FiniteFloatRange(min=-1, max=1))
 @click.option('--outdir', help='Where to write the volumes', required=True, metavar='DIR')
 def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi: float, class_idx: int | None,
          noise_mode: str, batch: int, fmt: str, preview: bool, projected_w: str | None, qc_data: str | None,

@@ -153,7 +153,7 @@ def load_network_or_exit(path_or_url: str, param_hint: str = '--network') -> dic
 # Command line.
 
 
-@click.group()
+@click.group(cls=dnnlib.cli.Group)
 def cli() -> None:
     """Network file utilities."""
 
@@ -172,7 +172,8 @@ def export_command(network_pkl: str, dest: str) -> None:
         dataset_info = data['dataset_info'] or read_dataset_info(data['training_set_kwargs'])
         export_network(data['G_ema'], data['training_set_kwargs'], dest, dataset_info)
     except (OSError, ValueError) as e:
-        raise click.ClickException(f'cannot write {dest}: {one_line(e)}') from None
+        raise click.ClickException(dnnlib.util.write_error_message(dest, e) if isinstance(e, OSError) else
+                                   f'cannot write {dest}: {one_line(e)}') from None
     if dataset_info is None:
         print('Note: the training dataset is not reachable here, so the export records only the voxel spacing; '
               'generated volumes use the LPS orientation and uint8.')

@@ -135,10 +135,17 @@ def load_target(path: str, G, clip_percentiles: tuple[float, float] = (0.5, 99.5
     except (OSError, ValueError, RuntimeError) as e:
         raise click.BadParameter(legacy.one_line(e), param_hint='--target') from None  # Names the file.
     volume = torch.from_numpy(np.asarray(array, dtype=np.float32))
+    if not torch.isfinite(volume).all():
+        raise click.BadParameter(f'{path} has {int((~torch.isfinite(volume)).sum())} NaN or infinite voxels; '
+                                 f'expected finite intensities', param_hint='--target')
     if volume.shape[0] != G.img_channels:
         raise click.BadParameter(f'{path} has {volume.shape[0]} channels; the network makes {G.img_channels}',
                                  param_hint='--target')
     lo, hi = np.percentile(volume.reshape(volume.shape[0], -1).numpy(), clip_percentiles, axis=1)  # [2, C]
+    if np.any(hi <= lo):
+        raise click.BadParameter(f'{path} has constant intensity between its {clip_percentiles[0]:g} and '
+                                 f'{clip_percentiles[1]:g} percentiles; there is nothing to project',
+                                 param_hint='--target')
     lo, hi = torch.from_numpy(lo).float()[:, None, None, None], torch.from_numpy(hi).float()[:, None, None, None]
     volume = ((volume - lo) / (hi - lo).clamp(min=1e-8)).clamp(0, 1) * 2 - 1
     if tuple(volume.shape[1:]) != tuple(G.img_shape):
@@ -153,10 +160,10 @@ def save_projection(path: str, w: torch.Tensor, noises: dict[str, torch.Tensor])
     try:
         dnnlib.util.atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
-        raise click.ClickException(f'cannot write {path}: {e.strerror or e}') from None
+        raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
 
 
-@click.command(help=__doc__)
+@click.command(cls=dnnlib.cli.Command, help=__doc__)
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
               required=True)
 @click.option('--target', help='Volume to project (NIfTI, NRRD, MHA or .npy)', required=True, metavar='FILE')

@@ -18,7 +18,9 @@ import click
 import numpy as np
 import torch
 
+import dnnlib
 import legacy
+from dnnlib.cli import FINITE_FLOAT
 from generate import (FORMATS, class_labels, dataset_geometry, make_outdir, parse_seeds, save_png, seed_latents,
                       write_outputs)
 from training import visualize
@@ -58,13 +60,13 @@ def mixing_grid(volumes: dict, row_seeds: list[int], col_seeds: list[int]) -> np
     return np.stack(tiles)
 
 
-@click.command(help=__doc__)
+@click.command(cls=dnnlib.cli.Command, help=__doc__)
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
               required=True)
 @click.option('--rows', help='Row seeds, e.g. 0-3', required=True)
 @click.option('--cols', help='Column seeds, e.g. 10-13', required=True)
 @click.option('--styles', help='Layers taken from the column seed, e.g. 0-3  [default: the coarse half of them]')
-@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=float, default=1, show_default=True)
+@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
               show_default=True)

@@ -28,6 +28,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 
@@ -40,6 +41,7 @@ import click
 import torch
 
 import dnnlib
+from dnnlib.cli import FiniteFloatRange
 from torch_utils import custom_ops, distributed
 from training import training_loop, volume_shape
 
@@ -260,7 +262,7 @@ def resume_options(opts, c) -> str:
         if '://' not in opts.resume and not os.path.isfile(opts.resume):
             raise click.BadParameter(f'no such file: {opts.resume}', param_hint='--resume')
         c.resume_pkl = opts.resume
-        state = re.sub(r'network-snapshot-(\d+)\.pkl$', r'training-state-\1.pt', opts.resume)
+        state = re.sub(rf'network-snapshot-({training_loop.SNAPSHOT_TAG})\.pkl$', r'training-state-\1.pt', opts.resume)
         if state != opts.resume and os.path.isfile(state):
             c.resume_state = state  # A snapshot of ours: resume exactly.
         else:
@@ -275,12 +277,12 @@ def find_latest_snapshot(outdir: str) -> tuple[str, str, str] | None:
     runs = sorted((d for d in glob.glob(os.path.join(outdir, '[0-9]' * 5 + '-*')) if os.path.isdir(d)),
                   key=lambda d: int(os.path.basename(d)[:5]), reverse=True)
     for run_dir in runs:
-        kimgs = sorted(int(m.group(1)) for name in os.listdir(run_dir)
-                       if (m := re.fullmatch(r'training-state-(\d+)\.pt', name)))
-        for kimg in reversed(kimgs):
-            snapshot = os.path.join(run_dir, f'network-snapshot-{kimg:06d}.pkl')
+        tags = [m.group(1) for name in os.listdir(run_dir)
+                if (m := re.fullmatch(rf'training-state-({training_loop.SNAPSHOT_TAG})\.pt', name))]
+        for tag in sorted(tags, key=training_loop.parse_snapshot_tag, reverse=True):
+            snapshot = os.path.join(run_dir, f'network-snapshot-{tag}.pkl')
             if os.path.isfile(snapshot):
-                return run_dir, snapshot, os.path.join(run_dir, f'training-state-{kimg:06d}.pt')
+                return run_dir, snapshot, os.path.join(run_dir, f'training-state-{tag}.pt')
     return None
 
 
@@ -306,10 +308,13 @@ def run_process(rank: int, c: dict, run_dir: str, env: dict | None = None) -> No
         torch.cuda.set_device(distributed.get_local_rank())
     try:
         training_loop.training_loop(rank=rank, **c)
-    except (training_loop.TrainingDiverged, training_loop.ResumeError) as err:
+    except training_loop.TrainingDiverged as err:
         if rank == 0:
             print(err)
         raise SystemExit(3) from None
+    except (training_loop.TrainingError, dnnlib.util.WriteError) as err:  # Damaged data, a full disk, ...
+        print(f'Error: {err}', file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
         distributed.shutdown()
         if logger is not None:
@@ -332,8 +337,8 @@ def spawn_local(c: dict, run_dir: str, gpus: int) -> None:
         while not context.join():
             pass
     except torch.multiprocessing.ProcessExitedException as err:
-        if err.exit_code == 3:
-            raise SystemExit(3) from None  # Divergence or an unreadable --resume; rank 0 has printed why.
+        if err.exit_code in (1, 3):
+            raise SystemExit(err.exit_code) from None  # An error or divergence; the process has printed why.
         raise click.ClickException(f'training process {err.error_index} exited with code {err.exit_code}; '
                                    f'see {os.path.join(run_dir, "log.txt")}') from None
     finally:
@@ -347,7 +352,7 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 # CLI.
 
 
-@click.command(help=__doc__)
+@click.command(cls=dnnlib.cli.Command, help=__doc__)
 # Required.
 @click.option('--outdir', help='Where to make the run directory', metavar='DIR', required=True)
 @click.option('--data', help='Training data (a zip or folder made by dataset_tool.py)', metavar='PATH',
@@ -365,8 +370,8 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 @click.option('--subset', help='Train on a random subset of N volumes', type=click.IntRange(min=1), metavar='N')
 @click.option('--mirror', help='Add x-flips to the dataset', type=bool, metavar='BOOL', default=False)
 # Hyperparameters.
-@click.option('--gamma', help='Override the R1 gamma', type=click.FloatRange(min=0))
-@click.option('--kimg', help='Override the training length (thousands of volumes)', type=click.FloatRange(min=0,
+@click.option('--gamma', help='Override the R1 gamma', type=FiniteFloatRange(min=0))
+@click.option('--kimg', help='Override the training length (thousands of volumes)', type=FiniteFloatRange(min=0,
               min_open=True))
 @click.option('--batch', help='Override the total batch size', type=click.IntRange(min=1))
 @click.option('--batch-gpu', help='Volumes per GPU per accumulation round', type=click.IntRange(min=1))
@@ -375,12 +380,12 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 @click.option('--base', help='Override the learned constant\'s size, XxYxZ (e.g. 4x4x3)', metavar='XxYxZ')
 @click.option('--depth-schedule', help='Where short axes double', type=click.Choice(['early', 'late']),
               default='early', show_default=True)
-@click.option('--kimg-per-tick', help='Progress interval in kimg', type=click.FloatRange(min=0, min_open=True),
+@click.option('--kimg-per-tick', help='Progress interval in kimg', type=FiniteFloatRange(min=0, min_open=True),
               default=4, show_default=True)
 # Augmentation.
 @click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
-@click.option('--p', help='Augment probability for --aug=fixed', type=click.FloatRange(min=0, max=1))
-@click.option('--target', help='ADA target value for --aug=ada', type=click.FloatRange(min=0, max=1))
+@click.option('--p', help='Augment probability for --aug=fixed', type=FiniteFloatRange(min=0, max=1))
+@click.option('--target', help='ADA target value for --aug=ada', type=FiniteFloatRange(min=0, max=1))
 @click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(AUGPIPES))
 # Transfer learning and resume.
 @click.option('--resume', help='A snapshot to start from, or "latest" to continue the newest run', metavar='PKL')
@@ -415,23 +420,62 @@ def main(ctx: click.Context, **kwargs) -> None:
     desc, c = setup_training_loop_kwargs(opts, gpus)
     if under_torchrun:
         distributed.init()  # Every rank must agree on one run directory, chosen by rank 0.
+    rank = distributed.get_rank()
     latest = None
     if opts.resume == 'latest':
-        latest = distributed.broadcast_object(find_latest_snapshot(opts.outdir) if distributed.get_rank() == 0
-                                              else None)
-        if latest is None and distributed.get_rank() == 0:
+        latest = distributed.broadcast_object(find_latest_snapshot(opts.outdir) if rank == 0 else None)
+        if latest is None and rank == 0:
             print(f'--resume=latest: no snapshot with a training state in {opts.outdir}; starting a new run')
     if latest is not None:
         run_dir, c.resume_pkl, c.resume_state = latest
     else:
-        run_dir = distributed.broadcast_object(next_run_dir(opts.outdir, desc) if distributed.get_rank() == 0
-                                               else None)
+        run_dir = distributed.broadcast_object(next_run_dir(opts.outdir, desc) if rank == 0 else None)
     c.run_dir = run_dir
-    if distributed.get_rank() != 0:
+    # Everything that can fail is checked before any run directory is made or touched; all ranks stop alike.
+    error = distributed.broadcast_object(check_before_start(c, integrity=not opts.dry_run) if rank == 0 else None)
+    if error is not None:
+        raise click.ClickException(error)
+    if rank != 0:
         if not opts.dry_run:
             distributed.barrier()  # Wait until rank 0 made the run directory.
-            run_process(distributed.get_rank(), c, run_dir)
+            run_process(rank, c, run_dir)
         return
+    print_options(c, opts, run_dir, gpus)
+    if opts.dry_run:
+        print('Dry run; exiting.')
+        return
+
+    os.makedirs(run_dir, exist_ok=latest is not None)
+    write_options(c, run_dir, resumed=latest is not None)
+    distributed.barrier()
+    try:
+        if under_torchrun or gpus == 1:
+            run_process(0, c, run_dir)
+        else:
+            spawn_local(c, run_dir, gpus)
+    except BaseException:
+        if latest is None:
+            remove_if_nothing_saved(run_dir)
+        raise
+
+
+def check_before_start(c: dnnlib.EasyDict, integrity: bool) -> str | None:
+    """Why training cannot start (one line), or None: a damaged dataset, resume files that are damaged or do not
+    fit these options."""
+    try:
+        training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+        if integrity:
+            training_set.check_integrity()
+        if c.get('resume_pkl') is not None:
+            training_loop.check_resume(c.resume_pkl, c.get('resume_state'), training_set, c.G_kwargs, c.D_kwargs)
+    except ValueError as e:
+        return f'--data: {e}'
+    except training_loop.ResumeError as e:
+        return str(e)
+    return None
+
+
+def print_options(c: dnnlib.EasyDict, opts, run_dir: str, gpus: int) -> None:
     print('\nTraining options:')
     print(json.dumps(c, indent=2))
     print(f'\nOutput directory:   {run_dir}')
@@ -440,17 +484,29 @@ def main(ctx: click.Context, **kwargs) -> None:
     print(f'Number of GPUs:     {gpus}')
     print(f'Volume shape:       {c.training_set_kwargs.img_shape} (D, H, W)')
     print(f'Conditional model:  {c.training_set_kwargs.use_labels}\n')
-    if opts.dry_run:
-        print('Dry run; exiting.')
-        return
 
-    os.makedirs(run_dir, exist_ok=latest is not None)
-    dnnlib.util.atomic_write_text(os.path.join(run_dir, 'training_options.json'), json.dumps(c, indent=2))
-    distributed.barrier()
-    if under_torchrun or gpus == 1:
-        run_process(0, c, run_dir)
-    else:
-        spawn_local(c, run_dir, gpus)
+
+def write_options(c: dnnlib.EasyDict, run_dir: str, resumed: bool) -> None:
+    """training_options.json records how the run started; a resume with other options (e.g. a longer --kimg) adds
+    training_options-resumed-<snapshot>.json beside it instead of overwriting it."""
+    path = os.path.join(run_dir, 'training_options.json')
+    if resumed and os.path.isfile(path):
+        with open(path) as f:
+            first = json.load(f)
+        ignored = ('resume_pkl', 'resume_state', 'run_dir')
+        if {k: v for k, v in first.items() if k not in ignored} == \
+                {k: v for k, v in json.loads(json.dumps(c)).items() if k not in ignored}:
+            return
+        tag = re.search(r'training-state-(.+)\.pt$', c.resume_state).group(1)
+        path = os.path.join(run_dir, f'training_options-resumed-{tag}.json')
+    dnnlib.util.atomic_write_text(path, json.dumps(c, indent=2))
+
+
+def remove_if_nothing_saved(run_dir: str) -> None:
+    """A new run that failed before its first snapshot leaves no directory behind (its error has been shown)."""
+    if os.path.isdir(run_dir) and not glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f'Removed {run_dir}: the run stopped before its first snapshot.')
 
 
 if __name__ == '__main__':

@@ -157,6 +157,11 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def write_error_message(path: str, error: BaseException) -> str:
+    """'cannot write PATH: reason', whether or not the error came from this module's writer."""
+    return str(error) if isinstance(error, WriteError) else f'cannot write {path}: {describe_os_error(error)}'
+
+
 def describe_os_error(error: BaseException) -> str:
     """'File too large', 'No space left on device', ... (the reason without the path)."""
     return getattr(error, 'strerror', None) or ' '.join(str(error).split()) or type(error).__name__
@@ -394,16 +399,24 @@ class Logger:
             text = text.decode()
         if not text:
             return
-        if self.file is not None:
-            self.file.write(text)
         self.stdout.write(text)
+        if self.file is not None:
+            self._to_file(lambda: self.file.write(text))
         if self.should_flush:
             self.flush()
 
     def flush(self) -> None:
         if self.file is not None:
-            self.file.flush()
+            self._to_file(self.file.flush)
         self.stdout.flush()
+
+    def _to_file(self, action: Callable[[], Any]) -> None:
+        # A full disk must not turn every print into a traceback: say so once and keep to the console.
+        try:
+            action()
+        except OSError as e:
+            name, self.file = getattr(self.file, 'name', 'the log file'), None
+            self.stderr.write(f'Warning: cannot write {name} ({describe_os_error(e)}); logging to the console only\n')
 
     def isatty(self) -> bool:
         return False

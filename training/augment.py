@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import dnnlib
+from dnnlib.cli import FiniteFloatRange
 from torch_utils import persistence
 from torch_utils.ops import grid_sample_gradfix, upfirdn3d
 
@@ -497,11 +498,11 @@ def update_ada_p(p: float, signs_real_mean: float, target: float, batch_size: in
 # Preview CLI.
 
 
-@click.command()
+@click.command(cls=dnnlib.cli.Command)
 @click.option('--data', required=True, metavar='PATH', help='Dataset zip or folder made by dataset_tool.py')
 @click.option('--augpipe', type=click.Choice(sorted(AUGPIPE_SPECS)), default='bgc', show_default=True,
               help='Augmentation preset')
-@click.option('--p', 'prob', type=click.FloatRange(min=0, max=1), default=0.5, show_default=True,
+@click.option('--p', 'prob', type=FiniteFloatRange(min=0, max=1), default=0.5, show_default=True,
               help='Augment probability')
 @click.option('--out', required=True, metavar='FILE.png', help='Output PNG')
 @click.option('--num', type=click.IntRange(min=1), default=8, show_default=True, help='Volumes to show')

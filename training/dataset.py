@@ -57,9 +57,7 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
         if dtype not in MAX_VALUES:
             raise ValueError(f'{self._path}: dtype "{dtype}" in dataset.json is not one of {sorted(MAX_VALUES)}')
         self._dtype = np.dtype(dtype)
-        self._image_shape = tuple(int(s) for s in self._load_raw_volume(0).shape)
-        if len(self._image_shape) != 4:
-            raise ValueError(f'{self._path}: {self._fnames[0]} has shape {self._image_shape}; expected [C, D, H, W]')
+        self._image_shape = self._check_headers()
         if img_shape is not None and tuple(int(s) for s in img_shape) != self._image_shape[1:]:
             raise ValueError(f'dataset {self._path} holds volumes of shape (D, H, W) = {self._image_shape[1:]}, '
                              f'not the requested {tuple(img_shape)}')
@@ -94,7 +92,11 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
         # One handle per process. A forked DataLoader worker inherits the parent's handle, whose file offset it
         # would share (reads would interleave and corrupt each other), so a new pid opens its own.
         if self._zipfile is None or self._zip_pid != os.getpid():
-            self._zipfile = zipfile.ZipFile(self._path)
+            try:
+                self._zipfile = zipfile.ZipFile(self._path)
+            except (zipfile.BadZipFile, EOFError) as e:
+                raise ValueError(f'dataset {self._path} is not a readable zip archive ({e}); is it truncated? '
+                                 f'Copy or pack it again') from None
             self._zip_pid = os.getpid()
         return self._zipfile
 
@@ -126,12 +128,55 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
 
     def _load_raw_volume(self, raw_idx: int) -> np.ndarray:
         fname = self._fnames[raw_idx]
-        with self._open_file(fname) as f:
-            data = f.read()
-        volume = np.load(io.BytesIO(data), allow_pickle=False)
+        try:
+            with self._open_file(fname) as f:
+                data = f.read()
+            volume = np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # Bad CRC-32, a cut member, a bad header.
+            raise ValueError(f'dataset {self._path}: {fname} cannot be read ({" ".join(str(e).split())}); the '
+                             f'archive is damaged, copy or pack it again') from None
         if volume.dtype != self._dtype:
             raise ValueError(f'{self._path}: {fname} has dtype {volume.dtype}, dataset.json says {self._dtype}')
         return volume
+
+    def _read_header(self, fname: str) -> tuple[tuple[int, ...], np.dtype]:
+        """(shape, dtype) from a member's .npy header, without reading its voxels."""
+        try:
+            with self._open_file(fname) as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f'dataset {self._path}: {fname} is not a readable .npy volume ({e})') from None
+        return tuple(int(s) for s in shape), np.dtype(dtype)
+
+    def _check_headers(self) -> tuple[int, int, int, int]:
+        """Every volume's shape [C, D, H, W] and dtype, from the headers: one odd volume fails here, at the start,
+        not hours into training."""
+        first_shape = None
+        for fname in self._fnames:
+            shape, dtype = self._read_header(fname)
+            if dtype != self._dtype:
+                raise ValueError(f'dataset {self._path}: {fname} holds {dtype} voxels, dataset.json says {self._dtype}')
+            if len(shape) != 4:
+                raise ValueError(f'dataset {self._path}: {fname} has shape {list(shape)}; expected [C, D, H, W]')
+            if first_shape is not None and shape != first_shape:
+                raise ValueError(f'dataset {self._path}: {fname} has shape {list(shape)}, {self._fnames[0]} '
+                                 f'{list(first_shape)}; every volume must have one shape (pack with --size)')
+            first_shape = first_shape or shape
+        return first_shape
+
+    def check_integrity(self) -> None:
+        """Read every stored byte once (a zip's CRC-32s); raise ValueError naming the first damaged volume."""
+        if self._type != 'zip':
+            return
+        try:
+            bad = self._get_zipfile().testzip()
+        except (OSError, EOFError, zipfile.BadZipFile) as e:
+            bad = f'? ({e})'
+        if bad is not None:
+            raise ValueError(f'dataset {self._path}: {bad} is damaged (its CRC-32 does not match); copy or pack the '
+                             f'dataset again')
 
     def close(self) -> None:
         """Close this process's zip handle (a later read reopens it)."""

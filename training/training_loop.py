@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import random
+import re
 import resource
 import signal
 import threading
@@ -27,7 +28,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc, training_stats
-from training import visualize
+from training import visualize, volume_shape
 
 #----------------------------------------------------------------------------
 # Set-up.
@@ -123,7 +124,11 @@ def generate_grid(G_ema, grid_z: list[torch.Tensor], grid_c: list[torch.Tensor])
 def fetch_batch(data_iterator, training_set, phases, batch_size: int, batch_gpu: int, z_dim: int,
                 label_rng: np.random.RandomState, device: torch.device):
     """Reals split into batch_gpu chunks, and fresh latents and labels for every phase."""
-    real_img, real_c = next(data_iterator)
+    try:
+        real_img, real_c = next(data_iterator)
+    except (ValueError, OSError) as e:  # The dataset's one-line message; a worker's comes last in a traceback.
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise TrainingDataError(re.sub(r'^(ValueError|OSError): ', '', lines[-1] if lines else repr(e))) from None
     real_img = real_to_float(real_img.to(device), training_set.max_value).split(batch_gpu)
     real_c = real_c.to(device).split(batch_gpu)
     num_gen = len(phases) * batch_size
@@ -184,12 +189,20 @@ def update_ema(G, G_ema, cur_nimg: int, batch_size: int, ema_kimg: float, ema_ra
 # Stopping: preemption and divergence.
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RuntimeError):  # Not a TrainingError: train.py exits with its own code, 3.
     """Too many minibatches in a row had non-finite gradients."""
 
 
-class ResumeError(RuntimeError):
-    """The --resume network file cannot be read."""
+class TrainingError(RuntimeError):
+    """A failure the user can act on; train.py prints its one-line message without a traceback."""
+
+
+class ResumeError(TrainingError):
+    """The --resume files cannot be read, or do not fit the new options."""
+
+
+class TrainingDataError(TrainingError):
+    """A training volume cannot be read (a damaged archive)."""
 
 
 class StopRequest:
@@ -224,7 +237,7 @@ def agree_on_flags(stop: bool, nonfinite: torch.Tensor, num_gpus: int) -> tuple[
 def divergence_message(count: int, cur_nimg: int, last_snapshot: str | None) -> str:
     good = f'the last good snapshot is {last_snapshot}' if last_snapshot else 'no snapshot was written yet'
     return (f'Training stopped: {count} minibatches in a row had non-finite gradients (at kimg '
-            f'{cur_nimg / 1000:.1f}); {good}. Try a smaller learning rate, a larger --gamma, --precision=bf16 or '
+            f'{cur_nimg / 1000:.3f}); {good}. Try a smaller learning rate, a larger --gamma, --precision=bf16 or '
             f'--fp32, and resume from that snapshot.')
 
 #----------------------------------------------------------------------------
@@ -255,9 +268,28 @@ def training_state(phases, progress: dict, augment_pipe, loss, label_rng, ada_st
                  cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
 
 
-def state_file(run_dir: str, kimg_tag: str, rank: int) -> str:
-    """training-state-{kimg}.pt for rank 0, training-state-{kimg}-rank{r}.pt for the others (own RNG states)."""
-    return os.path.join(run_dir, f'training-state-{kimg_tag}' + (f'-rank{rank}' if rank > 0 else '') + '.pt')
+SNAPSHOT_TAG = r'(\d{6})(?:_(\d{3}))?'  # What snapshot_tag writes; parse_snapshot_tag reads it back.
+
+
+def snapshot_tag(cur_nimg: int) -> str:
+    """The name part of a snapshot after cur_nimg images: '000400' at 400 kimg as the official layout, and
+    '000000_512' (kimg, then the images beyond it) when cur_nimg is not a whole kimg, so snapshots of runs with
+    ticks shorter than 1 kimg never share a name. Names sort in training order."""
+    kimg, rest = divmod(int(cur_nimg), 1000)
+    return f'{kimg:06d}' if rest == 0 else f'{kimg:06d}_{rest:03d}'
+
+
+def parse_snapshot_tag(tag: str) -> int:
+    """The image count of a snapshot tag (the inverse of snapshot_tag)."""
+    match = re.fullmatch(SNAPSHOT_TAG, tag)
+    if match is None:
+        raise ValueError(f'"{tag}" is not a snapshot tag such as 000400 or 000000_512')
+    return int(match.group(1)) * 1000 + int(match.group(2) or 0)
+
+
+def state_file(run_dir: str, tag: str, rank: int) -> str:
+    """training-state-{tag}.pt for rank 0, training-state-{tag}-rank{r}.pt for the others (own RNG states)."""
+    return os.path.join(run_dir, f'training-state-{tag}' + (f'-rank{rank}' if rank > 0 else '') + '.pt')
 
 
 def load_training_state(resume_state: str, rank: int) -> dict:
@@ -265,10 +297,33 @@ def load_training_state(resume_state: str, rank: int) -> dict:
     the fresh per-rank random streams."""
     path = resume_state[:-len('.pt')] + f'-rank{rank}.pt' if rank > 0 else resume_state
     if os.path.isfile(path):
-        return torch.load(path, map_location='cpu', weights_only=False)
+        return _read_state(path)
     print(f'Rank {rank}: no "{path}"; resuming from rank 0\'s state with fresh random streams')
-    state = torch.load(resume_state, map_location='cpu', weights_only=False)
-    return dict(state, rng=None)
+    return dict(_read_state(resume_state), rng=None)
+
+
+def _read_state(path: str) -> dict:
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:  # A damaged file fails inside torch's unpickler or zip reader in many ways.
+        raise ResumeError(f'Cannot resume: {path} is damaged ({type(e).__name__}: {" ".join(str(e).split())[:160]}); '
+                          f'move it and its network snapshot away to resume from the one before') from None
+    if not isinstance(state, dict) or not {'progress', 'optimizers', 'rng'} <= set(state):
+        raise ResumeError(f'Cannot resume: {path} is not a training state written by this project')
+    return state
+
+
+def check_state_file(path: str) -> None:
+    """Raise ResumeError unless the training-state file reads back whole (its zip records and their CRCs)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        bad = f'{type(e).__name__}: {e}'
+    if bad is not None:
+        raise ResumeError(f'Cannot resume: {path} is damaged ({bad}); move it and its network snapshot away to '
+                          f'resume from the one before')
 
 
 def restore_training_state(state: dict, phases, augment_pipe, loss, label_rng) -> dict:
@@ -289,13 +344,54 @@ def restore_training_state(state: dict, phases, augment_pipe, loss, label_rng) -
     return dict(state['progress'])
 
 
-def load_resume_networks(resume_pkl: str, G, D, G_ema, augment_pipe) -> None:
+def read_resume_networks(resume_pkl: str) -> dict:
     import legacy
-    print(f'Resuming from "{resume_pkl}"')
     try:
-        resume_data = legacy.load_network(resume_pkl)
+        return legacy.load_network(resume_pkl)
     except (OSError, ValueError) as e:  # legacy's messages are one line and name the file.
         raise ResumeError(f'Cannot resume: {e}') from None
+
+
+def resume_mismatch(resume_data: dict, G, D, exact: bool) -> str | None:
+    """Why the snapshot's networks cannot continue as G and D (one line), or None when they can.
+
+    Every tensor of an exact resume (with a training state) must be there with its shape; a resume from other
+    weights (transfer learning) may lack tensors (new layers, e.g. a label embedding, keep their initial values)
+    but a tensor of another shape is never silently left out.
+    """
+    source = resume_data['G_ema']
+    interface = lambda net: (tuple(int(s) for s in net.img_shape), int(net.img_channels), int(net.c_dim))  # noqa
+    if interface(source) != interface(G):
+        describe = lambda shape, channels, c_dim: (  # noqa: E731
+            f'{volume_shape.format_size(shape)} volumes with {channels} channel(s) and {c_dim} label dimension(s)')
+        return f'the snapshot is for {describe(*interface(source))}; these options give {describe(*interface(G))}'
+    for name, own, theirs in [('G', G, resume_data.get('G')), ('D', D, resume_data.get('D'))]:
+        if theirs is None:
+            return f'the snapshot holds no {name}' if exact else None
+        mine, other = dict(misc.named_params_and_buffers(own)), dict(misc.named_params_and_buffers(theirs))
+        for key, tensor in mine.items():
+            if key not in other and exact:
+                return f'its {name} has no "{key}" (other network options: --cfg, --cond, --base, ...)'
+            if key in other and tuple(other[key].shape) != tuple(tensor.shape):
+                return (f'{name}.{key} is {list(other[key].shape)} in the snapshot and {list(tensor.shape)} with these '
+                        f'options (other network options: --cfg, --base, --depth-schedule, ...)')
+    return None
+
+
+def check_resume(resume_pkl: str, resume_state: str | None, training_set, G_kwargs: dict, D_kwargs: dict) -> None:
+    """Raise ResumeError (one line) unless the resume files read back whole and fit networks built from these
+    options; train.py calls it before it touches any run directory. The networks are built on the meta device."""
+    if resume_state is not None:
+        check_state_file(resume_state)
+    data = read_resume_networks(resume_pkl)
+    with torch.device('meta'):
+        G, D, _ = build_networks(training_set, G_kwargs, D_kwargs, torch.device('meta'))
+    reason = resume_mismatch(data, G, D, exact=resume_state is not None)
+    if reason is not None:
+        raise ResumeError(f'Cannot resume from {resume_pkl}: {reason}')
+
+
+def load_resume_networks(resume_data: dict, G, D, G_ema, augment_pipe) -> None:
     for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
         if module is not None and resume_data.get(name) is not None:
             misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
@@ -310,7 +406,7 @@ def status_line(progress: dict, tick_start_time: float, start_time: float, tick_
     kimg_done = (progress['cur_nimg'] - tick_start_nimg) / 1000
     fields = [
         f"tick {training_stats.report0('Progress/tick', progress['cur_tick']):<5d}",
-        f"kimg {training_stats.report0('Progress/kimg', progress['cur_nimg'] / 1e3):<8.1f}",
+        f"kimg {training_stats.report0('Progress/kimg', progress['cur_nimg'] / 1e3):<9.3f}",
         f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}",
         f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}",
         f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / max(kimg_done, 1e-8)):<7.2f}",
@@ -333,13 +429,32 @@ def write_stats(stats_collector, stats_metrics: dict, stats_jsonl, stats_tfevent
     if stats_jsonl is not None:  # The path of stats.jsonl: one whole line per tick, or none.
         dnnlib.util.append_text(stats_jsonl, json.dumps(dict(stats_dict, timestamp=timestamp)) + '\n')
     if stats_tfevents is not None:
-        global_step = int(cur_nimg / 1e3)
+        global_step = int(cur_nimg)  # Images shown: distinct for every tick, also for ticks under 1 kimg.
         walltime = timestamp - start_time
         for name, value in stats_dict.items():
             stats_tfevents.add_scalar(name, value['mean'], global_step=global_step, walltime=walltime)
         for name, value in stats_metrics.items():
             stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=global_step, walltime=walltime)
         stats_tfevents.flush()
+
+
+def trim_stats(path: str, cur_nimg: int) -> None:
+    """Drop the stats.jsonl lines of ticks after cur_nimg: a run killed after its last snapshot trains those ticks
+    again when it resumes, and each tick must appear once."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines(keepends=True)
+    keep = [line for line in lines if _tick_nimg(line) is not None and _tick_nimg(line) <= cur_nimg]
+    if keep != lines:
+        dnnlib.util.atomic_write_text(path, ''.join(keep))
+
+
+def _tick_nimg(line: str) -> int | None:
+    try:
+        return round(json.loads(line)['Progress/kimg']['mean'] * 1000)
+    except (ValueError, KeyError, TypeError):
+        return None  # Not a whole stats line.
 
 
 def open_logs(run_dir: str):
@@ -421,6 +536,8 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
            resume_pkl, resume_state, cudnn_benchmark, allow_tf32, grid_planes, max_nonfinite, abort_fn,
            progress_fn) -> None:
     start_time = time.time()
+    if rank == 0:
+        dnnlib.util.remove_stale_temporaries(run_dir)  # Left by a process killed while it wrote.
     device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
     setup_torch(random_seed, num_gpus, rank, cudnn_benchmark, allow_tf32)
     label_rng = np.random.RandomState(random_seed * num_gpus + rank + 1)
@@ -438,7 +555,12 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
         augment_pipe = augment_pipe.train().requires_grad_(False).to(device)
         augment_pipe.p.copy_(torch.as_tensor(augment_p))
     if resume_pkl is not None and rank == 0:
-        load_resume_networks(resume_pkl, G, D, G_ema, augment_pipe)
+        print(f'Resuming from "{resume_pkl}"')
+        resume_data = read_resume_networks(resume_pkl)
+        reason = resume_mismatch(resume_data, G, D, exact=resume_state is not None)
+        if reason is not None:
+            raise ResumeError(f'Cannot resume from {resume_pkl}: {reason}')
+        load_resume_networks(resume_data, G, D, G_ema, augment_pipe)
     if num_gpus > 1:
         sync_from_rank0([G, D, G_ema, augment_pipe])
     if rank == 0:
@@ -456,7 +578,8 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
         if ada_stats is not None:
             ada_stats.add_pending(state.get('ada_pending', {}))
         if rank == 0:
-            print(f"Resumed training state at kimg {progress['cur_nimg'] / 1000:.1f}, tick {progress['cur_tick']}")
+            print(f"Resumed training state at kimg {progress['cur_nimg'] / 1000:.3f}, tick {progress['cur_tick']}")
+            trim_stats(os.path.join(run_dir, 'stats.jsonl'), progress['cur_nimg'])
     data_iterator = make_data_iterator(training_set, rank, num_gpus, random_seed, batch_size,
                                        skip=progress['batch_idx'] * (batch_size // num_gpus),
                                        data_loader_kwargs=data_loader_kwargs)
@@ -465,8 +588,9 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
     grid_z = grid_c = grid_size = None
     if rank == 0:
         grid_size, grid_reals, grid_labels = setup_grid(training_set, random_seed)
-        visualize.save_volume_grid(grid_reals, os.path.join(run_dir, 'reals.png'), grid_size,
-                                   drange=(0, training_set.max_value), planes=grid_planes)
+        if resume_state is None or not os.path.isfile(os.path.join(run_dir, 'reals.png')):
+            visualize.save_volume_grid(grid_reals, os.path.join(run_dir, 'reals.png'), grid_size,
+                                       drange=(0, training_set.max_value), planes=grid_planes)
         grid_gen = torch.Generator().manual_seed(random_seed)
         grid_z = torch.randn([len(grid_labels), G.z_dim], generator=grid_gen).to(device).split(batch_gpu)
         grid_c = torch.from_numpy(grid_labels).to(device).split(batch_gpu)
@@ -499,7 +623,7 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
         training_stats.report0('Loss/nonfinite_steps', float(nonfinite))
         nonfinite_in_a_row = nonfinite_in_a_row + 1 if nonfinite else 0
         if nonfinite_in_a_row == 1 and rank == 0:
-            print(f"Warning: non-finite gradients at kimg {progress['cur_nimg'] / 1000:.1f}; the step used 0 in their "
+            print(f"Warning: non-finite gradients at kimg {progress['cur_nimg'] / 1000:.3f}; the step used 0 in their "
                   f'place. Training stops after {max_nonfinite} such minibatches in a row.')
         if nonfinite_in_a_row >= max_nonfinite:
             raise TrainingDiverged(divergence_message(nonfinite_in_a_row, progress['cur_nimg'], last_snapshot))
@@ -534,27 +658,26 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
             if rank == 0:
                 print('\nAborting...')
         maintenance_start = time.time()
-        cur_kimg = progress['cur_nimg'] // 1000
-        kimg_tag = f'{cur_kimg:06d}'
+        tag = snapshot_tag(progress['cur_nimg'])
         tick = progress['cur_tick']
         if rank == 0 and not stop and image_snapshot_ticks is not None and \
                 (done or tick % image_snapshot_ticks == 0):
             fakes = generate_grid(G_ema, grid_z, grid_c)
-            visualize.save_volume_grid(fakes, os.path.join(run_dir, f'fakes{kimg_tag}.png'), grid_size,
+            visualize.save_volume_grid(fakes, os.path.join(run_dir, f'fakes{tag}.png'), grid_size,
                                        drange=(-1, 1), planes=grid_planes)
             if stats_tfevents is not None:
                 image = np.asarray(visualize.volume_grid(fakes, grid_size, (-1, 1), grid_planes))
-                stats_tfevents.add_image('fakes', image, global_step=cur_kimg, dataformats='HW' if image.ndim == 2
+                stats_tfevents.add_image('fakes', image, global_step=progress['cur_nimg'], dataformats='HW' if image.ndim == 2
                                          else 'HWC')
 
         progress['cur_tick'] += 1  # The saved state resumes at the next tick.
         if stop or (network_snapshot_ticks is not None and (done or tick % network_snapshot_ticks == 0)):
             snapshot = make_snapshot(training_set_kwargs, G, D, G_ema, augment_pipe, num_gpus)
-            snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{kimg_tag}.pkl')
+            snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{tag}.pkl')
             if rank == 0:
                 dnnlib.util.atomic_write(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
             state = training_state(phases, progress, augment_pipe, loss, label_rng, ada_stats)
-            dnnlib.util.atomic_write(state_file(run_dir, kimg_tag, rank), lambda f: torch.save(state, f))
+            dnnlib.util.atomic_write(state_file(run_dir, tag, rank), lambda f: torch.save(state, f))
             last_snapshot = snapshot_pkl
             if metrics and not stop:  # A preempted job has seconds left, not the minutes metrics take.
                 if rank == 0:

@@ -93,6 +93,15 @@ def _check_nifti_complete(path: str) -> None:
         raise ValueError(f'cannot read {path}: {" ".join(str(e).split()) or type(e).__name__}') from None
     if actual < expected:
         raise ValueError(f'{path} is truncated: {actual} bytes of data, the header needs {expected}')
+    if header.get_data_dtype().kind == 'f':  # ITK's NIfTI reader turns NaN into 0 without a word: look first.
+        _check_finite(np.asanyarray(nib.load(path).dataobj), path)
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    if array.dtype.kind in 'fc' and not np.all(np.isfinite(array)):
+        count = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f'{name} has {count} NaN or infinite voxel(s); expected finite intensities (fill or mask '
+                         f'them before use)')
 
 
 def _image_from_npy(path: str, allow_channels: bool) -> sitk.Image:
@@ -139,7 +148,8 @@ def read_image(path: str, allow_channels: bool = False) -> sitk.Image:
         The image, in its file's orientation.
 
     Raises:
-        ValueError: unreadable, truncated, not 3D, empty, or (unless allowed) multi-component.
+        ValueError: unreadable, truncated, not 3D, empty, NaN or infinite voxels, or (unless allowed)
+            multi-component.
     """
     path = str(path)
     ext = volume_extension(path)
@@ -155,6 +165,7 @@ def read_image(path: str, allow_channels: bool = False) -> sitk.Image:
         except RuntimeError as e:
             raise ValueError(f'cannot read {path}: {sitk_error_message(e)}') from None
     check_volume(image, path, allow_channels)
+    _check_finite(sitk.GetArrayViewFromImage(image), path)
     return image
 
 

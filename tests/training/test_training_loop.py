@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """train.py and the training loop end to end on tiny phantom volumes (CPU)."""
 
+import glob
 import json
 import os
 import pickle
@@ -92,27 +93,29 @@ def test_training_run_writes_outputs_and_resumes_exactly(phantom_zip, tmp_path, 
     run_a = out_a / os.listdir(out_a)[0]
     assert run_a.name == '00000-phantoms-demo-kimg0.012-batch4-ada'
     files = set(os.listdir(run_a))
+    # Ticks end after 4 and 12 volumes; snapshots of runs shorter than 1 kimg are named by the images shown.
     for name in ['training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png',
-                 'fakes000000.png', 'network-snapshot-000000.pkl', 'training-state-000000.pt']:
+                 'fakes000000_004.png', 'network-snapshot-000000_004.pkl', 'training-state-000000_004.pt',
+                 'fakes000000_012.png', 'network-snapshot-000000_012.pkl', 'training-state-000000_012.pt']:
         assert name in files, name
     assert not [n for n in files if '.tmp' in n]
     stats = [json.loads(line) for line in open(run_a / 'stats.jsonl')]
     assert len(stats) == 2 and 'Loss/G/loss' in stats[-1] and stats[-1]['Progress/kimg']['mean'] == pytest.approx(0.012)
     assert 'sec/kimg' in open(run_a / 'log.txt').read()
-    snapshot = legacy.load_network(str(run_a / 'network-snapshot-000000.pkl'))
+    snapshot = legacy.load_network(str(run_a / 'network-snapshot-000000_012.pkl'))
     assert set(snapshot) >= {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
 
     # Resume with --resume=latest continues run A in place.
     assert run_train([f'--outdir={out_a}', '--kimg=0.02', '--resume=latest', *common]).exit_code == 0
     assert os.listdir(out_a) == [run_a.name]
-    resumed = legacy.load_network(str(run_a / 'network-snapshot-000000.pkl'))
+    resumed = legacy.load_network(str(run_a / 'network-snapshot-000000_020.pkl'))
     assert run_train([f'--outdir={out_c}', '--kimg=0.02', *common]).exit_code == 0
-    straight = legacy.load_network(str(out_c / os.listdir(out_c)[0] / 'network-snapshot-000000.pkl'))
+    straight = legacy.load_network(str(out_c / os.listdir(out_c)[0] / 'network-snapshot-000000_020.pkl'))
     for name in ['G', 'D', 'G_ema']:
         for (key, a), (_, b) in zip(resumed[name].state_dict().items(), straight[name].state_dict().items()):
             assert torch.equal(a, b), f'{name}.{key} differs after resume'
-    state = torch.load(run_a / 'training-state-000000.pt', weights_only=False)
-    straight_state = torch.load(out_c / os.listdir(out_c)[0] / 'training-state-000000.pt', weights_only=False)
+    state = torch.load(run_a / 'training-state-000000_020.pt', weights_only=False)
+    straight_state = torch.load(out_c / os.listdir(out_c)[0] / 'training-state-000000_020.pt', weights_only=False)
     assert state['progress'] == straight_state['progress'] and state['progress']['cur_nimg'] == 20
     assert state['augment_p'] == pytest.approx(4 * 4 / 100) and state['augment_p'] == straight_state['augment_p']
     assert torch.equal(state['pl_mean'], straight_state['pl_mean'])
@@ -138,9 +141,9 @@ def test_ada_moves_p_by_the_official_step(phantom_zip, tmp_path):
     # An unreachable target below any sign mean: every update raises p by batch * interval / (ada_kimg * 1000).
     c.update(ada_target=-2.0, ada_kimg=0.1, ada_interval=4)
     training_loop.training_loop(**c)
-    state = torch.load(tmp_path / 'run' / 'training-state-000000.pt', weights_only=False)
+    state = torch.load(tmp_path / 'run' / 'training-state-000000_032.pt', weights_only=False)
     assert state['augment_p'] == pytest.approx(2 * 4 * 4 / 100)
-    pipe = pickle.load(open(tmp_path / 'run' / 'network-snapshot-000000.pkl', 'rb'))['augment_pipe']
+    pipe = pickle.load(open(tmp_path / 'run' / 'network-snapshot-000000_032.pkl', 'rb'))['augment_pipe']
     assert float(pipe.p) == pytest.approx(state['augment_p'])
 
 
@@ -159,9 +162,9 @@ def test_sigterm_writes_a_snapshot_and_exits_cleanly(phantom_zip, tmp_path):
     training_loop.training_loop(**c, progress_fn=preempt)
     # The signal arrived after kimg 0.008; the next minibatch (4 volumes) ends the run with a snapshot.
     assert ticks[-1] == pytest.approx(0.012)
-    state = torch.load(tmp_path / 'run' / 'training-state-000000.pt', weights_only=False)
+    state = torch.load(tmp_path / 'run' / 'training-state-000000_012.pt', weights_only=False)
     assert state['progress']['cur_nimg'] == 12
-    assert os.path.isfile(tmp_path / 'run' / 'network-snapshot-000000.pkl')
+    assert os.path.isfile(tmp_path / 'run' / 'network-snapshot-000000_012.pkl')
     assert signal.getsignal(signal.SIGTERM) is not None and len(ticks) == 4
 
 
@@ -181,11 +184,13 @@ def test_nonfinite_gradients_stop_the_run_with_a_clear_message(phantom_zip, tmp_
     c = loop_kwargs([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=1', '--kimg-per-tick=0.004',
                      '--max-nonfinite=4'], tmp_path / 'run')
     with pytest.raises(training_loop.TrainingDiverged, match=r'4 minibatches in a row had non-finite gradients '
-                       r'\(at kimg 0\.0\); the last good snapshot is .*network-snapshot-000000\.pkl'):
+                       r'\(at kimg 0\.0\d\d\); the last good snapshot is .*network-snapshot-000000_\d{3}\.pkl') as info:
         training_loop.training_loop(**c)
     assert capsys.readouterr().out.count('Warning: non-finite gradients at kimg 0.0') == 1  # Once per run of them.
-    # The only snapshot is the one from before the NaNs (tick 0): still intact and finite.
-    snapshot = legacy.load_network(str(tmp_path / 'run' / 'network-snapshot-000000.pkl'))
+    # The snapshot it names is the newest one, and intact and finite (the steps used 0 for the NaNs).
+    last = sorted(glob.glob(str(tmp_path / 'run' / 'network-snapshot-*.pkl')))[-1]
+    assert last in str(info.value)
+    snapshot = legacy.load_network(last)
     assert all(torch.isfinite(p).all() for p in snapshot['D'].parameters())
     stats = [json.loads(line) for line in open(tmp_path / 'run' / 'stats.jsonl')]
     assert stats[-1]['Loss/nonfinite_steps']['mean'] > 0
@@ -200,9 +205,10 @@ def test_two_processes_under_torchrun_stay_identical(phantom_zip, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = tmp_path / os.listdir(tmp_path)[0]
     files = set(os.listdir(run_dir))
-    assert {'training-state-000000.pt', 'training-state-000000-rank1.pt', 'network-snapshot-000000.pkl'} <= files
-    rank0 = torch.load(run_dir / 'training-state-000000.pt', weights_only=False)
-    rank1 = torch.load(run_dir / 'training-state-000000-rank1.pt', weights_only=False)
+    assert {'training-state-000000_016.pt', 'training-state-000000_016-rank1.pt',
+            'network-snapshot-000000_016.pkl'} <= files
+    rank0 = torch.load(run_dir / 'training-state-000000_016.pt', weights_only=False)
+    rank1 = torch.load(run_dir / 'training-state-000000_016-rank1.pt', weights_only=False)
     assert rank0['progress'] == rank1['progress'] and rank0['progress']['cur_nimg'] == 16
     assert not torch.equal(rank0['rng']['torch'], rank1['rng']['torch'])  # Per-rank seeding.
 
@@ -212,7 +218,7 @@ def test_resume_latest_without_a_run_starts_fresh(phantom_zip, tmp_path):
     assert result.exit_code == 0, result.output
     assert 'starting a new run' in result.output
     runs = os.listdir(tmp_path)
-    assert len(runs) == 1 and os.path.isfile(tmp_path / runs[0] / 'training-state-000000.pt')
+    assert len(runs) == 1 and os.path.isfile(tmp_path / runs[0] / 'training-state-000000_004.pt')
 
 
 def test_metrics_at_snapshots_are_written_and_logged(phantom_zip, tmp_path):
@@ -221,7 +227,7 @@ def test_metrics_at_snapshots_are_written_and_logged(phantom_zip, tmp_path):
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / os.listdir(tmp_path)[0]
     records = [json.loads(line) for line in open(run_dir / 'metric-mmd_full.jsonl')]
-    assert len(records) == 1 and records[0]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    assert len(records) == 1 and records[0]['snapshot_pkl'] == 'network-snapshot-000000_004.pkl'
     assert records[0]['results']['mmd_full'] >= 0
 
 
@@ -248,16 +254,18 @@ def test_sigterm_to_a_spawned_two_process_run_snapshots_and_exits_cleanly(phanto
     assert proc.returncode == 0, output[-3000:]
     assert 'Received SIGTERM' in output
     run_dir = tmp_path / os.listdir(tmp_path)[0]
-    # The preemption snapshot (still within kimg 0, so it replaces tick 0's) for each rank.
-    rank0 = torch.load(run_dir / 'training-state-000000.pt', weights_only=False)
-    rank1 = torch.load(run_dir / 'training-state-000000-rank1.pt', weights_only=False)
+    # The preemption snapshot, beside tick 0's, for each rank.
+    states = sorted(glob.glob(str(run_dir / 'training-state-000000_*-rank1.pt')))
+    assert len(states) == 2 and states[0].endswith('000000_004-rank1.pt')
+    rank0 = torch.load(states[-1].replace('-rank1', ''), weights_only=False)
+    rank1 = torch.load(states[-1], weights_only=False)
     assert rank0['progress'] == rank1['progress'] and 12 <= rank0['progress']['cur_nimg'] < 1000
 
 
 def test_unreadable_resume_file_is_a_one_line_error(phantom_zip, tmp_path):
     result = run_train([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.004',
                         f'--resume={phantom_zip}'])
-    assert result.exit_code == 3
+    assert result.exit_code == 1 and os.listdir(tmp_path) == []  # Found before a run directory was made.
     assert f'Cannot resume: {phantom_zip} is not a readable safe export' in result.output
     assert 'Traceback' not in result.output
 
@@ -280,7 +288,7 @@ def test_conditional_run_on_labelled_volumes(tmp_path):
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / 'runs' / os.listdir(tmp_path / 'runs')[0]
     assert run_dir.name.startswith('00000-labelled-cond-')
-    snapshot = legacy.load_network(str(run_dir / 'network-snapshot-000000.pkl'))
+    snapshot = legacy.load_network(str(run_dir / 'network-snapshot-000000_008.pkl'))
     G = snapshot['G_ema']
     assert G.c_dim == 3 and snapshot['D'].c_dim == 3
     c = torch.eye(3)
