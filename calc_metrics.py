@@ -34,13 +34,16 @@ import warnings
 from typing import Sequence
 
 import click
-import torch
 
 import dnnlib
 from dnnlib.cli import FINITE_FLOAT
-import legacy
-from metrics import metric_main, metric_utils
-from torch_utils import distributed
+
+# Imported at first use, so that --help answers at once.
+torch = dnnlib.util.lazy_import('torch')
+legacy = dnnlib.util.lazy_import('legacy')
+metric_main = dnnlib.util.lazy_import('metrics.metric_main')
+metric_utils = dnnlib.util.lazy_import('metrics.metric_utils')
+distributed = dnnlib.util.lazy_import('torch_utils.distributed')
 
 #----------------------------------------------------------------------------
 # The importable core.
@@ -75,7 +78,7 @@ def find_run_dir(network_pkl: str) -> str | None:
 
 def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = None, mirror: bool | None = None,
                  truncation_psi: float = 1, inception: str | None = None, vgg16: str | None = None,
-                 medicalnet: str | None = None, seed: int | None = 0, verbose: bool = False,
+                 medicalnet: str | None = None, seed: int | None = 0, verbose: bool | None = False,
                  device: torch.device | str | None = None, cache: bool = True) -> list[dnnlib.EasyDict]:
     """Evaluate `metrics` for the G_ema of a snapshot pickle or safe export, in this process (rank and world size
     from torch_utils.distributed), and report them (rank 0) to stdout and the run directory's metric-*.jsonl.
@@ -182,9 +185,9 @@ def parse_metric_list(text: str) -> list[str]:
 @click.option('--vgg16', help='VGG16 detector (precision/recall): URL or local path [default: the official URL]',
               metavar='URL|PATH')
 @click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH')
-@click.option('--verbose', help='Show progress bars', type=bool, metavar='BOOL', default=True, show_default=True)
+@click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
 def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, gpus: int, truncation_psi: float,
-         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool) -> None:
+         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool | None) -> None:
     names = parse_metric_list(metrics)
     if not dnnlib.util.is_url(network_pkl):
         network_pkl = os.path.expanduser(network_pkl)  # Also '--network=~/...', which the shell leaves as it is.

@@ -51,7 +51,7 @@ import tqdm
 
 import dnnlib
 from training import phantom, volume_io
-from training.dataset import DATASET_FORMAT
+from training.volume import DATASET_FORMAT
 
 DTYPES = ('uint8', 'uint16')
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: the same inputs give the same archive.

@@ -23,258 +23,13 @@ Examples:
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import sys
-from typing import Callable, Iterator
 
 import click
-import numpy as np
-import PIL.Image
-import torch
-import tqdm
 
 import dnnlib
 from dnnlib.cli import FINITE_FLOAT, FiniteFloatRange
-import legacy
-from training import visualize, volume_io
+from training.volume import MAX_SEEDS, WRITE_FORMATS
 
-FORMATS = ('nii.gz', 'nii', 'nrrd', 'npy')
-STORED_DTYPES = ('uint8', 'uint16')
-DEFAULT_CLIP_PERCENTILES = (0.5, 99.5)  # dataset_tool.py's default --clip.
-MAX_SEED = 2**32 - 1       # numpy's RandomState takes seeds in [0, 2**32).
-MAX_SEEDS = 10_000_000     # A guard against a typo such as 0-99999999999 filling the memory.
-
-#----------------------------------------------------------------------------
-# Parsing.
-
-
-def parse_seeds(text: str, param_hint: str = '--seeds') -> list[int]:
-    """'0-3,9' -> [0, 1, 2, 3, 9]."""
-    seeds: list[int] = []
-    for part in text.split(','):
-        part = part.strip()
-        match = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
-        if match is None:
-            raise click.BadParameter(f'"{part}" is not a seed or a range like 0-9', param_hint=param_hint)
-        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
-        if hi < lo:
-            raise click.BadParameter(f'range "{part}" runs backwards', param_hint=param_hint)
-        if hi > MAX_SEED:
-            raise click.BadParameter(f'"{part}": seeds go up to {MAX_SEED}', param_hint=param_hint)
-        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
-            raise click.BadParameter(f'more than {MAX_SEEDS} seeds', param_hint=param_hint)
-        seeds.extend(range(lo, hi + 1))
-    return seeds
-
-#----------------------------------------------------------------------------
-# Volume metadata: spacing and orientation of the training data.
-
-
-def dataset_geometry(data: dict, G) -> dict:
-    """Spacing (x, y, z), LPS direction, stored dtype and intensity clip percentiles of the training data.
-
-    `data` is what legacy.load_network returns. The geometry comes from a safe export's record, else from the
-    training set's dataset.json when reachable; the spacing from G when it carries one. Without either the
-    volumes get the canonical LPS orientation and uint8, and a note on stderr says so.
-    """
-    info = data.get('dataset_info') or legacy.read_dataset_info(data.get('training_set_kwargs'))
-    if info is None:
-        print('Note: the training dataset.json is not reachable; writing uint8 volumes in the canonical LPS '
-              'orientation.', file=sys.stderr)
-    info = info or {}
-    spacing = getattr(G, 'voxel_spacing', None) or info.get('spacing') or (1.0, 1.0, 1.0)
-    dtype = str(info.get('dtype', 'uint8'))
-    if dtype not in STORED_DTYPES:
-        raise click.ClickException(f'the training dataset.json gives dtype "{dtype}"; expected one of '
-                                   f'{", ".join(STORED_DTYPES)}')
-    try:
-        return dict(spacing=[float(s) for s in spacing],
-                    direction=[float(d) for d in info.get('direction', volume_io.CANONICAL_DIRECTION)], dtype=dtype,
-                    clip_percentiles=[float(p) for p in info.get('clip_percentiles', DEFAULT_CLIP_PERCENTILES)])
-    except (TypeError, ValueError) as e:
-        message = f'the training dataset.json has a malformed spacing, direction or clip ({e})'
-        raise click.ClickException(message) from None
-
-
-def to_stored_range(volume: np.ndarray, dtype: str) -> np.ndarray:
-    """[-1, 1] floats -> the dataset's stored integers (uint8 or uint16); the inverse of x / max * 2 - 1."""
-    max_value = np.iinfo(dtype).max
-    return np.rint((volume + 1) * (max_value / 2)).clip(0, max_value).astype(dtype)
-
-
-def make_outdir(outdir: str) -> None:
-    """Create the output folder, or stop with a one-line error when the path is a file or cannot be made."""
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise click.BadParameter(f'"{outdir}" is a file; expected a folder', param_hint='--outdir')
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise click.BadParameter(f'cannot create "{outdir}": {e.strerror or e}', param_hint='--outdir') from None
-
-
-def save_png(image: PIL.Image.Image, path: str) -> None:
-    """Write a PNG through a temporary file, so a failure never leaves half of one."""
-    try:
-        dnnlib.util.atomic_write(path, lambda f: image.save(f, format='PNG'))
-    except OSError as e:
-        raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
-
-
-def write_volume_file(path: str, array: np.ndarray, geometry: dict) -> None:
-    """volume_io.write_volume (atomic) with its failures as one-line CLI errors."""
-    try:
-        volume_io.write_volume(path, array, geometry['spacing'], geometry['direction'])
-    except ValueError as e:
-        raise click.ClickException(str(e) if str(e).startswith('cannot write') else f'cannot write {path}: {e}') \
-            from None
-    except OSError as e:
-        raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
-
-
-def write_outputs(volume: np.ndarray, stem: str, outdir: str, fmt: str, geometry: dict, preview: bool) -> None:
-    """Write one [C, D, H, W] volume in [-1, 1] in the stored range (and its preview PNG)."""
-    stored = to_stored_range(volume, geometry['dtype'])
-    array = stored[0] if stored.shape[0] == 1 else stored  # [D, H, W], or [C, D, H, W] as a vector image.
-    write_volume_file(os.path.join(outdir, f'{stem}.{fmt}'), array, geometry)
-    if preview:
-        save_png(visualize.volume_grid(volume[None], (1, 1), (-1, 1), planes=visualize.PLANES),
-                 os.path.join(outdir, f'{stem}.png'))
-
-#----------------------------------------------------------------------------
-# Generation.
-
-
-def class_labels(G, class_idx: int | None) -> torch.Tensor:
-    """The one-hot label [1, c_dim] for --class, or an error saying why --class is wrong or missing."""
-    if G.c_dim == 0:
-        if class_idx is not None:
-            raise click.BadParameter('the network is unconditional; leave --class out', param_hint='--class')
-        return torch.zeros([1, 0])
-    if class_idx is None:
-        raise click.BadParameter(f'the network is conditional ({G.c_dim} classes); give --class',
-                                 param_hint='--class')
-    if not 0 <= class_idx < G.c_dim:
-        raise click.BadParameter(f'{class_idx} is not in [0, {G.c_dim})', param_hint='--class')
-    c = torch.zeros([1, G.c_dim])
-    c[0, class_idx] = 1
-    return c
-
-
-def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """z [N, z_dim] with row i drawn from RandomState(seeds[i]), as the official generate.py."""
-    return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds])).float()
-
-
-def _rng_devices(device: torch.device) -> list[int]:
-    if device.type != 'cuda':
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
-
-
-def synthesise(G, z: torch.Tensor, c: torch.Tensor, seeds: list[int], truncation_psi: float,
-               noise_mode: str) -> torch.Tensor:
-    """G(z, c) [N, C, D, H, W]. With random noise, each volume draws its noise from a generator seeded by its seed.
-
-    The layers draw random noise from torch's global generator, batch-wide; seeding it per volume (and
-    restoring it afterwards) makes a seed's volume independent of --batch at the cost of one pass per volume.
-    """
-    if noise_mode != 'random':
-        return G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
-    volumes = []
-    for i, seed in enumerate(seeds):
-        with torch.random.fork_rng(devices=_rng_devices(z.device)):
-            torch.manual_seed(seed)
-            volumes.append(G(z[i:i + 1], c[i:i + 1], truncation_psi=truncation_psi, noise_mode='random'))
-    return torch.cat(volumes)
-
-
-@torch.no_grad()
-def generate_from_seeds(G, seeds: list[int], c: torch.Tensor, truncation_psi: float, noise_mode: str,
-                        batch: int, device: torch.device, progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (seed, [C, D, H, W] float volume) for every seed, computed in batches; reproducible by seed."""
-    with tqdm.tqdm(total=len(seeds), desc='Generating', unit='vol', disable=not progress) as bar:
-        for start in range(0, len(seeds), batch):
-            chunk = seeds[start:start + batch]
-            z = seed_latents(chunk, G.z_dim).to(device)
-            volumes = synthesise(G, z, c.repeat(len(chunk), 1).to(device), chunk, truncation_psi, noise_mode)
-            bar.update(len(chunk))
-            for seed, volume in zip(chunk, volumes.float().cpu().numpy()):
-                yield seed, volume
-
-
-@torch.no_grad()
-def generate_from_ws(G, ws: torch.Tensor, noise_mode: str, device: torch.device) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index, [C, D, H, W] volume) for every w [num_ws, w_dim] of ws [N, num_ws, w_dim]."""
-    for idx, w in enumerate(ws):
-        yield idx, G.synthesis(w[None].to(device), noise_mode=noise_mode)[0].float().cpu().numpy()
-
-#----------------------------------------------------------------------------
-# Projected latents.
-
-
-def noise_buffers(G) -> dict[str, torch.Tensor]:
-    """The constant noise inputs of G's synthesis network, by buffer name."""
-    return {name: buf for name, buf in G.synthesis.named_buffers() if name.endswith('noise_const')}
-
-
-def set_noise_buffers(G, noises: dict[str, torch.Tensor]) -> None:
-    """Copy projector.py's optimised noise into G's constant noise inputs (used by noise_mode='const')."""
-    buffers = noise_buffers(G)
-    with torch.no_grad():
-        for name, noise in noises.items():
-            buffers[name].copy_(noise)
-
-
-def load_projected_w(path: str, G) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """ws [N, num_ws, w_dim] from key "w" of projector.py's .npz, and its noise (keys "noise/NAME"), if any."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            ws = torch.from_numpy(np.asarray(npz['w'], dtype=np.float32))
-            noises = {key[len('noise/'):]: torch.from_numpy(np.asarray(npz[key], dtype=np.float32))
-                      for key in npz.files if key.startswith('noise/')}
-    except (OSError, KeyError, ValueError, EOFError) as e:
-        raise click.BadParameter(f'cannot read key "w" from {path}: {legacy.one_line(e)}',
-                                 param_hint='--projected-w') from None
-    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
-        raise click.BadParameter(f'{path} holds w of shape {tuple(ws.shape)}; this network needs '
-                                 f'[N, {G.num_ws}, {G.w_dim}]', param_hint='--projected-w')
-    buffers = noise_buffers(G)
-    for name, noise in noises.items():
-        if name not in buffers or tuple(noise.shape) != tuple(buffers[name].shape):
-            raise click.BadParameter(f'{path} holds noise "{name}" of shape {tuple(noise.shape)}, which this '
-                                     f'network does not have', param_hint='--projected-w')
-    return ws, noises
-
-#----------------------------------------------------------------------------
-# Quality control.
-
-
-def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> Callable[[np.ndarray], bool]:
-    """The prostate paper's QC: keep a volume if its best mean slice SSIM to any real volume >= threshold.
-
-    The generated volume is compared as it will be written (clipped to the stored range); the real volumes stay
-    in their stored dtype in CPU memory and go to `device` a batch at a time, where the SSIM is computed.
-    """
-    from metrics.ms_ssim import best_slice_ssim
-    from training.dataset import VolumeFolderDataset
-    try:
-        dataset = VolumeFolderDataset(qc_data, img_shape=G.img_shape)
-    except (OSError, ValueError) as e:
-        raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
-    if dataset.num_channels != G.img_channels:
-        raise click.BadParameter(f'{qc_data} has {dataset.num_channels} channels; the network makes '
-                                 f'{G.img_channels}', param_hint='--qc-data')
-    try:
-        reals = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))]))  # [N, C, D, H, W]
-    except (OSError, ValueError) as e:
-        raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
-    max_value = float(dataset.max_value)
-
-    def keep(volume: np.ndarray) -> bool:
-        stored = ((np.clip(volume, -1, 1) + 1) * (max_value / 2)).astype(np.float32)  # [C, D, H, W], reals' range
-        return best_slice_ssim(torch.from_numpy(stored).to(device), reals, data_range=max_value) >= threshold
-    return keep
 
 #----------------------------------------------------------------------------
 # CLI.
@@ -290,7 +45,7 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
               show_default=True)
 @click.option('--batch', help='Volumes per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
-@click.option('--format', 'fmt', help='Output file format', type=click.Choice(FORMATS), default='nii.gz',
+@click.option('--format', 'fmt', help='Output file format', type=click.Choice(WRITE_FORMATS), default='nii.gz',
               show_default=True)
 @click.option('--preview', help='Also write a PNG of the middle axial, coronal and sagittal slices', is_flag=True)
 @click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ')
@@ -309,30 +64,35 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
         raise click.BadParameter('give exactly one of --seeds and --count (or --projected-w)', param_hint='--seeds')
     if (qc_data is None) != (qc_ssim is None):
         raise click.BadParameter('--qc-data and --qc-ssim go together', param_hint='--qc-ssim')
-    seed_list = parse_seeds(seeds) if seeds is not None else list(range(count or 0))
+    import torch
+
+    import legacy
+    from training import generation
+    seed_list = generation.parse_seeds(seeds) if seeds is not None else list(range(count or 0))
     data = legacy.load_network_or_exit(network_pkl)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema'].to(device).eval()
     if projected_w is not None:
-        ws, noises = load_projected_w(projected_w, G)
-        set_noise_buffers(G, noises)
+        ws, noises = generation.load_projected_w(projected_w, G)
+        generation.set_noise_buffers(G, noises)
     else:
-        c = class_labels(G, class_idx)
-    qc = make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
-    geometry = dataset_geometry(data, G)
-    make_outdir(outdir)
+        c = generation.class_labels(G, class_idx)
+    qc = generation.make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
+    geometry = generation.dataset_geometry(data, G)
+    generation.make_outdir(outdir)
 
     if projected_w is not None:
-        results, stem = generate_from_ws(G, ws, noise_mode, device), 'proj{:02d}'
+        results, stem = generation.generate_from_ws(G, ws, noise_mode, device), 'proj{:02d}'
     else:
-        results, stem = generate_from_seeds(G, seed_list, c, truncation_psi, noise_mode, batch, device), 'seed{:04d}'
+        results = generation.generate_from_seeds(G, seed_list, c, truncation_psi, noise_mode, batch, device)
+        stem = 'seed{:04d}'
     written = dropped = 0
     with contextlib.closing(results):  # On an error, close the progress bar before the message is printed.
         for key, volume in results:
             if qc is not None and not qc(volume):
                 dropped += 1
                 continue
-            write_outputs(volume, stem.format(key), outdir, fmt, geometry, preview)
+            generation.write_outputs(volume, stem.format(key), outdir, fmt, geometry, preview)
             written += 1
     qc_note = f'; the QC filter (best slice SSIM >= {qc_ssim}) dropped {dropped}' if qc is not None else ''
     print(f'Wrote {written} volumes to {outdir}{qc_note}')

@@ -18,9 +18,10 @@ import pickle
 import zipfile
 
 import click
-import torch
 
 import dnnlib
+
+torch = dnnlib.util.lazy_import('torch')  # Imported at first use, so that --help answers at once.
 
 EXPORT_FORMAT = 'stylegan2-ada-3d-export/1'
 # The classes an export may rebuild. A name from the file is never resolved freely: that would let an export

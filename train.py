@@ -38,12 +38,16 @@ else:  # Python 3.10
     import tomli as tomllib
 
 import click
-import torch
 
 import dnnlib
 from dnnlib.cli import FiniteFloatRange
-from torch_utils import custom_ops, distributed
-from training import training_loop, volume_shape
+from training import volume_shape
+
+# Imported at first use, so that --help answers at once.
+torch = dnnlib.util.lazy_import('torch')
+custom_ops = dnnlib.util.lazy_import('torch_utils.custom_ops')
+distributed = dnnlib.util.lazy_import('torch_utils.distributed')
+training_loop = dnnlib.util.lazy_import('training.training_loop')
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')

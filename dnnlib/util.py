@@ -12,6 +12,7 @@ import re
 import secrets
 import socket
 import sys
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -71,6 +72,17 @@ def call_func_by_name(*args, func_name: str, **kwargs) -> Any:
 def construct_class_by_name(*args, class_name: str, **kwargs) -> Any:
     """Instantiate the class named `class_name` with the given arguments."""
     return call_func_by_name(*args, func_name=class_name, **kwargs)
+
+
+class _LazyModule(types.ModuleType):
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def lazy_import(name: str) -> types.ModuleType:
+    """A stand-in for module `name` that imports it at the first attribute access. Command-line tools use it for
+    torch and the modules that import torch, so `--help` answers at once instead of after seconds of imports."""
+    return sys.modules.get(name) or _LazyModule(name)
 
 
 def get_module_dir_by_obj_name(obj_name: str) -> str:

@@ -62,7 +62,7 @@ class MetricOptions:
         rank: This process's rank.
         device: Where to run; None: CUDA if available, else CPU.
         cache: Read and write the real-statistics cache.
-        progress: Show progress bars (rank 0 only).
+        progress: Progress bars (rank 0 only): True always, False never, None on a terminal only.
         detector_urls: URLs or paths of the detectors by name (inception, vgg16, medicalnet); None entries keep
             the defaults of DETECTOR_URLS.
         seed: Seed of the latents, labels and noise. Fixed by default, so a metric repeats exactly; the
@@ -74,7 +74,7 @@ class MetricOptions:
 
     def __init__(self, G: torch.nn.Module | None = None, G_kwargs: dict | None = None,
                  dataset_kwargs: dict | None = None, num_gpus: int = 1, rank: int = 0,
-                 device: torch.device | str | None = None, cache: bool = True, progress: bool = False,
+                 device: torch.device | str | None = None, cache: bool = True, progress: bool | None = False,
                  detector_urls: dict | None = None, seed: int | None = 0) -> None:
         if not 0 <= rank < num_gpus:
             raise ValueError(f'rank {rank} is not in [0, num_gpus={num_gpus})')
@@ -581,7 +581,8 @@ def progress_bar(opts: MetricOptions, total: int, desc: str) -> tqdm.tqdm:
     # leave=True: closing a bar ends its line, so what is printed next (the JSON result) starts on a line of its
     # own, also in a log that holds both stdout and stderr.
     return tqdm.tqdm(total=total, desc=desc, unit='vol', leave=True, dynamic_ncols=True,
-                     disable=not (opts.progress and opts.rank == 0))
+                     disable=True if opts.rank != 0 or opts.progress is False else
+                     None if opts.progress is None else False)  # tqdm's None: on a terminal only.
 
 #----------------------------------------------------------------------------
 # Statistics of real and generated volumes.

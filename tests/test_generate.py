@@ -18,7 +18,7 @@ import generate
 import legacy
 import projector
 import style_mixing
-from training import volume_io
+from training import generation, projection, volume_io
 from training.networks import Generator
 
 SPACING = (0.5, 0.75, 3.0)                                 # (x, y, z) mm
@@ -111,7 +111,7 @@ def expected_ras_affine(direction, spacing=SPACING, shape_dhw=SHAPE) -> np.ndarr
 def stored_uint(G, seed: int, dtype: str, noise_mode: str = 'const') -> np.ndarray:
     """The [D, H, W] volume of one seed, computed here from G, in the stored range."""
     with torch.no_grad():
-        volume = G(generate.seed_latents([seed], G.z_dim), torch.zeros([1, G.c_dim]), noise_mode=noise_mode)
+        volume = G(generation.seed_latents([seed], G.z_dim), torch.zeros([1, G.c_dim]), noise_mode=noise_mode)
     max_value = np.iinfo(dtype).max
     return np.rint((volume[0, 0].numpy() + 1) * max_value / 2).clip(0, max_value).astype(dtype)
 
@@ -373,11 +373,11 @@ def test_style_mixing_end_to_end(network, tmp_path):
     assert np.allclose(image.affine, expected_ras_affine(ROTATED), atol=1e-5)
 
     G, cpu = network['G'], torch.device('cpu')
-    vols = style_mixing.style_mix(G, [1], [6], [0, 1, 2], torch.zeros(1, 0), 1.0, 'const', cpu)
+    vols = generation.style_mix(G, [1], [6], [0, 1, 2], torch.zeros(1, 0), 1.0, 'const', cpu)
     assert same_volume(np.asanyarray(image.dataobj),
-                          generate.to_stored_range(vols[(1, 6)], 'uint8')[0].transpose(2, 1, 0))
+                          generation.to_stored_range(vols[(1, 6)], 'uint8')[0].transpose(2, 1, 0))
     assert not np.allclose(vols[(1, 6)], vols[1]) and not np.allclose(vols[(1, 6)], vols[6])
-    every_layer = style_mixing.style_mix(G, [0], [5], list(range(G.num_ws)), torch.zeros(1, 0), 1.0, 'const', cpu)
+    every_layer = generation.style_mix(G, [0], [5], list(range(G.num_ws)), torch.zeros(1, 0), 1.0, 'const', cpu)
     assert np.allclose(every_layer[(0, 5)], every_layer[5], atol=1e-6)  # All layers from the column seed: it.
 
 
@@ -408,12 +408,12 @@ def test_projector_reduces_mse_tenfold(network):
     with torch.no_grad():
         target = G(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(4)), torch.zeros(1, 0),
                    noise_mode='const')[0]
-    w, noises, losses = projector.project(G, target, num_steps=100, w_avg_samples=500)
-    assert w.shape == (G.num_ws, G.w_dim) and set(noises) == set(generate.noise_buffers(G))
+    w, noises, losses = projection.project(G, target, num_steps=100, w_avg_samples=500)
+    assert w.shape == (G.num_ws, G.w_dim) and set(noises) == set(generation.noise_buffers(G))
     # Judge the result, not the optimiser's own log: render the returned w and noise.
     G_proj = tiny_generator()
     G_proj.load_state_dict(G.state_dict())
-    generate.set_noise_buffers(G_proj, noises)
+    generation.set_noise_buffers(G_proj, noises)
     with torch.no_grad():
         final_mse = float((G_proj.synthesis(w[None], noise_mode='const')[0] - target).square().mean())
     assert final_mse * 10 <= losses[0], (losses[0], final_mse)
@@ -476,7 +476,7 @@ def test_projector_target_is_read_in_the_training_orientation(network, tmp_path)
     # A NIfTI stored with x and y reversed (RAS-like axes) is read back in LPS, as dataset_tool packs volumes.
     array = np.random.RandomState(0).rand(*SHAPE).astype(np.float32) * 100  # [D, H, W]
     volume_io.write_volume(tmp_path / 't.nii.gz', array[:, ::-1, ::-1], SPACING, [-1, 0, 0, 0, -1, 0, 0, 0, 1])
-    target = projector.load_target(str(tmp_path / 't.nii.gz'), network['G'], clip_percentiles=(0, 100))
+    target = projection.load_target(str(tmp_path / 't.nii.gz'), network['G'], clip_percentiles=(0, 100))
     expected = (array - array.min()) / (array.max() - array.min()) * 2 - 1
     assert target.shape == (1, *SHAPE) and np.allclose(target[0].numpy(), expected, atol=1e-5)
 
@@ -491,7 +491,7 @@ def test_projector_target_is_resampled_to_the_training_spacing(network, tmp_path
     array = np.zeros([D, H, fine_w], dtype=np.float32)
     array[..., np.abs(x_mm) < 2] = 100
     volume_io.write_volume(tmp_path / 't.nii.gz', array, (SPACING[0] / 2, *SPACING[1:]), volume_io.CANONICAL_DIRECTION)
-    target = projector.load_target(str(tmp_path / 't.nii.gz'), network['G'], clip_percentiles=(0, 100),
+    target = projection.load_target(str(tmp_path / 't.nii.gz'), network['G'], clip_percentiles=(0, 100),
                                    spacing=SPACING)
     assert target.shape == (1, *SHAPE)
     profile = target[0, D // 2, H // 2].numpy()  # along W

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 import dnnlib
+from training.volume import DATASET_FORMAT
 
-DATASET_FORMAT = 'stylegan2-ada-3d/1'
 MAX_VALUES = {'uint8': 255, 'uint16': 65535}
 
 #----------------------------------------------------------------------------

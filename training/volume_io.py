@@ -21,7 +21,6 @@ import re
 import zlib
 
 import numpy as np
-import scipy.ndimage
 import SimpleITK as sitk
 
 import dnnlib
@@ -355,6 +354,7 @@ def _antialias(image: sitk.Image, grid: Grid) -> sitk.Image:
     sigma_xyz = np.maximum(step / np.asarray(image.GetSpacing()) - 1, 0) / 2
     if not np.any(sigma_xyz > 0.1):
         return image
+    import scipy.ndimage  # Here, not at the top: it costs a third of a second that `--help` need not wait.
     array = scipy.ndimage.gaussian_filter(sitk.GetArrayFromImage(image), sigma=sigma_xyz[::-1], mode='nearest')
     blurred = sitk.GetImageFromArray(array)  # [D, H, W]
     blurred.CopyInformation(image)
