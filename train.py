@@ -105,7 +105,7 @@ def open_dataset(data: str, use_labels: bool) -> tuple[dict, object]:
     try:
         dataset = dnnlib.util.construct_class_by_name(**kwargs)
     except (OSError, ValueError, KeyError) as e:
-        raise click.BadParameter(f'cannot read dataset "{data}": {e}', param_hint='--data')
+        raise click.BadParameter(str(e) if data in str(e) else f'{data}: {e}', param_hint='--data') from None
     kwargs.img_shape = list(dataset.img_shape)
     kwargs.max_size = len(dataset)
     return kwargs, dataset
@@ -449,8 +449,11 @@ def main(ctx: click.Context, **kwargs) -> None:
         print('Dry run; exiting.')
         return
 
-    os.makedirs(run_dir, exist_ok=latest is not None)
-    write_options(c, run_dir, resumed=latest is not None)
+    try:
+        os.makedirs(run_dir, exist_ok=latest is not None)
+        write_options(c, run_dir, resumed=latest is not None)
+    except OSError as e:
+        raise click.ClickException(dnnlib.util.write_error_message(run_dir, e)) from None
     distributed.barrier()
     try:
         if under_torchrun or gpus == 1:

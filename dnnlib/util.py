@@ -204,15 +204,24 @@ def atomic_output(path: str, verify: Callable[[str], None] | None = None) -> Ite
         os.chmod(tmp, _default_mode())  # The usual permissions of a new file, not a temporary file's.
         os.replace(tmp, path)
         fsync_folder(os.path.dirname(os.path.abspath(path)))
-    except (OSError, ValueError) as e:
+    except BaseException as e:
         _remove_quietly(tmp)
         if isinstance(e, WriteError):
             raise
-        raise WriteError(getattr(e, 'errno', None) or errno.EIO,
-                         f'cannot write {path}: {describe_os_error(e)}') from None
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+        cause = _os_error_in_chain(e) or (e if isinstance(e, ValueError) else None)
+        if cause is None:
+            raise
+        raise WriteError(getattr(cause, 'errno', None) or errno.EIO,
+                         f'cannot write {path}: {describe_os_error(cause)}') from None
+
+
+def _os_error_in_chain(error: BaseException | None) -> OSError | None:
+    # Libraries wrap a failed write in their own errors (torch.save raises RuntimeError after the OSError).
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _remove_quietly(path: str) -> None:
@@ -392,13 +401,15 @@ def open_url(url: str, cache: bool = True, num_attempts: int = 3, timeout: float
 
 
 class Logger:
-    """Copy everything written to stdout and stderr into a log file, as a tee does."""
+    """Copy everything written to stdout and stderr into a log file, as a tee does; each stream keeps going where
+    it went (errors stay on stderr)."""
 
     def __init__(self, file_name: str | None = None, file_mode: str = 'a', should_flush: bool = True):
         self.file = open(file_name, file_mode) if file_name is not None else None
         self.should_flush = should_flush
         self.stdout, self.stderr = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = self
+        sys.stdout = _Tee(self, self.stdout)
+        sys.stderr = _Tee(self, self.stderr)
 
     def __enter__(self) -> Logger:
         return self
@@ -406,12 +417,13 @@ class Logger:
     def __exit__(self, *_args) -> None:
         self.close()
 
-    def write(self, text: str | bytes) -> None:
+    def write(self, text: str | bytes, stream: IO[str] | None = None) -> None:
+        """Write text to the log file and to `stream` (default: the original stdout)."""
         if isinstance(text, bytes):
             text = text.decode()
         if not text:
             return
-        self.stdout.write(text)
+        (stream or self.stdout).write(text)
         if self.file is not None:
             self._to_file(lambda: self.file.write(text))
         if self.should_flush:
@@ -421,6 +433,7 @@ class Logger:
         if self.file is not None:
             self._to_file(self.file.flush)
         self.stdout.flush()
+        self.stderr.flush()
 
     def _to_file(self, action: Callable[[], Any]) -> None:
         # A full disk must not turn every print into a traceback: say so once and keep to the console.
@@ -435,13 +448,29 @@ class Logger:
 
     def close(self) -> None:
         self.flush()
-        if sys.stdout is self:
+        if isinstance(sys.stdout, _Tee) and sys.stdout.logger is self:
             sys.stdout = self.stdout
-        if sys.stderr is self:
+        if isinstance(sys.stderr, _Tee) and sys.stderr.logger is self:
             sys.stderr = self.stderr
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+class _Tee:
+    """sys.stdout or sys.stderr while a Logger is open: the text goes to its own stream and to the log file."""
+
+    def __init__(self, logger: Logger, stream: IO[str]) -> None:
+        self.logger, self.stream = logger, stream
+
+    def write(self, text: str | bytes) -> None:
+        self.logger.write(text, self.stream)
+
+    def flush(self) -> None:
+        self.logger.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 #----------------------------------------------------------------------------
 # Human-readable durations.

@@ -524,7 +524,7 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
     try:
         dataset = VolumeFolderDataset(data)
     except (ValueError, OSError) as e:
-        raise click.ClickException(f'--data {data}: {e}') from None
+        raise click.ClickException(f'--data: {e}' if data in str(e) else f'--data {data}: {e}') from None
     num = min(num, len(dataset))
     volumes = np.stack([dataset[i][0] for i in range(num)])  # [N, C, D, H, W] in the stored dtype.
     x = torch.as_tensor(volumes.astype(np.float32)) / dataset.max_value * 2 - 1

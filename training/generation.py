@@ -95,6 +95,7 @@ def make_outdir(outdir: str) -> None:
         os.makedirs(outdir, exist_ok=True)
     except OSError as e:
         raise click.BadParameter(f'cannot create "{outdir}": {e.strerror or e}', param_hint='--outdir') from None
+    dnnlib.util.remove_stale_temporaries(outdir)  # Left by a run killed while it wrote.
 
 
 def save_png(image: PIL.Image.Image, path: str) -> None:

@@ -422,20 +422,32 @@ def status_line(progress: dict, tick_start_time: float, start_time: float, tick_
     return ' '.join(fields)
 
 
-def write_stats(stats_collector, stats_metrics: dict, stats_jsonl, stats_tfevents, cur_nimg: int,
-                start_time: float) -> None:
-    stats_dict = stats_collector.as_dict()
-    timestamp = time.time()
-    if stats_jsonl is not None:  # The path of stats.jsonl: one whole line per tick, or none.
-        dnnlib.util.append_text(stats_jsonl, json.dumps(dict(stats_dict, timestamp=timestamp)) + '\n')
+def write_tfevents(stats_tfevents, stats_dict: dict, stats_metrics: dict, cur_nimg: int, walltime: float) -> None:
+    global_step = int(cur_nimg)  # Images shown: distinct for every tick, also for ticks under 1 kimg.
+    for name, value in stats_dict.items():
+        stats_tfevents.add_scalar(name, value['mean'], global_step=global_step, walltime=walltime)
+    for name, value in stats_metrics.items():
+        stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=global_step, walltime=walltime)
+    stats_tfevents.flush()
+
+
+def save_image_snapshot(G_ema, grid_z, grid_c, grid_size, grid_planes, run_dir: str, tag: str, stats_tfevents,
+                        cur_nimg: int) -> None:
+    fakes = generate_grid(G_ema, grid_z, grid_c)
+    visualize.save_volume_grid(fakes, os.path.join(run_dir, f'fakes{tag}.png'), grid_size, drange=(-1, 1),
+                               planes=grid_planes)
     if stats_tfevents is not None:
-        global_step = int(cur_nimg)  # Images shown: distinct for every tick, also for ticks under 1 kimg.
-        walltime = timestamp - start_time
-        for name, value in stats_dict.items():
-            stats_tfevents.add_scalar(name, value['mean'], global_step=global_step, walltime=walltime)
-        for name, value in stats_metrics.items():
-            stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=global_step, walltime=walltime)
-        stats_tfevents.flush()
+        image = np.asarray(visualize.volume_grid(fakes, grid_size, (-1, 1), grid_planes))
+        stats_tfevents.add_image('fakes', image, global_step=cur_nimg, dataformats='HW' if image.ndim == 2 else 'HWC')
+
+
+def save_network_snapshot(snapshot: dict, run_dir: str, tag: str, rank: int, state: dict) -> str:
+    """The snapshot pickle (rank 0), then each rank's training state: a state always has its snapshot."""
+    snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{tag}.pkl')
+    if rank == 0:
+        dnnlib.util.atomic_write(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
+    dnnlib.util.atomic_write(state_file(run_dir, tag, rank), lambda f: torch.save(state, f))
+    return snapshot_pkl
 
 
 def trim_stats(path: str, cur_nimg: int) -> None:
@@ -580,6 +592,10 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
         if rank == 0:
             print(f"Resumed training state at kimg {progress['cur_nimg'] / 1000:.3f}, tick {progress['cur_tick']}")
             trim_stats(os.path.join(run_dir, 'stats.jsonl'), progress['cur_nimg'])
+        if progress['cur_nimg'] >= total_kimg * 1000:  # E.g. a requeued job whose run had finished.
+            if rank == 0:
+                print(f"Nothing to train: the run is at kimg {progress['cur_nimg'] / 1000:.3f} of {total_kimg}.")
+            return
     data_iterator = make_data_iterator(training_set, rank, num_gpus, random_seed, batch_size,
                                        skip=progress['batch_idx'] * (batch_size // num_gpus),
                                        data_loader_kwargs=data_loader_kwargs)
@@ -660,39 +676,35 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
         maintenance_start = time.time()
         tag = snapshot_tag(progress['cur_nimg'])
         tick = progress['cur_tick']
-        if rank == 0 and not stop and image_snapshot_ticks is not None and \
-                (done or tick % image_snapshot_ticks == 0):
-            fakes = generate_grid(G_ema, grid_z, grid_c)
-            visualize.save_volume_grid(fakes, os.path.join(run_dir, f'fakes{tag}.png'), grid_size,
-                                       drange=(-1, 1), planes=grid_planes)
-            if stats_tfevents is not None:
-                image = np.asarray(visualize.volume_grid(fakes, grid_size, (-1, 1), grid_planes))
-                stats_tfevents.add_image('fakes', image, global_step=progress['cur_nimg'], dataformats='HW' if image.ndim == 2
-                                         else 'HWC')
-
         progress['cur_tick'] += 1  # The saved state resumes at the next tick.
-        if stop or (network_snapshot_ticks is not None and (done or tick % network_snapshot_ticks == 0)):
-            snapshot = make_snapshot(training_set_kwargs, G, D, G_ema, augment_pipe, num_gpus)
-            snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{tag}.pkl')
-            if rank == 0:
-                dnnlib.util.atomic_write(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
-            state = training_state(phases, progress, augment_pipe, loss, label_rng, ada_stats)
-            dnnlib.util.atomic_write(state_file(run_dir, tag, rank), lambda f: torch.save(state, f))
-            last_snapshot = snapshot_pkl
-            if metrics and not stop:  # A preempted job has seconds left, not the minutes metrics take.
-                if rank == 0:
-                    print('Evaluating metrics...')
-                stats_metrics.update(evaluate_metrics(metrics, metric_kwargs, snapshot, training_set_kwargs,
-                                                      num_gpus, rank, device, run_dir, snapshot_pkl))
-            del snapshot
 
-        # Collect statistics.
+        # The tick's stats line goes before its snapshot: a run killed in between logs the tick again when it
+        # resumes from the previous snapshot, and trim_stats has removed the first copy.
         if timing_events is not None:
             torch.cuda.synchronize(device)
             for name, (start, end) in timing_events.items():
                 training_stats.report0('Timing/' + name, start.elapsed_time(end))
         stats_collector.update()
-        write_stats(stats_collector, stats_metrics, stats_jsonl, stats_tfevents, progress['cur_nimg'], start_time)
+        stats_dict = stats_collector.as_dict()
+        if stats_jsonl is not None:
+            dnnlib.util.append_text(stats_jsonl, json.dumps(dict(stats_dict, timestamp=time.time())) + '\n')
+
+        if rank == 0 and not stop and image_snapshot_ticks is not None and \
+                (done or tick % image_snapshot_ticks == 0):
+            save_image_snapshot(G_ema, grid_z, grid_c, grid_size, grid_planes, run_dir, tag, stats_tfevents,
+                                progress['cur_nimg'])
+        if stop or (network_snapshot_ticks is not None and (done or tick % network_snapshot_ticks == 0)):
+            snapshot = make_snapshot(training_set_kwargs, G, D, G_ema, augment_pipe, num_gpus)
+            last_snapshot = save_network_snapshot(snapshot, run_dir, tag, rank, training_state(
+                phases, progress, augment_pipe, loss, label_rng, ada_stats))
+            if metrics and not stop:  # A preempted job has seconds left, not the minutes metrics take.
+                if rank == 0:
+                    print('Evaluating metrics...')
+                stats_metrics.update(evaluate_metrics(metrics, metric_kwargs, snapshot, training_set_kwargs,
+                                                      num_gpus, rank, device, run_dir, last_snapshot))
+            del snapshot
+        if stats_tfevents is not None:
+            write_tfevents(stats_tfevents, stats_dict, stats_metrics, progress['cur_nimg'], time.time() - start_time)
         if progress_fn is not None:
             progress_fn(progress['cur_nimg'] / 1000, total_kimg)
 

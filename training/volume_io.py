@@ -64,6 +64,10 @@ def sitk_error_message(error: Exception) -> str:
     text = match.group(1) if match else text
     text = re.sub(r'^\w+\(0x[0-9a-f]+\):\s*', '', text.strip())  # Drop the "ClassName(0x55e1...): " prefix.
     text = text.replace('Reason: No such file or directory', '')  # A stale errno after a short read.
+    if '[nrrd]' in text:  # teem's chain of callers, innermost last: keep the innermost reason.
+        text = re.sub(r'^\w+: ', '', text.rsplit('[nrrd]', 1)[1].strip())
+    if 'Unable to determine ImageIO reader' in text:
+        text = 'no reader recognises its header (is it a volume file?)'
     return ' '.join(text.split()) or type(error).__name__
 
 #----------------------------------------------------------------------------
@@ -101,6 +105,23 @@ def _check_finite(array: np.ndarray, name: str) -> None:
         count = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f'{name} has {count} NaN or infinite voxel(s); expected finite intensities (fill or mask '
                          f'them before use)')
+
+
+def _check_detached_data(path: str) -> None:
+    """A MetaImage (.mhd) or NRRD (.nhdr) header names its data file; ITK prints an uncatchable line to stderr when
+    that file is missing, so look first."""
+    key = r'ElementDataFile\s*=' if path.lower().endswith(('.mhd', '.mha')) else r'data ?file\s*:'
+    try:
+        with open(path, 'rb') as f:
+            header = f.read(1 << 16).decode('latin-1')
+    except OSError as e:
+        raise ValueError(f'cannot read {path}: {e.strerror}') from None
+    match = re.search(rf'^\s*{key}\s*(.+?)\s*$', header, flags=re.M | re.I)
+    if match is None or match.group(1).upper() in ('LOCAL', 'LIST') or match.group(1).upper().startswith('LIST'):
+        return
+    data_file = os.path.join(os.path.dirname(path), match.group(1))
+    if '%' not in data_file and not os.path.isfile(data_file):  # '%d' patterns name several slice files.
+        raise ValueError(f'cannot read {path}: its data file {data_file} does not exist')
 
 
 def _image_from_npy(path: str, allow_channels: bool) -> sitk.Image:
@@ -159,6 +180,8 @@ def read_image(path: str, allow_channels: bool = False) -> sitk.Image:
     else:
         if ext in ('.nii', '.nii.gz'):
             _check_nifti_complete(path)
+        elif ext in ('.mhd', '.mha', '.nhdr'):
+            _check_detached_data(path)
         try:
             image = sitk.ReadImage(path)
         except RuntimeError as e:

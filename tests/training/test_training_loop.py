@@ -101,7 +101,10 @@ def test_training_run_writes_outputs_and_resumes_exactly(phantom_zip, tmp_path, 
     assert not [n for n in files if '.tmp' in n]
     stats = [json.loads(line) for line in open(run_a / 'stats.jsonl')]
     assert len(stats) == 2 and 'Loss/G/loss' in stats[-1] and stats[-1]['Progress/kimg']['mean'] == pytest.approx(0.012)
-    assert 'sec/kimg' in open(run_a / 'log.txt').read()
+    log = open(run_a / 'log.txt').read()
+    assert 'sec/kimg' in log and 'kimg 0.004 ' in log and 'kimg 0.012 ' in log  # Progress under 1 kimg shows.
+    assert tensorboard_steps(run_a, 'Loss/G/loss') == [4, 12]  # Steps are images shown, never all 0.
+    assert (run_a / 'training_options.json').stat().st_mode & 0o077 == 0o044  # Readable by others, as usual.
     snapshot = legacy.load_network(str(run_a / 'network-snapshot-000000_012.pkl'))
     assert set(snapshot) >= {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}
 
@@ -123,6 +126,39 @@ def test_training_run_writes_outputs_and_resumes_exactly(phantom_zip, tmp_path, 
         for key, value in state['optimizers'][name]['state'].items():
             for field, tensor in value.items():
                 assert torch.equal(tensor, straight_state['optimizers'][name]['state'][key][field]), (name, field)
+
+
+def tensorboard_steps(run_dir, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def test_snapshot_tags_name_images_under_a_whole_kimg_and_sort_in_order():
+    from training import training_loop
+    tags = [training_loop.snapshot_tag(n) for n in (4, 512, 1000, 1004, 400_000)]
+    assert tags == ['000000_004', '000000_512', '000001', '000001_004', '000400']
+    assert sorted(tags) == tags and [training_loop.parse_snapshot_tag(t) for t in tags] == [4, 512, 1000, 1004, 400_000]
+    with pytest.raises(ValueError, match='not a snapshot tag'):
+        training_loop.parse_snapshot_tag('4k')
+
+
+def test_trim_stats_drops_the_ticks_after_the_resumed_snapshot(tmp_path):
+    from training import training_loop
+    path = tmp_path / 'stats.jsonl'
+    path.write_text(''.join(json.dumps({'Progress/kimg': {'mean': n / 1000}}) + '\n' for n in (4, 8, 12, 16)))
+    training_loop.trim_stats(str(path), 8)
+    assert [round(json.loads(line)['Progress/kimg']['mean'] * 1000) for line in open(path)] == [4, 8]
+
+
+def test_resume_from_a_snapshot_of_other_networks_is_refused_before_anything_is_written(phantom_zip, tmp_path):
+    assert run_train([f'--outdir={tmp_path / "a"}', f'--data={phantom_zip}', *FAST, '--kimg=0.004']).exit_code == 0
+    snapshot = glob.glob(str(tmp_path / 'a' / '*' / 'network-snapshot-*.pkl'))[0]
+    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path / "b"}', f'--data={phantom_zip}', *FAST,
+                                             '--kimg=0.008', f'--resume={snapshot}', '--base=2x2x2'])
+    assert result.exit_code == 1 and not os.path.exists(tmp_path / 'b')
+    assert 'Cannot resume from' in result.output and 'is [' in result.output and '--base' in result.output
 
 
 def loop_kwargs(args, run_dir):
