@@ -196,9 +196,8 @@ def bin_edges(values: np.ndarray, settings: Settings) -> np.ndarray:
     """PyRadiomics' bin edges for the ROI's intensities.
 
     Fixed bin width W: edges at multiples of W from the largest multiple <= the minimum, past the maximum, so every
-    bin is half-open [e_k, e_k+1) (a maximum on an edge gets a bin of its own). A flat ROI on an edge gets one bin
-    of width 1 around it. Fixed bin count: numpy's histogram edges with the last one raised by 1, so the maximum
-    falls in the last bin.
+    bin is half-open [e_k, e_k+1) (a maximum on an edge gets a bin of its own); a flat ROI gets one bin. Fixed bin
+    count: numpy's histogram edges with the last one raised by 1, so the maximum falls in the last bin.
     """
     if settings.binCount is not None:
         edges = np.histogram(values, settings.binCount)[1]
@@ -206,10 +205,7 @@ def bin_edges(values: np.ndarray, settings: Settings) -> np.ndarray:
         return edges
     width = settings.binWidth
     low, high = float(np.min(values)), float(np.max(values))
-    edges = np.arange(low - low % width, high + 2 * width, width)
-    if len(edges) == 1:
-        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-    return edges
+    return np.arange(low - low % width, high + 2 * width, width)
 
 
 def discretize(roi: Roi, settings: Settings) -> np.ndarray:
