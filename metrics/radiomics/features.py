@@ -87,12 +87,23 @@ def _max_distance(points: np.ndarray) -> float:
 
 
 def _planar_diameters(verts_index: np.ndarray, verts_mm: np.ndarray, axis: int) -> float:
-    """Largest distance between two vertices that share their coordinate along axis (one plane)."""
+    """Largest distance between two vertices that share their coordinate along axis (one plane).
+
+    Planes are visited from the largest bounding-box diagonal down, which bounds their diameter: once it falls
+    below the best distance found, no later plane can beat it.
+    """
     key = np.rint(verts_index[:, axis] * 2).astype(np.int64)  # Vertices sit on whole or half voxels.
     order = np.argsort(key, kind='stable')
-    bounds = np.flatnonzero(np.diff(key[order])) + 1
-    others = [a for a in range(3) if a != axis]
-    return max(_max_distance(group[:, others]) for group in np.split(verts_mm[order], bounds))
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(key[order])) + 1])
+    ends = np.append(starts[1:], len(key))
+    points = verts_mm[order][:, [a for a in range(3) if a != axis]]  # [V, 2] in-plane coordinates.
+    bound = np.linalg.norm(np.maximum.reduceat(points, starts) - np.minimum.reduceat(points, starts), axis=1)
+    best = 0.0
+    for g in np.argsort(-bound):
+        if bound[g] <= best:
+            break
+        best = max(best, _max_distance(points[starts[g]:ends[g]]))
+    return best
 
 
 def shape_features(mask: np.ndarray, spacing_xyz: Sequence[float]) -> dict[str, float]:

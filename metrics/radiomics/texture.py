@@ -203,10 +203,10 @@ def _lines(levels: np.ndarray, direction) -> np.ndarray:
     first = moving[0]
     length = levels.shape[first]
     if len(moving) > 1:
-        index = np.indices(levels.shape)  # [3, D, H, W]
+        index = list(np.indices(levels.shape, sparse=True))  # Broadcastable [D,1,1], [1,H,1], [1,1,W].
         shape = list(levels.shape)
         for axis in moving[1:]:
-            index[axis] += length - 1 - index[first]  # Constant along the line.
+            index[axis] = index[axis] + (length - 1 - index[first])  # Constant along the line.
             shape[axis] += length - 1
         sheared = np.zeros(shape, dtype=levels.dtype)
         sheared[tuple(index)] = flipped
@@ -232,13 +232,15 @@ def glrlm_matrix(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, ng = _gray_levels(levels)
     nr = max(levels.shape)
     offsets = angles(levels.shape, (1,), bidirectional=False)
+    levels = _compact(levels)
     counts = np.zeros((len(offsets), ng, nr))
     for a, offset in enumerate(offsets):
         rows = _lines(levels, offset)
-        if not np.any(np.count_nonzero(rows, axis=1) > 1):
+        crossings = np.count_nonzero(rows, axis=1)  # ROI voxels on each line.
+        if not np.any(crossings > 1):
             continue
-        gl, length = _runs(rows)
-        counts[a] = np.bincount((gl - 1) * nr + length - 1, minlength=ng * nr).reshape(ng, nr)
+        gl, length = _runs(rows[crossings > 0])  # Lines that miss the ROI hold no run.
+        counts[a] = np.bincount((gl.astype(np.int64) - 1) * nr + length - 1, minlength=ng * nr).reshape(ng, nr)
     return counts, offsets
 
 
@@ -358,13 +360,20 @@ GLSZM_TERMS = {
 
 
 def gldm_dependence(levels: np.ndarray, distances=(1,), alpha: float = 0) -> np.ndarray:
-    """Per voxel [D, H, W]: how many neighbours in the ROI differ from it by at most alpha gray levels."""
-    dependent = np.zeros(levels.shape, dtype=np.int64)
+    """Per voxel [D, H, W]: how many neighbours in the ROI differ from it by at most alpha gray levels (meaningful
+    inside the ROI only)."""
+    levels = _compact(levels)
+    dependent = np.zeros(levels.shape, dtype=np.int32)
     for offset in angles(levels.shape, distances, bidirectional=True):
         src, dst = pair_slices(levels.shape, offset)
-        x, y = levels[src], levels[dst]
-        dependent[src] += (x > 0) & (y > 0) & (np.abs(x - y) <= alpha)
+        neighbour = levels[dst]
+        dependent[src] += (neighbour > 0) & (np.abs(levels[src] - neighbour) <= alpha)
     return dependent
+
+
+def _compact(levels: np.ndarray) -> np.ndarray:
+    """Gray levels in int16 when they fit: the neighbourhood loops then move a quarter of the memory."""
+    return levels.astype(np.int16) if levels.max() < 2 ** 15 else levels.astype(np.int64)
 
 
 def gldm_features(levels: np.ndarray, distances=(1,), alpha: float = 0) -> dict[str, float]:
@@ -396,14 +405,14 @@ def ngtdm_matrix(levels: np.ndarray, distances=(1,)) -> tuple[np.ndarray, np.nda
     A voxel without neighbours in the ROI counts in n_i and adds 0 to s_i (PyRadiomics; IBSI leaves it out).
     """
     present, _ = _gray_levels(levels)
-    count = np.zeros(levels.shape)
-    total = np.zeros(levels.shape)
+    levels = _compact(levels)
+    count = np.zeros(levels.shape, dtype=np.int32)
+    total = np.zeros(levels.shape, dtype=np.int64)
     for offset in angles(levels.shape, distances, bidirectional=True):
         src, dst = pair_slices(levels.shape, offset)
-        neighbour = levels[dst]
-        inside = (levels[src] > 0) & (neighbour > 0)
-        count[src] += inside
-        total[src] += np.where(inside, neighbour, 0)
+        neighbour = levels[dst]  # 0 outside the ROI, so it adds nothing to the total.
+        count[src] += neighbour > 0
+        total[src] += neighbour
     roi = levels > 0
     with np.errstate(invalid='ignore', divide='ignore'):
         diff = np.where(count[roi] > 0, np.abs(levels[roi] - total[roi] / count[roi]), 0.0)
