@@ -189,8 +189,10 @@ def summary(report: dict, outdir: str) -> str:
                          f'(p {j["hotelling_p"]:.3g})  correlation Frobenius {j["corr_frobenius"]:.4g}')
     if report.get('selection'):
         s = report['selection']
-        lines.append(f'--select kept {len(s["kept"])} features: {", ".join(plots.short_name(n) for n in s["kept"])}')
-    lines.append(f'Wrote features.csv, report.json, qq_plots.png, wasserstein.png to {outdir}')
+        dropped = len(s['dropped_cv']) + len(s['dropped_constant']) + len(s['dropped_rho'])
+        lines.append(f'--select kept {len(s["kept"])} of {len(s["kept"]) + dropped} features (see selection.json)')
+    lines.append(f'Wrote features.csv, report.json, qq_plots.png, wasserstein.png{", selection.json" * bool(report.get("selection"))} '
+                 f'to {outdir}')
     return '\n'.join(lines)
 
 #----------------------------------------------------------------------------
