@@ -83,8 +83,8 @@ def resolve_features(spec: str | None, params_classes: dict | None, roi: str) ->
     if spec is not None:
         return features.parse_features(spec)
     if params_classes is not None:
-        return features.parse_features([f'{cls}_{name}' for cls, names in params_classes.items() for name in names or []]
-                                       + [cls for cls, names in params_classes.items() if not names])
+        named = [f'{cls}_{name}' for cls, names in params_classes.items() for name in names or []]
+        return features.parse_features(named + [cls for cls, names in params_classes.items() if not names])
     return features.all_feature_names([c for c in features.CLASS_FEATURES if roi != 'box' or c != 'shape'])
 
 #----------------------------------------------------------------------------
@@ -138,10 +138,19 @@ def extract_group(cases: list, options: features.ExtractOptions, workers: int, g
     return np.array([[r[n] for n in options.features] for r in results], dtype=np.float64).reshape(len(cases), -1)
 
 
-def run(reals: str, fakes: str, outdir: str, reference: str | None = None, options=features.ExtractOptions(),
-        seg: str | None = None, select: tuple[float, float] | None = None, workers: int = 1,
-        progress: bool = True) -> dict:
-    """Extract, compare, plot and write the outputs; returns the report.
+def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
+        options: features.ExtractOptions = features.ExtractOptions(), seg: str | None = None,
+        select: tuple[float, float] | None = None, workers: int = 1, progress: bool = True) -> dict:
+    """Extract, compare, plot and write the outputs; returns the report (with the selection under 'selection').
+
+    Args:
+        reals, fakes, reference: Dataset zip or folder of each group (reference may be None).
+        outdir: Output folder, created when missing.
+        options: Settings, features and ROI.
+        seg: Mask file pattern in folders ('*' = the volume's name); None: NAME_seg.<ext>.
+        select: (max_cv, max_rho) of the curation, or None for all features.
+        workers: Extraction processes.
+        progress: Show progress bars on stderr.
 
     Raises:
         ValueError: bad inputs (one line naming the file or option).
@@ -191,8 +200,9 @@ def summary(report: dict, outdir: str) -> str:
         s = report['selection']
         dropped = len(s['dropped_cv']) + len(s['dropped_constant']) + len(s['dropped_rho'])
         lines.append(f'--select kept {len(s["kept"])} of {len(s["kept"]) + dropped} features (see selection.json)')
-    lines.append(f'Wrote features.csv, report.json, qq_plots.png, wasserstein.png{", selection.json" * bool(report.get("selection"))} '
-                 f'to {outdir}')
+    written = 'features.csv, report.json, qq_plots.png, wasserstein.png'
+    written += ', selection.json' if report.get('selection') else ''
+    lines.append(f'Wrote {written} to {outdir}')
     return '\n'.join(lines)
 
 #----------------------------------------------------------------------------

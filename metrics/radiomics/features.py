@@ -291,6 +291,10 @@ def extract(image: sitk.Image, mask: sitk.Image | None, options: ExtractOptions,
     return {k: float(values[k]) for k in options.features}
 
 
+def _init_worker() -> None:
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # Parallel across volumes: one thread per process.
+
+
 def _extract_job(job: tuple[Callable, ExtractOptions]) -> dict[str, float]:
     load, options = job
     image, mask, name, mask_name = load()
@@ -315,5 +319,5 @@ def extract_many(loaders: Sequence[Callable], options: ExtractOptions, workers: 
     if workers <= 1 or len(jobs) <= 1:
         return list(wrap(map(_extract_job, jobs)))
     context = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods() else None)
-    with context.Pool(min(workers, len(jobs))) as pool:
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
         return list(wrap(pool.imap(_extract_job, jobs, chunksize=1)))

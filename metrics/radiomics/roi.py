@@ -186,7 +186,8 @@ def prepare(image: sitk.Image, roi_mask: sitk.Image, settings: Settings, name: s
     mask = sitk.GetArrayViewFromImage(roi_mask) > 0  # [D, H, W]
     check_roi(mask, settings, name)
     array, mask = crop(sitk.GetArrayViewFromImage(image), mask)
-    return Roi(np.asarray(array, dtype=np.float64), np.ascontiguousarray(mask), tuple(image.GetSpacing()))
+    # np.array copies: the view dies with image, which may be a temporary of this function (normalised, resampled).
+    return Roi(np.array(array, dtype=np.float64), np.ascontiguousarray(mask), tuple(image.GetSpacing()))
 
 #----------------------------------------------------------------------------
 # Discretisation.

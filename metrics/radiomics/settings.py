@@ -88,8 +88,10 @@ def _convert(name: str, value: Any) -> Any:
         return None if value is None else tuple(float(v) for v in value)
     if name in ('binWidth', 'voxelArrayShift', 'normalizeScale', 'gldm_a'):
         return float(value)
-    if name in ('binCount', 'minimumROISize', 'removeOutliers'):
-        return None if value is None else (float(value) if name == 'removeOutliers' else int(value))
+    if name == 'removeOutliers':
+        return None if value is None else float(value)
+    if name in ('binCount', 'minimumROISize'):
+        return None if value is None else int(value)
     if name in ('label', 'padDistance', 'minimumROIDimensions'):
         return int(value)
     if name in ('normalize', 'symmetricalGLCM'):

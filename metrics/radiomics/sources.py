@@ -87,7 +87,8 @@ def zip_cases(path: str) -> tuple[list[ZipCase], tuple[int, int, int]]:
     Today's packed datasets hold no label maps; when they do, this is the one place that pairs them.
     """
     dataset = _open_dataset(path)
-    names = [os.path.splitext(os.path.basename(f))[0] for f in dataset._fnames]
+    members = dataset._fnames  # The packed .npy members in index order (the dataset has no public accessor yet).
+    names = [os.path.splitext(os.path.basename(f))[0] for f in members]
     size = tuple(int(s) for s in dataset.img_shape[::-1])
     return [ZipCase(name, path, i) for i, name in enumerate(names)], size
 

@@ -9,13 +9,17 @@ this project uses scikit-image's Lorensen table, which splits some ambiguous and
 differently; the vertices (so the diameters) are the same, the triangles differ, so MeshVolume, SurfaceArea and
 what derives from them (SurfaceVolumeRatio, Sphericity) differ by up to about 0.3 %. They are held to PyRadiomics'
 own test tolerance, 3 % relative (its tests/testUtils.py). Run with -s to see the largest difference per class.
+
+The tables have more columns; those whose settings this module implements are checked too (`_normalization`:
+z-scored image, scale 100, bin width 5; `_FBN`: 64 fixed bins; `_combined`: GLCM/GLRLM angles merged before the
+features). The others need settings that are refused with an error rather than computed differently: `_2d`
+(force2D), `_flatRegion` and `_resegmentation` (resegmentRange/resegmentMode).
 """
 
 import ast
 import csv
 import os
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -23,6 +27,8 @@ from metrics.radiomics import features, settings
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'radiomics')
 COLUMNS = ('brain1', 'brain1_resampling', 'breast1', 'breast1_resampling')
+EXTRA_VARIANTS = ('normalization', 'FBN', 'combined')
+REFUSED_VARIANTS = {'2d': 'force2D', 'flatRegion': 'resegmentRange', 'resegmentation': 'resegment'}
 MESH_FEATURES = {'MeshVolume', 'SurfaceArea', 'SurfaceVolumeRatio', 'Sphericity'}  # See the module docstring.
 EXACT, PYRADIOMICS_TOLERANCE = 1e-6, 0.03
 
@@ -55,12 +61,13 @@ def compute(cls: str, column: dict[str, str], case: str) -> dict[str, float]:
 def test_every_feature_matches_the_pyradiomics_baseline(cls):
     baseline = read_baseline(cls)
     failures, largest = [], {}
-    for name in COLUMNS:
+    extra = [f'{case}_{v}' for case in ('brain1', 'breast1') for v in EXTRA_VARIANTS if f'{case}_{v}' in baseline]
+    for name in COLUMNS + tuple(extra):
         column = baseline[name]
         wanted = {k: float(v) for k, v in column.items() if k.startswith(f'original_{cls}_')}
-        assert sorted(wanted) == sorted(features.all_feature_names([cls])), 'the class has other features than PyRadiomics'
+        assert sorted(wanted) == sorted(features.all_feature_names([cls])), 'other features than PyRadiomics has'
         got = compute(cls, column, name.split('_')[0])
-        kind = 'resampling' if name.endswith('_resampling') else 'plain'
+        kind = name.split('_', 1)[1] if '_' in name else 'plain'
         for feature, want in wanted.items():
             diff = relative_difference(got[feature], want)
             short = feature.split('_')[-1]
@@ -69,6 +76,17 @@ def test_every_feature_matches_the_pyradiomics_baseline(cls):
             largest[key] = max(largest.get(key, (0.0, '')), (diff, f'{name}:{short}'))
             if not diff < tolerance:
                 failures.append(f'{name} {short}: got {got[feature]!r}, PyRadiomics {want!r}, rel. diff {diff:.2e}')
-    report = ', '.join(f'{kind}/{group} {diff:.1e} ({where})' for (kind, group), (diff, where) in sorted(largest.items()))
+    report = ', '.join(f'{kind}/{group} {diff:.1e} ({where})'
+                       for (kind, group), (diff, where) in sorted(largest.items()))
     print(f'\n{cls}: largest relative difference: {report}')
     assert not failures, '\n'.join(failures)
+
+
+def test_columns_with_unimplemented_settings_are_refused():
+    for cls in features.CLASS_FEATURES:
+        for name, column in read_baseline(cls).items():
+            variant = name.split('_', 1)[1] if '_' in name else ''
+            if variant in REFUSED_VARIANTS:
+                config = ast.literal_eval(column['diagnostics_Configuration_Settings'])
+                with pytest.raises(ValueError, match=REFUSED_VARIANTS[variant]):
+                    settings.settings_from_dict(config)
