@@ -47,8 +47,6 @@ import tqdm
 
 from metrics.radiomics import compare, features, plots, settings as settings_lib, sources
 
-GROUPS = ('real', 'fake', 'reference')
-
 #----------------------------------------------------------------------------
 # Inputs.
 
@@ -125,6 +123,15 @@ def figure_png(fig) -> bytes:
     fig.savefig(buffer, format='png')
     return buffer.getvalue()
 
+def render_plots(values: dict[str, np.ndarray], names: list[str], report: dict) -> dict[str, bytes]:
+    """qq_plots.png and wasserstein.png from each group's features [N, F] (standardised here by the reals)."""
+    z = {g: compare.standardize(v, values['real']) for g, v in values.items()}
+    distances = {key: [report[key]['per_feature'][n]['wasserstein'] for n in names] if report[key] else None
+                 for key in ('fake_vs_real', 'reference_vs_real')}
+    return {'qq_plots.png': figure_png(plots.qq_grid(names, z['real'], z['fake'], z.get('reference'))),
+            'wasserstein.png': figure_png(plots.wasserstein_bars(names, distances['fake_vs_real'],
+                                                                 distances['reference_vs_real']))}
+
 #----------------------------------------------------------------------------
 # The importable core.
 
@@ -170,19 +177,11 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
     columns = [names.index(n) for n in kept]
     report = {f'{g}_vs_real': (compare.compare(values[g][:, columns], values['real'][:, columns], kept)
                                if g in values else None) for g in ('fake', 'reference')}
-    z = {g: compare.standardize(v[:, columns], values['real'][:, columns]) for g, v in values.items()}
-    outputs = {
-        'features.csv': features_csv(rows, names),
-        'report.json': to_json(report),
-        'qq_plots.png': figure_png(plots.qq_grid(kept, z['real'], z['fake'], z.get('reference'))),
-        'wasserstein.png': figure_png(plots.wasserstein_bars(
-            kept, [report['fake_vs_real']['per_feature'][n]['wasserstein'] for n in kept],
-            None if reference is None else [report['reference_vs_real']['per_feature'][n]['wasserstein']
-                                            for n in kept])),
-    }
+    outputs = {'features.csv': features_csv(rows, names), 'report.json': to_json(report),
+               **render_plots({g: v[:, columns] for g, v in values.items()}, kept, report)}
     if selection is not None:
         outputs['selection.json'] = to_json(selection)
-    os.makedirs(outdir, exist_ok=True)
+    os.makedirs(outdir, exist_ok=True)  # Only now: a failure above leaves no folder and no file behind.
     for fname, data in outputs.items():
         write_file(os.path.join(outdir, fname), data)
     return dict(report, selection=selection)
