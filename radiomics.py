@@ -45,7 +45,14 @@ import click
 import numpy as np
 import tqdm
 
-from metrics.radiomics import compare, features, plots, settings as settings_lib, sources
+import dnnlib
+from metrics.radiomics import settings as settings_lib
+
+# Imported at first use, so --help answers at once (these pull in SciPy, SimpleITK and matplotlib).
+compare = dnnlib.util.lazy_import('metrics.radiomics.compare')
+features = dnnlib.util.lazy_import('metrics.radiomics.features')
+plots = dnnlib.util.lazy_import('metrics.radiomics.plots')
+sources = dnnlib.util.lazy_import('metrics.radiomics.sources')
 
 #----------------------------------------------------------------------------
 # Inputs.
@@ -90,9 +97,8 @@ def resolve_features(spec: str | None, params_classes: dict | None, roi: str) ->
 
 
 def write_file(path: str, data: bytes) -> None:
-    """Write through a temporary file in the same folder, fsync, rename: never a half-written output."""
-    from training.training_loop import atomic_write  # The project's one writer (moving to dnnlib.util).
-    atomic_write(path, lambda f: f.write(data))
+    """Write through the project's one writer (temporary file, fsync, rename): never a half-written output."""
+    dnnlib.util.atomic_write_bytes(path, data)
 
 
 def features_csv(rows: list[tuple[str, str, dict[str, float]]], names: list[str]) -> bytes:
@@ -137,32 +143,35 @@ def render_plots(values: dict[str, np.ndarray], names: list[str], report: dict) 
 
 
 def extract_group(cases: list, options: features.ExtractOptions, workers: int, group: str,
-                  progress: bool) -> np.ndarray:
-    """Features [N, F] of a group's volumes (columns in options.features order), with a progress bar."""
-    bar = lambda it: tqdm.tqdm(it, total=len(cases), desc=f'{group:9s}', unit='vol', disable=not progress,  # noqa: E731
+                  progress: bool | None) -> np.ndarray:
+    """Features [N, F] of a group's volumes (columns in options.features order), with a progress bar (progress
+    None: on a terminal only)."""
+    disable = None if progress is None else not progress  # tqdm's None: shown on a terminal only.
+    bar = lambda it: tqdm.tqdm(it, total=len(cases), desc=f'{group:9s}', unit='vol', disable=disable,  # noqa: E731
                                file=sys.stderr, dynamic_ncols=True)
     results = features.extract_many(cases, options, workers=workers, progress=bar)
     return np.array([[r[n] for n in options.features] for r in results], dtype=np.float64).reshape(len(cases), -1)
 
 
 def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
-        options: features.ExtractOptions = features.ExtractOptions(), seg: str | None = None,
-        select: tuple[float, float] | None = None, workers: int = 1, progress: bool = True) -> dict:
+        options: features.ExtractOptions | None = None, seg: str | None = None,
+        select: tuple[float, float] | None = None, workers: int = 1, progress: bool | None = None) -> dict:
     """Extract, compare, plot and write the outputs; returns the report (with the selection under 'selection').
 
     Args:
         reals, fakes, reference: Dataset zip or folder of each group (reference may be None).
         outdir: Output folder, created when missing.
-        options: Settings, features and ROI.
+        options: Settings, features and ROI; None: PyRadiomics' defaults, every feature, the mask.
         seg: Mask file pattern in folders ('*' = the volume's name); None: NAME_seg.<ext>.
         select: (max_cv, max_rho) of the curation, or None for all features.
         workers: Extraction processes.
-        progress: Show progress bars on stderr.
+        progress: Progress bars on stderr; None: on a terminal only.
 
     Raises:
         ValueError: bad inputs (one line naming the file or option).
         OSError: an output that cannot be written.
     """
+    options = options or features.ExtractOptions()
     paths = {'real': reals, 'fake': fakes, 'reference': reference}
     cases = {g: find_group(p, g, seg, options) for g, p in paths.items() if p is not None}
     values = {g: extract_group(c, options, workers, g, progress) for g, c in cases.items()}
@@ -224,7 +233,7 @@ def parse_box(text: str | None) -> tuple[float, float, float] | None:
     return tuple(parts)
 
 
-@click.command(help=__doc__)
+@click.command(cls=dnnlib.cli.Command, help=__doc__)
 # Inputs and outputs.
 @click.option('--reals', help='Real volumes: dataset zip (dataset_tool.py) or folder of volumes', metavar='PATH',
               required=True)
@@ -236,7 +245,7 @@ def parse_box(text: str | None) -> tuple[float, float, float] | None:
               metavar='GLOB')
 # Features.
 @click.option('--roi', help='Region: mask (label value), box (fixed mm box), split (box; shape on the mask)',
-              type=click.Choice(features.ROI_MODES), default='mask', show_default=True)
+              type=click.Choice(settings_lib.ROI_MODES), default='mask', show_default=True)
 @click.option('--box', 'box_text', help='Box size for --roi box/split, centred on the mask (or the volume)',
               metavar='X,Y,Z_MM')
 @click.option('--features', 'feature_spec', help='Classes or names, e.g. firstorder,glcm_Contrast [default: all]',
@@ -246,16 +255,16 @@ def parse_box(text: str | None) -> tuple[float, float, float] | None:
 # Curation.
 @click.option('--select', is_flag=True, help='Curate the features as the paper: variability, then redundancy')
 @click.option('--max-cv', help='--select: drop features whose coefficient of variation over the reals exceeds this',
-              type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+              type=dnnlib.cli.FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option('--max-rho', help='--select: of each pair with |Spearman rho| above this, drop one',
-              type=click.FloatRange(min=0, max=1), default=0.9, show_default=True)
+              type=dnnlib.cli.FiniteFloatRange(min=0, max=1), default=0.9, show_default=True)
 # Performance.
 @click.option('--workers', help='Processes extracting features', type=click.IntRange(min=1), default=1,
               show_default=True)
-@click.option('--verbose', help='Show progress bars', type=bool, metavar='BOOL', default=True, show_default=True)
+@click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
 def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | None, roi: str, box_text: str | None,
          feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, workers: int,
-         verbose: bool) -> None:
+         verbose: bool | None) -> None:
     reals, fakes, outdir = (os.path.expanduser(p) for p in (reals, fakes, outdir))
     reference = os.path.expanduser(reference) if reference else None
     if os.path.exists(outdir) and not os.path.isdir(outdir):

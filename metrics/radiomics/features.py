@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from . import roi as roi_lib
 from . import texture
-from .settings import Settings
+from .settings import ROI_MODES, Settings
 
 EPS = np.spacing(1)
 
@@ -225,8 +225,6 @@ def compute_class(cls: str, roi: roi_lib.Roi, levels: np.ndarray | None, setting
 
 #----------------------------------------------------------------------------
 # Extraction.
-
-ROI_MODES = ('mask', 'box', 'split')
 
 
 @dataclasses.dataclass(frozen=True)

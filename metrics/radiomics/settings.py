@@ -19,6 +19,7 @@ INTERPOLATORS = ('sitkNearestNeighbor', 'sitkLinear', 'sitkBSpline', 'sitkGaussi
                  'sitkHammingWindowedSinc', 'sitkCosineWindowedSinc', 'sitkWelchWindowedSinc',
                  'sitkLanczosWindowedSinc', 'sitkBlackmanWindowedSinc')
 WEIGHTING_NORMS = ('manhattan', 'euclidean', 'infinity', 'no_weighting')
+ROI_MODES = ('mask', 'box', 'split')  # The label's voxels; a fixed box; the box, but shape from the mask.
 
 # Settings whose value never changes the original image's features (checks, logging, filter parameters).
 _IGNORED = {'additionalInfo', 'geometryTolerance', 'correctMask', 'preCrop', 'enableCExtensions', 'force2Ddimension',
