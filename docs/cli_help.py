@@ -21,6 +21,7 @@ COMMANDS = [  # (how a user runs it, module, attribute, subcommand)
     ('python style_mixing.py', 'style_mixing', 'main', None),
     ('python projector.py', 'projector', 'main', None),
     ('python calc_metrics.py', 'calc_metrics', 'main', None),
+    ('python radiomics.py', 'radiomics', 'main', None),
     ('python legacy.py export', 'legacy', 'cli', 'export'),
     ('python demo.py', 'demo', 'main', None),
 ]

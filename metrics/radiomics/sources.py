@@ -1,0 +1,167 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Where radiomics.py finds volumes and their masks: a folder of volume files, or a dataset zip.
+
+In a folder (searched recursively), the mask of `NAME.<ext>` is `NAME_seg.<ext>` beside it, the naming generate.py
+uses for jointly generated label maps. A mask pattern with one `*` standing for the volume's name overrides this:
+`*_mask.nii.gz` (beside the volume) or `labels/*.nii.gz` (relative to the folder). Files that are masks are never
+taken as volumes. A dataset zip made by dataset_tool.py is read with training.dataset; its volumes get the
+spacing and direction of its dataset.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+import SimpleITK as sitk
+
+from training import volume_io
+
+DEFAULT_SEG_SUFFIX = '_seg'
+
+#----------------------------------------------------------------------------
+# Cases: picklable loaders, so worker processes read their own volumes.
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCase:
+    """A volume file and its mask file (or None)."""
+    name: str               # The file stem: the `case` column of features.csv.
+    image_path: str
+    mask_path: str | None
+
+    def __call__(self) -> tuple[sitk.Image, sitk.Image | None, str, str | None]:
+        image = volume_io.read_image(self.image_path)
+        mask = volume_io.read_image(self.mask_path) if self.mask_path else None
+        return image, mask, self.image_path, self.mask_path
+
+    def size(self) -> tuple[int, int, int]:
+        """Voxels (x, y, z), read from the header only."""
+        if self.image_path.lower().endswith('.npy'):
+            try:
+                shape = np.load(self.image_path, mmap_mode='r', allow_pickle=False).shape
+            except (OSError, ValueError) as e:
+                raise ValueError(f'cannot read {self.image_path}: {e}') from None
+            return tuple(int(s) for s in shape[::-1])
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(self.image_path)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as e:
+            raise ValueError(f'cannot read {self.image_path}: {volume_io.sitk_error_message(e)}') from None
+        return tuple(int(s) for s in reader.GetSize())
+
+
+_DATASETS: dict[str, object] = {}  # One open dataset per zip and process.
+
+
+@dataclasses.dataclass(frozen=True)
+class ZipCase:
+    """One volume of a dataset zip (its first channel), with the dataset's spacing and direction; no mask."""
+    name: str
+    path: str
+    index: int
+
+    def __call__(self) -> tuple[sitk.Image, None, str, None]:
+        dataset = _open_dataset(self.path)
+        volume = dataset[self.index][0]  # [C, D, H, W], stored units.
+        image = volume_io.array_to_image(volume[0], dataset.spacing, dataset.direction)
+        return image, None, f'{self.path}:{self.name}', None
+
+
+def _open_dataset(path: str):
+    from training.dataset import VolumeFolderDataset
+    if path not in _DATASETS:
+        _DATASETS[path] = VolumeFolderDataset(path)
+    return _DATASETS[path]
+
+#----------------------------------------------------------------------------
+# Finding cases.
+
+
+def zip_cases(path: str) -> tuple[list[ZipCase], tuple[int, int, int]]:
+    """The volumes of a dataset zip (or dataset folder) and their size (x, y, z).
+
+    Today's packed datasets hold no label maps; when they do, this is the one place that pairs them.
+    """
+    dataset = _open_dataset(path)
+    members = dataset._fnames  # The packed .npy members in index order (the dataset has no public accessor yet).
+    names = [os.path.splitext(os.path.basename(f))[0] for f in members]
+    size = tuple(int(s) for s in dataset.img_shape[::-1])
+    return [ZipCase(name, path, i) for i, name in enumerate(names)], size
+
+
+def _seg_regex(pattern: str) -> re.Pattern:
+    head, tail = pattern.split('*')
+    return re.compile(re.escape(head) + '(.+)' + re.escape(tail) + r'\Z', flags=re.IGNORECASE)
+
+
+def _mask_path(root: str, path: str, seg: str | None) -> str:
+    """Where the mask of the volume at path would be."""
+    ext = volume_io.volume_extension(path)
+    stem = os.path.basename(path)[:-len(ext)]
+    if seg is None:
+        return os.path.join(os.path.dirname(path), f'{stem}{DEFAULT_SEG_SUFFIX}{ext}')
+    base = root if '/' in seg else os.path.dirname(path)
+    return os.path.join(base, *seg.replace('*', stem).split('/'))
+
+
+def _is_mask(root: str, path: str, seg: str | None) -> bool:
+    if seg is None:
+        ext = volume_io.volume_extension(path)
+        return os.path.basename(path)[:-len(ext)].lower().endswith(DEFAULT_SEG_SUFFIX)
+    rel = os.path.relpath(path, root).replace(os.sep, '/')
+    return _seg_regex(seg).match(rel if '/' in seg else os.path.basename(path)) is not None
+
+
+def folder_cases(root: str, seg: str | None = None) -> list[FileCase]:
+    """The volumes in a folder (recursively, sorted by path) with the mask files that exist for them.
+
+    Args:
+        root: The folder.
+        seg: Mask pattern with exactly one '*' (the volume's name), or None for NAME_seg.<ext> beside each volume.
+
+    Raises:
+        ValueError: the folder does not exist or holds no volumes; a malformed pattern.
+    """
+    if seg is not None and seg.count('*') != 1:
+        raise ValueError(f'mask pattern "{seg}" must hold exactly one "*" (the volume\'s name)')
+    if not os.path.isdir(root):
+        raise ValueError(f'{root} is not a folder')
+    cases = []
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for fname in sorted(files):
+            path = os.path.join(folder, fname)
+            if volume_io.volume_extension(fname) is None or fname.startswith('.') or _is_mask(root, path, seg):
+                continue
+            mask = _mask_path(root, path, seg)
+            cases.append(FileCase(volume_io.strip_extension(fname), path, mask if os.path.isfile(mask) else None))
+    if not cases:
+        raise ValueError(f'{root} holds no volumes ({", ".join(volume_io.READ_EXTENSIONS)})')
+    return cases
+
+
+def check_masks(cases: list[FileCase], root: str, seg: str | None, required: bool) -> None:
+    """Raise ValueError when a mask is required but missing, or when only some volumes of a group have one."""
+    missing = [c for c in cases if c.mask_path is None]
+    if not missing or (len(missing) == len(cases) and not required):
+        return
+    expected = _mask_path(root, missing[0].image_path, seg)
+    if required:
+        raise ValueError(f'no mask for {missing[0].image_path}: expected {expected} '
+                         f'({len(missing)} of {len(cases)} volumes lack one; --seg sets the pattern)')
+    raise ValueError(f'{missing[0].image_path} has no mask ({expected}) while other volumes of its group have one; '
+                     f'give every volume a mask or none')
+
+
+def check_sizes(cases: list, sizes: list[tuple[int, int, int]], group: str) -> tuple[int, int, int]:
+    """The group's common size (x, y, z), or ValueError naming the first volume of another size."""
+    for case, size in zip(cases, sizes):
+        if size != sizes[0]:
+            show = lambda s: 'x'.join(map(str, s))  # noqa: E731
+            raise ValueError(f'{group} volumes differ in size: {getattr(case, "image_path", case.name)} is '
+                             f'{show(size)}, {getattr(cases[0], "image_path", cases[0].name)} is {show(sizes[0])}')
+    return sizes[0]

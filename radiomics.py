@@ -1,0 +1,296 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Compare synthetic and real volumes by radiomics features, as the prostate 3D-StyleGAN2-ADA paper did.
+
+Extracts PyRadiomics-compatible features (first order, shape, GLCM, GLRLM, GLSZM, GLDM, NGTDM; PyRadiomics' names
+and settings) from every real, synthetic and (optionally) second real volume, and compares each group with the real
+set: per feature the Kolmogorov-Smirnov and Levene tests, the Wasserstein distance and the QQ alignment; jointly
+the Mahalanobis distance, Hotelling's T^2 and the distance between the feature correlation matrices. A second real
+set (--reference) gives the real-vs-real baseline to read the numbers against.
+
+Writes to --outdir: features.csv (one row per volume), report.json (the statistics), qq_plots.png and
+wasserstein.png; with --select also selection.json (the curated features).
+
+In a folder the mask of NAME.nii.gz is NAME_seg.nii.gz beside it (as generate.py writes label maps); --seg sets
+another pattern. Intensities are compared in the units the files hold: a packed dataset and the volumes
+generate.py writes both hold the stored units (uint8 0-255 by default), where PyRadiomics' default bin width of 25
+gives only about 10 gray levels; a parameter file with a smaller binWidth (--params) gives finer texture.
+
+Examples:
+
+\b
+  # Generated volumes with their label maps against a folder of real volumes and masks.
+  python radiomics.py --reals=~/data/prostate_nifti --fakes=synth --outdir=radiomics-out
+
+\b
+  # Against a packed dataset (no masks yet): a 40x40x24 mm box at the centre of every volume.
+  python radiomics.py --reals=prostate.zip --fakes=synth --roi=box --box=40,40,24 --outdir=radiomics-out
+
+\b
+  # The paper's set-up: box for first order and texture, mask for shape, curated features, real-vs-real baseline,
+  # PyRadiomics settings from a parameter file, 2 worker processes.
+  python radiomics.py --reals=train_real --reference=test_real --fakes=synth --roi=split --box=40,40,24 \\
+      --select --params=params.yaml --workers=2 --outdir=radiomics-out
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+
+import click
+import numpy as np
+import tqdm
+
+import dnnlib
+from metrics.radiomics import settings as settings_lib
+
+# Imported at first use, so --help answers at once (these pull in SciPy, SimpleITK and matplotlib).
+compare = dnnlib.util.lazy_import('metrics.radiomics.compare')
+features = dnnlib.util.lazy_import('metrics.radiomics.features')
+plots = dnnlib.util.lazy_import('metrics.radiomics.plots')
+sources = dnnlib.util.lazy_import('metrics.radiomics.sources')
+
+#----------------------------------------------------------------------------
+# Inputs.
+
+
+def is_dataset(path: str) -> bool:
+    """A dataset made by dataset_tool.py: a .zip, or a folder with dataset.json at its root."""
+    return path.lower().endswith('.zip') or os.path.isfile(os.path.join(path, 'dataset.json'))
+
+
+def find_group(path: str, group: str, seg: str | None, options: features.ExtractOptions) -> list:
+    """The cases of one group, checked: masks where needed, one volume size.
+
+    Raises:
+        ValueError: a missing path, no volumes, missing masks, volumes of different sizes.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f'{group} volumes: {path} does not exist')
+    if is_dataset(path):
+        if options.needs_mask:
+            raise ValueError(f'dataset {path} holds no label maps, and --roi {options.roi} needs masks: use --roi box, '
+                             f'or pack the dataset with --seg')
+        cases, _ = sources.zip_cases(path)  # A packed dataset holds volumes of one size.
+        return cases
+    cases = sources.folder_cases(path, seg)
+    sources.check_masks(cases, path, seg, required=options.needs_mask)
+    sources.check_sizes(cases, [case.size() for case in cases], group)
+    return cases
+
+
+def resolve_features(spec: str | None, params_classes: dict | None, roi: str) -> list[str]:
+    """--features, else the parameter file's featureClass section, else all (all but shape for --roi box)."""
+    if spec is not None:
+        return features.parse_features(spec)
+    if params_classes is not None:
+        named = [f'{cls}_{name}' for cls, names in params_classes.items() for name in names or []]
+        return features.parse_features(named + [cls for cls, names in params_classes.items() if not names])
+    return features.all_feature_names([c for c in features.CLASS_FEATURES if roi != 'box' or c != 'shape'])
+
+#----------------------------------------------------------------------------
+# Outputs.
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write through the project's one writer (temporary file, fsync, rename): never a half-written output."""
+    dnnlib.util.atomic_write_bytes(path, data)
+
+
+def features_csv(rows: list[tuple[str, str, dict[str, float]]], names: list[str]) -> bytes:
+    """features.csv: case, group, then one column per feature (full precision)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator='\n')
+    writer.writerow(['case', 'group', *names])
+    for case, group, values in rows:
+        writer.writerow([case, group, *(repr(float(values[n])) for n in names)])
+    return buffer.getvalue().encode()
+
+
+def to_json(obj) -> bytes:
+    """JSON with NaN and infinities as null (JSON has no NaN)."""
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        return x
+    return (json.dumps(clean(obj), indent=2) + '\n').encode()
+
+
+def figure_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png')
+    return buffer.getvalue()
+
+def render_plots(values: dict[str, np.ndarray], names: list[str], report: dict) -> dict[str, bytes]:
+    """qq_plots.png and wasserstein.png from each group's features [N, F] (standardised here by the reals)."""
+    z = {g: compare.standardize(v, values['real']) for g, v in values.items()}
+    distances = {key: [report[key]['per_feature'][n]['wasserstein'] for n in names] if report[key] else None
+                 for key in ('fake_vs_real', 'reference_vs_real')}
+    return {'qq_plots.png': figure_png(plots.qq_grid(names, z['real'], z['fake'], z.get('reference'))),
+            'wasserstein.png': figure_png(plots.wasserstein_bars(names, distances['fake_vs_real'],
+                                                                 distances['reference_vs_real']))}
+
+#----------------------------------------------------------------------------
+# The importable core.
+
+
+def extract_group(cases: list, options: features.ExtractOptions, workers: int, group: str,
+                  progress: bool | None) -> np.ndarray:
+    """Features [N, F] of a group's volumes (columns in options.features order), with a progress bar (progress
+    None: on a terminal only)."""
+    disable = None if progress is None else not progress  # tqdm's None: shown on a terminal only.
+    bar = lambda it: tqdm.tqdm(it, total=len(cases), desc=f'{group:9s}', unit='vol', disable=disable,  # noqa: E731
+                               file=sys.stderr, dynamic_ncols=True)
+    results = features.extract_many(cases, options, workers=workers, progress=bar)
+    return np.array([[r[n] for n in options.features] for r in results], dtype=np.float64).reshape(len(cases), -1)
+
+
+def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
+        options: features.ExtractOptions | None = None, seg: str | None = None,
+        select: tuple[float, float] | None = None, workers: int = 1, progress: bool | None = None) -> dict:
+    """Extract, compare, plot and write the outputs; returns the report (with the selection under 'selection').
+
+    Args:
+        reals, fakes, reference: Dataset zip or folder of each group (reference may be None).
+        outdir: Output folder, created when missing.
+        options: Settings, features and ROI; None: PyRadiomics' defaults, every feature, the mask.
+        seg: Mask file pattern in folders ('*' = the volume's name); None: NAME_seg.<ext>.
+        select: (max_cv, max_rho) of the curation, or None for all features.
+        workers: Extraction processes.
+        progress: Progress bars on stderr; None: on a terminal only.
+
+    Raises:
+        ValueError: bad inputs (one line naming the file or option).
+        OSError: an output that cannot be written.
+    """
+    options = options or features.ExtractOptions()
+    paths = {'real': reals, 'fake': fakes, 'reference': reference}
+    cases = {g: find_group(p, g, seg, options) for g, p in paths.items() if p is not None}
+    values = {g: extract_group(c, options, workers, g, progress) for g, c in cases.items()}
+    names = list(options.features)
+    rows = [(case.name, g, dict(zip(names, row))) for g in cases for case, row in zip(cases[g], values[g])]
+    selection = None
+    if select is not None:
+        selection = compare.select_features(values['real'], names, *select)
+        if not selection['kept']:
+            raise ValueError('--select kept no feature: raise --max-cv or --max-rho')
+    kept = selection['kept'] if selection else names
+    columns = [names.index(n) for n in kept]
+    report = {f'{g}_vs_real': (compare.compare(values[g][:, columns], values['real'][:, columns], kept)
+                               if g in values else None) for g in ('fake', 'reference')}
+    outputs = {'features.csv': features_csv(rows, names), 'report.json': to_json(report),
+               **render_plots({g: v[:, columns] for g, v in values.items()}, kept, report)}
+    if selection is not None:
+        outputs['selection.json'] = to_json(selection)
+    os.makedirs(outdir, exist_ok=True)  # Only now: a failure above leaves no folder and no file behind.
+    for fname, data in outputs.items():
+        write_file(os.path.join(outdir, fname), data)
+    return dict(report, selection=selection)
+
+
+def summary(report: dict, outdir: str) -> str:
+    """A few lines for the terminal: the joint statistics of each comparison and where the outputs are."""
+    lines = []
+    for key in ('fake_vs_real', 'reference_vs_real'):
+        if report.get(key):
+            j = report[key]['joint']
+            lines.append(f'{key:18s} Mahalanobis {j["mahalanobis"]:.4g}  Hotelling T2 {j["hotelling_t2"]:.4g} '
+                         f'(p {j["hotelling_p"]:.3g})  correlation Frobenius {j["corr_frobenius"]:.4g}')
+    if report.get('selection'):
+        s = report['selection']
+        dropped = len(s['dropped_cv']) + len(s['dropped_constant']) + len(s['dropped_rho'])
+        lines.append(f'--select kept {len(s["kept"])} of {len(s["kept"]) + dropped} features (see selection.json)')
+    written = 'features.csv, report.json, qq_plots.png, wasserstein.png'
+    written += ', selection.json' if report.get('selection') else ''
+    lines.append(f'Wrote {written} to {outdir}')
+    return '\n'.join(lines)
+
+#----------------------------------------------------------------------------
+# CLI.
+
+
+def parse_box(text: str | None) -> tuple[float, float, float] | None:
+    """'40,40,24' or '40' (mm) -> (x, y, z)."""
+    if text is None:
+        return None
+    try:
+        parts = [float(v) for v in text.split(',')]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or min(parts) <= 0:
+        raise click.BadParameter(f'"{text}" is not a box size: x,y,z or one number, positive, in mm',
+                                 param_hint='--box')
+    return tuple(parts)
+
+
+@click.command(cls=dnnlib.cli.Command, help=__doc__)
+# Inputs and outputs.
+@click.option('--reals', help='Real volumes: dataset zip (dataset_tool.py) or folder of volumes', metavar='PATH',
+              required=True)
+@click.option('--fakes', help='Generated volumes: folder (masks as NAME_seg.<ext> beside them)', metavar='PATH',
+              required=True)
+@click.option('--reference', help='A second real set for the real-vs-real baseline: zip or folder', metavar='PATH')
+@click.option('--outdir', help='Where to write features.csv, report.json and the plots', metavar='DIR', required=True)
+@click.option('--seg', help='Mask file pattern in folders, "*" = the volume\'s name [default: *_seg.<ext>]',
+              metavar='GLOB')
+# Features.
+@click.option('--roi', help='Region: mask (label value), box (fixed mm box), split (box; shape on the mask)',
+              type=click.Choice(settings_lib.ROI_MODES), default='mask', show_default=True)
+@click.option('--box', 'box_text', help='Box size for --roi box/split, centred on the mask (or the volume)',
+              metavar='X,Y,Z_MM')
+@click.option('--features', 'feature_spec', help='Classes or names, e.g. firstorder,glcm_Contrast [default: all]',
+              metavar='LIST')
+@click.option('--params', help='PyRadiomics parameter file (YAML or JSON): setting and featureClass sections',
+              metavar='FILE')
+# Curation.
+@click.option('--select', is_flag=True, help='Curate the features as the paper: variability, then redundancy')
+@click.option('--max-cv', help='--select: drop features whose coefficient of variation over the reals exceeds this',
+              type=dnnlib.cli.FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option('--max-rho', help='--select: of each pair with |Spearman rho| above this, drop one',
+              type=dnnlib.cli.FiniteFloatRange(min=0, max=1), default=0.9, show_default=True)
+# Performance.
+@click.option('--workers', help='Processes extracting features', type=click.IntRange(min=1), default=1,
+              show_default=True)
+@click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
+def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | None, roi: str, box_text: str | None,
+         feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, workers: int,
+         verbose: bool | None) -> None:
+    reals, fakes, outdir = (os.path.expanduser(p) for p in (reals, fakes, outdir))
+    reference = os.path.expanduser(reference) if reference else None
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise click.BadParameter(f'"{outdir}" is a file; expected a folder', param_hint='--outdir')
+    try:
+        settings, classes = settings_lib.read_params(os.path.expanduser(params)) if params else (
+            settings_lib.Settings(), None)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint='--params') from None
+    try:
+        names = resolve_features(feature_spec, classes, roi)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint='--features' if feature_spec else '--params') from None
+    try:
+        options = features.ExtractOptions(settings=settings, features=tuple(names), roi=roi,
+                                          box_mm=parse_box(box_text))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint='--roi') from None
+    print(f'Settings: {settings_lib.describe(settings)}; {len(names)} features; roi {roi}', file=sys.stderr)
+    try:
+        report = run(reals, fakes, outdir, reference, options, seg, (max_cv, max_rho) if select else None, workers,
+                     verbose)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(' '.join(str(e).split())) from None
+    print(summary(report, outdir))
+
+
+if __name__ == '__main__':
+    main()
