@@ -50,7 +50,7 @@ import SimpleITK as sitk
 import tqdm
 
 import dnnlib
-from training import phantom, volume_io
+from volumes import phantom, volume_io
 from training.volume import DATASET_FORMAT
 
 DTYPES = ('uint8', 'uint16')

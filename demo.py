@@ -38,7 +38,7 @@ def check_organ_contrast(volume_dir: str, data_zip: str) -> tuple[float, float]:
     """Mean organ contrast of the generated volumes and of the real phantoms."""
     import nibabel as nib
     from training.dataset import VolumeFolderDataset
-    from training.phantom import organ_contrast
+    from volumes.phantom import organ_contrast
     fakes = [np.asarray(nib.load(path).dataobj, dtype=np.float32) for path in
              sorted(glob.glob(os.path.join(volume_dir, '*.nii.gz')))]
     # NIfTI stores x, y, z; the contrast measure takes [D, H, W].

@@ -27,8 +27,8 @@ import contextlib
 import click
 
 import dnnlib
-from dnnlib.cli import FINITE_FLOAT, FiniteFloatRange
-from training.volume import MAX_SEEDS, WRITE_FORMATS
+from dnnlib.cli import FINITE_FLOAT, MAX_SEEDS, FiniteFloatRange
+from training.volume import WRITE_FORMATS
 
 
 #----------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
 
     import legacy
     from training import generation
-    seed_list = generation.parse_seeds(seeds) if seeds is not None else list(range(count or 0))
+    seed_list = dnnlib.cli.parse_seeds(seeds) if seeds is not None else list(range(count or 0))
     data = legacy.load_network_or_exit(network_pkl)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema'].to(device).eval()

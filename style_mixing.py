@@ -39,8 +39,8 @@ def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_
 
     import legacy
     from training import generation, visualize
-    row_seeds = generation.parse_seeds(rows, param_hint='--rows')
-    col_seeds = generation.parse_seeds(cols, param_hint='--cols')
+    row_seeds = dnnlib.cli.parse_seeds(rows, param_hint='--rows')
+    col_seeds = dnnlib.cli.parse_seeds(cols, param_hint='--cols')
     style_layers = generation.parse_range(styles) if styles is not None else None
     data = legacy.load_network_or_exit(network_pkl)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

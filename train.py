@@ -41,7 +41,7 @@ import click
 
 import dnnlib
 from dnnlib.cli import FiniteFloatRange
-from training import volume_shape
+from training import volume, volume_shape
 
 # Imported at first use, so that --help answers at once.
 torch = dnnlib.util.lazy_import('torch')
@@ -119,9 +119,9 @@ def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, d
     if cond and not dataset.has_labels:
         raise click.BadParameter(f'--cond needs labels in {opts.data}/dataset.json; the dataset has none',
                                  param_hint='--cond')
-    if 'size' in preset and volume_shape.parse_size(preset['size']) != tuple(dataset.img_shape):
+    if 'size' in preset and volume.parse_size(preset['size']) != tuple(dataset.img_shape):
         raise click.BadParameter(f'preset "{opts.cfg}" is for {preset["size"]} volumes but {opts.data} holds '
-                                 f'{volume_shape.format_size(dataset.img_shape)}', param_hint='--cfg')
+                                 f'{volume.format_size(dataset.img_shape)}', param_hint='--cfg')
     desc = dataset.name + ('-cond' if cond else '')
     if opts.subset is not None:
         if not 1 <= opts.subset <= len(dataset):
@@ -196,7 +196,7 @@ def network_kwargs(opts, preset: dict, spec, mbstd: int) -> tuple[dnnlib.EasyDic
     base = None
     if opts.base:
         try:
-            base = list(volume_shape.parse_size(opts.base))
+            base = list(volume.parse_size(opts.base))
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint='--base') from None
     shared = dict(channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,

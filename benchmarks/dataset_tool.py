@@ -21,7 +21,7 @@ import torch
 
 from common import print_table  # noqa: I001 (puts the repo on sys.path)
 import dataset_tool
-from training import phantom, volume_io
+from volumes import phantom, volume_io
 from training.dataset import VolumeFolderDataset
 
 

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from common import print_table  # noqa: I001 (puts the repo on sys.path)
 from metrics.radiomics import features, roi, settings as settings_lib, sources
-from training import phantom, volume_io
+from volumes import phantom, volume_io
 
 PROSTATE_CASES = 750  # The prostate paper's real set.
 

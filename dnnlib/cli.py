@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import math
+import re
 
 import click
+
+MAX_SEED = 2**32 - 1    # numpy's RandomState takes seeds in [0, 2**32).
+MAX_SEEDS = 10_000_000  # A guard against a typo such as 0-99999999999 filling the memory.
 
 
 class FiniteFloat(click.ParamType):
@@ -34,6 +38,24 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f'"{value}" is not a finite number', param, ctx)
         return number
+
+def parse_seeds(text: str, param_hint: str = '--seeds') -> list[int]:
+    """'0-3,9' -> [0, 1, 2, 3, 9]."""
+    seeds: list[int] = []
+    for part in text.split(','):
+        part = part.strip()
+        match = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
+        if match is None:
+            raise click.BadParameter(f'"{part}" is not a seed or a range like 0-9', param_hint=param_hint)
+        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+        if hi < lo:
+            raise click.BadParameter(f'range "{part}" runs backwards', param_hint=param_hint)
+        if hi > MAX_SEED:
+            raise click.BadParameter(f'"{part}": seeds go up to {MAX_SEED}', param_hint=param_hint)
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise click.BadParameter(f'more than {MAX_SEEDS} seeds', param_hint=param_hint)
+        seeds.extend(range(lo, hi + 1))
+    return seeds
 
 #----------------------------------------------------------------------------
 # Usage errors on one line.

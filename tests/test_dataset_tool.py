@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from click.testing import CliRunner
 
 import dataset_tool
-from tests.training.test_volume_io import measured_radius, sphere_image, write_dicom_series
+from tests.volumes.test_volume_io import measured_radius, sphere_image, write_dicom_series
 from training.dataset import VolumeFolderDataset
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])

@@ -18,7 +18,8 @@ import generate
 import legacy
 import projector
 import style_mixing
-from training import generation, projection, volume_io
+from training import generation, projection
+from volumes import volume_io
 from training.networks import Generator
 
 SPACING = (0.5, 0.75, 3.0)                                 # (x, y, z) mm

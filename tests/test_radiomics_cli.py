@@ -12,7 +12,7 @@ import pytest
 
 import dataset_tool
 from metrics.radiomics import compare, features
-from training import phantom, volume_io
+from volumes import phantom, volume_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = (24, 24, 12)  # x, y, z: 2.67 x 2.67 x 6 mm voxels over the phantom's field of view.

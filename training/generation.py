@@ -22,34 +22,15 @@ import tqdm
 
 import dnnlib
 import legacy
-from training import visualize, volume_io
-from training.volume import MAX_SEEDS
+from training import visualize
+from volumes import volume_io
 
 STORED_DTYPES = ('uint8', 'uint16')
 DEFAULT_CLIP_PERCENTILES = (0.5, 99.5)  # dataset_tool.py's default --clip.
-MAX_SEED = 2**32 - 1       # numpy's RandomState takes seeds in [0, 2**32).
 
 #----------------------------------------------------------------------------
 # Parsing.
 
-
-def parse_seeds(text: str, param_hint: str = '--seeds') -> list[int]:
-    """'0-3,9' -> [0, 1, 2, 3, 9]."""
-    seeds: list[int] = []
-    for part in text.split(','):
-        part = part.strip()
-        match = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
-        if match is None:
-            raise click.BadParameter(f'"{part}" is not a seed or a range like 0-9', param_hint=param_hint)
-        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
-        if hi < lo:
-            raise click.BadParameter(f'range "{part}" runs backwards', param_hint=param_hint)
-        if hi > MAX_SEED:
-            raise click.BadParameter(f'"{part}": seeds go up to {MAX_SEED}', param_hint=param_hint)
-        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
-            raise click.BadParameter(f'more than {MAX_SEEDS} seeds', param_hint=param_hint)
-        seeds.extend(range(lo, hi + 1))
-    return seeds
 
 #----------------------------------------------------------------------------
 # Volume metadata: spacing and orientation of the training data.
@@ -269,7 +250,7 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
 def parse_range(text: str) -> list[int]:
     """'0-6' -> [0, 1, 2, 3, 4, 5, 6]; also '2' and '0,3,5'."""
     try:
-        return parse_seeds(text, param_hint='--styles')
+        return dnnlib.cli.parse_seeds(text, param_hint='--styles')
     except click.BadParameter:
         raise click.BadParameter(f'"{text}" is not a layer range like 0-6', param_hint='--styles') from None
 

@@ -2,7 +2,7 @@
 """Building blocks of the 3D networks: equalised-learning-rate layers and the modulated 3D convolution.
 
 Per-axis resampling factors are given in x, y, z order (W, H, D), as the ops in `torch_utils.ops` take them.
-Mixed-precision helpers (`_compute_dtype`, `_REDUCED_DTYPES`) live here too; training/networks.py builds the
+Mixed-precision helpers (`compute_dtype`, `REDUCED_DTYPES`) live here too; training/networks.py builds the
 generator and discriminator from these pieces.
 """
 
@@ -15,52 +15,39 @@ import torch
 
 from torch_utils import misc, persistence
 from torch_utils.ops import bias_act, conv3d_resample, fma, upfirdn3d
+from training.volume import as_xyz, divide_shape
 
-_DEFAULT_FILTER = (1, 3, 3, 1)
-_REDUCED_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
+DEFAULT_FILTER = (1, 3, 3, 1)
+REDUCED_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 #----------------------------------------------------------------------------
 # Helpers.
 
 
-def _xyz(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
-    """An int or an (x, y, z) sequence of positive ints as an (x, y, z) tuple."""
-    values = (int(value),) * 3 if np.isscalar(value) else tuple(int(v) for v in value)
-    if len(values) != 3 or min(values) < 1:
-        raise ValueError(f'{name}: expected a positive int or three positive ints (x, y, z), got {value!r}')
-    return values
-
-
-def _divide_shape(shape: Sequence[int], factors_xyz: Sequence[int]) -> tuple[int, int, int]:
-    """(D, H, W) divided by per-axis factors given in x, y, z order."""
-    fx, fy, fz = factors_xyz
-    return shape[0] // fz, shape[1] // fy, shape[2] // fx
-
-
-def _compute_dtype(use_reduced: bool, precision: str, force_fp32: bool, device: torch.device,
+def compute_dtype(use_reduced: bool, precision: str, force_fp32: bool, device: torch.device,
                    full_dtype: torch.dtype = torch.float32) -> torch.dtype:
     """The dtype a block computes in: reduced precision only on CUDA, else `full_dtype` (the parameters' dtype:
     float32, or float64 after .double() for gradient checks)."""
     if use_reduced and not force_fp32 and device.type == 'cuda':
-        return _REDUCED_DTYPES[precision]
+        return REDUCED_DTYPES[precision]
     return full_dtype
 
 
-def _setup_filter(f: Sequence[float]) -> torch.Tensor:
+def setup_filter(f: Sequence[float]) -> torch.Tensor:
     # On torch's current default device, so a network can be built under `with torch.device('meta')`.
     return upfirdn3d.setup_filter(list(f), device=torch.empty([]).device)
 
 
-def _init_weight(out_channels: int, in_channels: int, kernel_size: int, channels_last: bool) -> torch.Tensor:
+def init_weight(out_channels: int, in_channels: int, kernel_size: int, channels_last: bool) -> torch.Tensor:
     weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size, kernel_size])  # [O, I, k, k, k]
     return weight.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
 
 
-def _check_options(architecture: str | None, precision: str) -> None:
+def check_options(architecture: str | None, precision: str) -> None:
     if architecture is not None and architecture not in ('orig', 'skip', 'resnet'):
         raise ValueError(f'architecture: expected "orig", "skip" or "resnet", got {architecture!r}')
-    if precision not in _REDUCED_DTYPES:
-        raise ValueError(f'precision: expected one of {sorted(_REDUCED_DTYPES)}, got {precision!r}')
+    if precision not in REDUCED_DTYPES:
+        raise ValueError(f'precision: expected one of {sorted(REDUCED_DTYPES)}, got {precision!r}')
 
 
 @misc.profiled_function
@@ -194,21 +181,21 @@ class Conv3dLayer(torch.nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
                  activation: str = 'linear', up: int | Sequence[int] = 1, down: int | Sequence[int] = 1,
-                 resample_filter: Sequence[float] = _DEFAULT_FILTER, conv_clamp: float | None = None,
+                 resample_filter: Sequence[float] = DEFAULT_FILTER, conv_clamp: float | None = None,
                  channels_last: bool = False, trainable: bool = True):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.activation = activation
-        self.up = _xyz(up, 'up')
-        self.down = _xyz(down, 'down')
+        self.up = as_xyz(up, 'up')
+        self.down = as_xyz(down, 'down')
         self.conv_clamp = conv_clamp
-        self.register_buffer('resample_filter', _setup_filter(resample_filter))
+        self.register_buffer('resample_filter', setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / np.sqrt(in_channels * kernel_size ** 3)
         self.act_gain = bias_act.activation_funcs[activation].def_gain
 
-        weight = _init_weight(out_channels, in_channels, kernel_size, channels_last)
+        weight = init_weight(out_channels, in_channels, kernel_size, channels_last)
         bias = torch.zeros([out_channels]) if bias else None
         if trainable:
             self.weight = torch.nn.Parameter(weight)
@@ -225,3 +212,16 @@ class Conv3dLayer(torch.nn.Module):
                                             flip_weight=max(self.up) == 1)
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act.bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+
+#----------------------------------------------------------------------------
+# The names this module had before 2026-12-03. Snapshot pickles carry the source of training/networks.py as it was
+# when they were written, and that source imports these names from here: keep them, or older snapshots stop loading.
+
+_DEFAULT_FILTER = DEFAULT_FILTER
+_REDUCED_DTYPES = REDUCED_DTYPES
+_compute_dtype = compute_dtype
+_setup_filter = setup_filter
+_init_weight = init_weight
+_check_options = check_options
+_xyz = as_xyz
+_divide_shape = divide_shape

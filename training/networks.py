@@ -25,9 +25,9 @@ import torch
 
 from torch_utils import misc, persistence
 from torch_utils.ops import bias_act, upfirdn3d
-from training.layers import (_DEFAULT_FILTER, Conv3dLayer, FullyConnectedLayer, _check_options,
-                             _compute_dtype, _divide_shape, _init_weight, _setup_filter, _xyz, modulated_conv3d,
-                             normalize_2nd_moment)
+from training.layers import (DEFAULT_FILTER, Conv3dLayer, FullyConnectedLayer, check_options, compute_dtype,
+                             init_weight, modulated_conv3d, normalize_2nd_moment, setup_filter)
+from training.volume import as_xyz, divide_shape
 from training.volume_shape import make_schedule
 
 #----------------------------------------------------------------------------
@@ -131,22 +131,22 @@ class SynthesisLayer(torch.nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, shape: Sequence[int], kernel_size: int = 3,
                  up: int | Sequence[int] = 1, use_noise: bool = True, activation: str = 'lrelu',
-                 resample_filter: Sequence[float] = _DEFAULT_FILTER, conv_clamp: float | None = None,
+                 resample_filter: Sequence[float] = DEFAULT_FILTER, conv_clamp: float | None = None,
                  channels_last: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.shape = tuple(int(s) for s in shape)
-        self.up = _xyz(up, 'up')
+        self.up = as_xyz(up, 'up')
         self.use_noise = use_noise
         self.activation = activation
         self.conv_clamp = conv_clamp
-        self.register_buffer('resample_filter', _setup_filter(resample_filter))
+        self.register_buffer('resample_filter', setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.act_gain = bias_act.activation_funcs[activation].def_gain
 
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = torch.nn.Parameter(_init_weight(out_channels, in_channels, kernel_size, channels_last))
+        self.weight = torch.nn.Parameter(init_weight(out_channels, in_channels, kernel_size, channels_last))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         if use_noise:
             self.register_buffer('noise_const', torch.randn(self.shape))  # [D, H, W]
@@ -156,7 +156,7 @@ class SynthesisLayer(torch.nn.Module):
                 gain: float = 1) -> torch.Tensor:
         if noise_mode not in ('random', 'const', 'none'):
             raise ValueError(f'noise_mode: expected "random", "const" or "none", got {noise_mode!r}')
-        misc.assert_shape(x, [None, self.in_channels, *_divide_shape(self.shape, self.up)])
+        misc.assert_shape(x, [None, self.in_channels, *divide_shape(self.shape, self.up)])
         styles = self.affine(w)
 
         noise = None
@@ -190,7 +190,7 @@ class ToRGBLayer(torch.nn.Module):
         super().__init__()
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = torch.nn.Parameter(_init_weight(out_channels, in_channels, kernel_size, channels_last))
+        self.weight = torch.nn.Parameter(init_weight(out_channels, in_channels, kernel_size, channels_last))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / np.sqrt(in_channels * kernel_size ** 3)
 
@@ -221,22 +221,22 @@ class SynthesisBlock(torch.nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, shape: Sequence[int],
                  up: int | Sequence[int], img_channels: int, is_last: bool, architecture: str = 'skip',
-                 resample_filter: Sequence[float] = _DEFAULT_FILTER, conv_clamp: float | None = None,
+                 resample_filter: Sequence[float] = DEFAULT_FILTER, conv_clamp: float | None = None,
                  use_fp16: bool = False, precision: str = 'fp16', fp16_channels_last: bool = False,
                  **layer_kwargs):
         super().__init__()
-        _check_options(architecture, precision)
+        check_options(architecture, precision)
         self.in_channels = in_channels
         self.w_dim = w_dim
         self.shape = tuple(int(s) for s in shape)
-        self.up = _xyz(up, 'up')
+        self.up = as_xyz(up, 'up')
         self.img_channels = img_channels
         self.is_last = is_last
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.precision = precision
         self.channels_last = use_fp16 and fp16_channels_last
-        self.register_buffer('resample_filter', _setup_filter(resample_filter))
+        self.register_buffer('resample_filter', setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
 
@@ -262,12 +262,12 @@ class SynthesisBlock(torch.nn.Module):
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         full_dtype = self.conv1.weight.dtype
-        dtype = _compute_dtype(self.use_fp16, self.precision, force_fp32, ws.device, full_dtype)
+        dtype = compute_dtype(self.use_fp16, self.precision, force_fp32, ws.device, full_dtype)
         memory_format = torch.channels_last_3d if self.channels_last and dtype != full_dtype \
             else torch.contiguous_format
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == full_dtype or int(ws.shape[0]) == 1)
-        in_shape = _divide_shape(self.shape, self.up)
+        in_shape = divide_shape(self.shape, self.up)
 
         # Main path.
         if self.in_channels == 0:
@@ -320,7 +320,7 @@ class SynthesisNetwork(torch.nn.Module):
                  base: Sequence[int] | None = None, depth_schedule: str = 'early', channels_last: bool = False,
                  **block_kwargs):
         super().__init__()
-        _check_options(None, precision)
+        check_options(None, precision)
         schedule = make_schedule(img_shape, base=base, depth_schedule=depth_schedule, channel_base=channel_base,
                                  channel_max=channel_max)
         self.w_dim = w_dim
@@ -429,20 +429,20 @@ class DiscriminatorBlock(torch.nn.Module):
 
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, shape: Sequence[int],
                  down: int | Sequence[int], img_channels: int, first_layer_idx: int, architecture: str = 'resnet',
-                 activation: str = 'lrelu', resample_filter: Sequence[float] = _DEFAULT_FILTER,
+                 activation: str = 'lrelu', resample_filter: Sequence[float] = DEFAULT_FILTER,
                  conv_clamp: float | None = None, use_fp16: bool = False, precision: str = 'fp16',
                  fp16_channels_last: bool = False, freeze_layers: int = 0):
         super().__init__()
-        _check_options(architecture, precision)
+        check_options(architecture, precision)
         self.in_channels = in_channels
         self.shape = tuple(int(s) for s in shape)
-        self.down = _xyz(down, 'down')
+        self.down = as_xyz(down, 'down')
         self.img_channels = img_channels
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.precision = precision
         self.channels_last = use_fp16 and fp16_channels_last
-        self.register_buffer('resample_filter', _setup_filter(resample_filter))
+        self.register_buffer('resample_filter', setup_filter(resample_filter))
         self.num_layers = 0
 
         def trainable() -> bool:
@@ -467,7 +467,7 @@ class DiscriminatorBlock(torch.nn.Module):
                 force_fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = (x if x is not None else img).device
         full_dtype = self.conv0.weight.dtype
-        dtype = _compute_dtype(self.use_fp16, self.precision, force_fp32, device, full_dtype)
+        dtype = compute_dtype(self.use_fp16, self.precision, force_fp32, device, full_dtype)
         memory_format = torch.channels_last_3d if self.channels_last and dtype != full_dtype \
             else torch.contiguous_format
 
@@ -608,7 +608,7 @@ class Discriminator(torch.nn.Module):
                  block_kwargs: dict | None = None, mapping_kwargs: dict | None = None,
                  epilogue_kwargs: dict | None = None):
         super().__init__()
-        _check_options(None, precision)
+        check_options(None, precision)
         schedule = make_schedule(img_shape, base=base, depth_schedule=depth_schedule, channel_base=channel_base,
                                  channel_max=channel_max)
         self.c_dim = c_dim

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import dnnlib
 import legacy
-from training import volume_io
+from volumes import volume_io
 from training.generation import noise_buffers
 
 

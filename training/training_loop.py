@@ -28,7 +28,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc, training_stats
-from training import visualize, volume_shape
+from training import visualize, volume
 
 #----------------------------------------------------------------------------
 # Set-up.
@@ -363,7 +363,7 @@ def resume_mismatch(resume_data: dict, G, D, exact: bool) -> str | None:
     interface = lambda net: (tuple(int(s) for s in net.img_shape), int(net.img_channels), int(net.c_dim))  # noqa
     if interface(source) != interface(G):
         describe = lambda shape, channels, c_dim: (  # noqa: E731
-            f'{volume_shape.format_size(shape)} volumes with {channels} channel(s) and {c_dim} label dimension(s)')
+            f'{volume.format_size(shape)} volumes with {channels} channel(s) and {c_dim} label dimension(s)')
         return f'the snapshot is for {describe(*interface(source))}; these options give {describe(*interface(G))}'
     for name, own, theirs in [('G', G, resume_data.get('G')), ('D', D, resume_data.get('D'))]:
         if theirs is None:

@@ -15,43 +15,20 @@ The rule alone would accept any size >= 4 by choosing K = 0 (one block at full s
 automatic factorisation also requires every base size to be at most 7: an axis must be 3 or b * 2^k with
 b in 4..7. Sizes outside that set are rejected with the nearest valid sizes; an explicit `base` overrides it.
 
-Orders: the public API takes shapes as (D, H, W) tuples, the tensor order. Sizes written as text (the CLI) are
-X x Y x Z = W x H x D, as ITK/NIfTI users write them: ``parse_size('256x256x24') == (24, 256, 256)``. Per-block
+Orders (training/volume.py owns them): shapes are (D, H, W) tuples, the tensor order; text is XxYxZ; per-block
 up-sampling factors (`VolumeSchedule.block_up`) are in x, y, z order (W, H, D), as the upfirdn3d ops take them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Sequence
+
+from training.volume import dhw_to_xyz, format_size
 
 _MAX_BASE = 7  # Largest automatic base size along any axis.
 _MIN_BASE_MAX_AXIS = 4  # The largest axis starts at 4..7, as the 2D network starts at 4x4.
 _MIN_BASE = 3  # Other axes may start at 3 (e.g. 24 slices = 3 * 2^3).
-
-#----------------------------------------------------------------------------
-# Sizes as text.
-
-
-def parse_size(text: str) -> tuple[int, int, int]:
-    """Parse 'XxYxZ' (W x H x D, e.g. '256x256x24') into a (D, H, W) tuple.
-
-    Raises:
-        ValueError: unless the text is three positive integers separated by 'x'.
-    """
-    match = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*', str(text))
-    if match is None or any(int(v) <= 0 for v in match.groups()):
-        raise ValueError(f'size "{text}": expected XxYxZ (W x H x D) with three positive integers, e.g. 256x256x24')
-    w, h, d = (int(v) for v in match.groups())
-    return d, h, w
-
-
-def format_size(shape: Sequence[int]) -> str:
-    """Write a (D, H, W) shape as 'XxYxZ' (W x H x D), the inverse of `parse_size`."""
-    d, h, w = _as_shape(shape, 'shape')
-    return f'{w}x{h}x{d}'
-
 
 def _as_shape(shape: Sequence[int], name: str) -> tuple[int, int, int]:
     try:
@@ -160,7 +137,7 @@ def _block_up(doublings: Sequence[int], num_blocks: int, depth_schedule: str) ->
     for block in range(1, num_blocks + 1):
         # 'early': an axis doubles in blocks 1..k_a; 'late': in blocks K-k_a+1..K.
         k_d, k_h, k_w = (2 if _doubles_in(block, k, num_blocks, depth_schedule) else 1 for k in doublings)
-        ups.append((k_w, k_h, k_d))  # Stored in x, y, z order.
+        ups.append(dhw_to_xyz((k_d, k_h, k_w)))
     return ups
 
 

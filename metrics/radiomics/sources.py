@@ -17,7 +17,7 @@ import re
 import numpy as np
 import SimpleITK as sitk
 
-from training import volume_io
+from volumes import volume_io
 
 DEFAULT_SEG_SUFFIX = '_seg'
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from training import layers, networks
-from training.volume_shape import make_schedule, parse_size
+from training.volume import parse_size
+from training.volume_shape import make_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(channel_base=256, channel_max=32)
@@ -178,11 +179,11 @@ def test_fused_and_nonfused_generator_agree():
 
 def test_compute_dtype_rule():
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
-    assert layers._compute_dtype(True, 'fp16', False, cuda) == torch.float16
-    assert layers._compute_dtype(True, 'bf16', False, cuda) == torch.bfloat16
-    assert layers._compute_dtype(True, 'fp16', True, cuda) == torch.float32  # force_fp32
-    assert layers._compute_dtype(False, 'bf16', False, cuda) == torch.float32
-    assert layers._compute_dtype(True, 'fp16', False, cpu) == torch.float32  # CPU always float32.
+    assert layers.compute_dtype(True, 'fp16', False, cuda) == torch.float16
+    assert layers.compute_dtype(True, 'bf16', False, cuda) == torch.bfloat16
+    assert layers.compute_dtype(True, 'fp16', True, cuda) == torch.float32  # force_fp32
+    assert layers.compute_dtype(False, 'bf16', False, cuda) == torch.float32
+    assert layers.compute_dtype(True, 'fp16', False, cpu) == torch.float32  # CPU always float32.
     G = make_G('32x32x32', num_fp16_res=2)
     assert [getattr(G.synthesis, f'b{i}').use_fp16 for i in range(4)] == [False, False, True, True]
     G = make_G('32x32x32', num_fp16_res=10)
@@ -198,8 +199,8 @@ def test_compute_dtype_rule():
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_reduced_precision_close_to_fp32(monkeypatch, precision, tol, channels_last):
     # CPU runs blocks in float32 by design; lift the device rule to exercise the casting and the fp16/bf16 convs.
-    monkeypatch.setattr(networks, '_compute_dtype',
-                        lambda use, prec, force, device, full=torch.float32: layers._REDUCED_DTYPES[prec]
+    monkeypatch.setattr(networks, 'compute_dtype',
+                        lambda use, prec, force, device, full=torch.float32: layers.REDUCED_DTYPES[prec]
                         if use and not force else full)
     G = make_G('16x16x16', num_fp16_res=2, conv_clamp=256, precision=precision, channels_last=channels_last).eval()
     D = make_D('16x16x16', num_fp16_res=2, conv_clamp=256, precision=precision, channels_last=channels_last)
@@ -212,7 +213,7 @@ def test_reduced_precision_close_to_fp32(monkeypatch, precision, tol, channels_l
         ref = G.synthesis(ws, noise_mode='const', force_fp32=True)
         assert seen['g2'].dtype == torch.float32
         got = G.synthesis(ws, noise_mode='const')
-        reduced = layers._REDUCED_DTYPES[precision]
+        reduced = layers.REDUCED_DTYPES[precision]
         assert seen['g1'].dtype == seen['g2'].dtype == reduced and got.dtype == torch.float32
         assert seen['g2_in'].is_contiguous(memory_format=torch.channels_last_3d) == channels_last
         assert (got - ref).abs().max() <= tol * ref.abs().max()

@@ -309,7 +309,7 @@ def test_unreadable_resume_file_is_a_one_line_error(phantom_zip, tmp_path):
 def test_conditional_run_on_labelled_volumes(tmp_path):
     import numpy as np
 
-    from training import phantom, volume_io
+    from volumes import phantom, volume_io
     src = tmp_path / 'src'
     src.mkdir()
     with open(tmp_path / 'labels.csv', 'w') as f:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from training import volume_io
+from volumes import volume_io
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 

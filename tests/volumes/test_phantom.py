@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from training.phantom import FIELD_OF_VIEW_MM, make_phantom, organ_contrast
+from volumes.phantom import FIELD_OF_VIEW_MM, make_phantom, organ_contrast
 
 
 def test_same_seed_same_volume_and_seeds_differ():
