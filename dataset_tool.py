@@ -1,15 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
 """Pack medical volumes into a training dataset for stylegan2-ada-3d.
 
-Each volume goes through: read -> reorient to LPS -> resample to --spacing -> centred crop/pad to --fov ->
-resize to --size -> clip to the --clip percentiles -> scale to --dtype. The geometric steps are composed into one
-linear resampling (with Gaussian anti-aliasing when down-sampling), so every voxel is interpolated once. LPS, the
-canonical orientation recorded in dataset.json, has x towards the patient's left, y towards posterior and z towards
-superior (identity direction). With --spacing and --size but no --fov, the box is size x spacing.
+Each volume goes through: read -> reorient (permute and flip its axes towards LPS: x to the patient's left, y
+posterior, z superior) -> resample to --spacing -> centred crop/pad to --fov -> resize to --size -> clip to the
+--clip percentiles -> scale to --dtype. The geometric steps are composed into one resampling with the --interp
+interpolator (and Gaussian anti-aliasing when down-sampling), so every voxel is interpolated once. With --spacing
+and --size but no --fov, the box is size x spacing.
+
+Oblique scans: by default (--orient=source) a volume keeps its own axes after the permutation, so an oblique scan
+stays tilted in the world, and dataset.json records its direction cosines and the world position of its centre;
+generated volumes are written with them and overlay the real scans in a viewer. --orient=lps resamples each scan
+physically onto the world's L, P, S axes instead (the same box, centre and spacing), so every volume is axis-aligned.
 
 The output is a zip (or folder) of uncompressed .npy volumes [C, D, H, W] named 00000/vol00000000.npy, plus
-dataset.json with the shape, dtype, spacing, orientation, channel names, labels and source names. It is written
-to a temporary name next to --dest and renamed at the end, so a failed or interrupted run leaves nothing.
+dataset.json with the shape, the volume record (spacing, direction, centre, intensity mapping, channel names),
+the class labels, and each volume's source and grid. It is written to a temporary name next to --dest, checked
+and renamed at the end, so a failed or interrupted run leaves nothing.
 
 Examples:
 
@@ -50,8 +56,9 @@ import SimpleITK as sitk
 import tqdm
 
 import dnnlib
-from volumes import phantom, volume_io
-from training.volume import DATASET_FORMAT
+from training.volume import (DATASET_FORMAT, INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
+                            format_size, parse_size, parse_xyz)
+from volumes import packing, phantom, volume_io
 
 DTYPES = ('uint8', 'uint16')
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: the same inputs give the same archive.
@@ -287,15 +294,19 @@ def case_label(case: Case, labels: dict):
 # One case: read, reorient, resample, clip, scale.
 
 
-@dataclasses.dataclass
-class GeometryOptions:
-    """The geometric target; every field (x, y, z) or None."""
-    size: tuple[int, int, int] | None = None
-    spacing: tuple[float, float, float] | None = None
-    fov: tuple[float, float, float] | None = None
+@dataclasses.dataclass(frozen=True)
+class PackOptions:
+    """Everything that decides how the cases are packed (the command line's options, parsed)."""
+    grid: packing.GridOptions = packing.GridOptions()
+    intensity: IntensityMapping = IntensityMapping()  # The --clip percentiles (or a window) and --dtype.
+    labels: str | None = None                          # A CSV or JSON file of class labels.
+    max_volumes: int | None = None
+    on_error: str = 'fail'
+    channels: list[str] | None = None                  # One glob per sequence.
+    progress: bool = False
 
 
-def read_item(item: tuple[str, object], geometry: GeometryOptions) -> sitk.Image:
+def read_item(item: tuple[str, object], grid: packing.GridOptions) -> sitk.Image:
     """Read one channel source as a checked 3D image in its file orientation."""
     kind, what = item
     if kind == 'file':
@@ -303,40 +314,16 @@ def read_item(item: tuple[str, object], geometry: GeometryOptions) -> sitk.Image
     if kind == 'dicom':
         return volume_io.read_dicom_series(what)
     # Phantoms are drawn at the requested size directly, which saves a resampling when only --size is given.
-    array, spacing = phantom.make_phantom(int(what), geometry.size or phantom.DEFAULT_SIZE_XYZ)
+    array, spacing = phantom.make_phantom(int(what), grid.size or phantom.DEFAULT_SIZE_XYZ)
     return volume_io.array_to_image(array, spacing, volume_io.CANONICAL_DIRECTION)
 
 
-def to_stored(array: np.ndarray, clip: tuple[float, float], dtype: str, name: str) -> np.ndarray:
-    """Clip float voxels to their own percentiles and scale them to the full range of dtype."""
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f'{name} has NaN or infinite voxels')
-    lo, hi = np.percentile(array, clip)
-    if not hi > lo:
-        raise ValueError(f'{name} has constant intensity between the {clip[0]:g} and {clip[1]:g} percentiles')
-    max_value = np.iinfo(dtype).max
-    scaled = np.clip((array - np.float32(lo)) * np.float32(max_value / (hi - lo)), 0, max_value)
-    return np.rint(scaled).astype(dtype)
-
-
-def process_case(case: Case, geometry: GeometryOptions, clip: tuple[float, float],
-                 dtype: str) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Make the stored volume of a case.
-
-    Every channel is reoriented to LPS and resampled onto the first channel's target grid, then clipped and
-    scaled on its own.
-
-    Returns:
-        (volume [C, D, H, W] in dtype, spacing (x, y, z) mm).
-    """
-    images = [volume_io.reorient(read_item(item, geometry)) for item in case.items]
-    grid = volume_io.target_grid(images[0], geometry.size, geometry.spacing, geometry.fov)
-    channels = []
-    for item, image in zip(case.items, images):
-        array = volume_io.image_to_array(volume_io.resample(image, grid))  # [D, H, W]
-        label = item[1] if item[0] == 'file' else case.name
-        channels.append(to_stored(array, clip, dtype, str(label)))
-    return np.stack(channels), grid.spacing  # [C, D, H, W]
+def process_case(case: Case, options: PackOptions) -> packing.PackedCase:
+    """The stored volume [C, D, H, W] of a case and its grid (volumes/packing.py: every channel on the first
+    channel's grid, each mapped to stored integers on its own)."""
+    images = [read_item(item, options.grid) for item in case.items]
+    names = [str(item[1]) if item[0] == 'file' else case.name for item in case.items]
+    return packing.pack_images(images, options.grid, options.intensity, names)
 
 #----------------------------------------------------------------------------
 # Output: a zip or a folder, written under a temporary name and renamed at the end.
@@ -513,9 +500,10 @@ def _find_cases(source: str, root: str | None, channels: list[str] | None) -> tu
 
 def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = None,
                  spacing: tuple[float, float, float] | None = None, fov: tuple[float, float, float] | None = None,
-                 clip: tuple[float, float] = (0.5, 99.5), dtype: str = 'uint8', labels: str | None = None,
-                 max_volumes: int | None = None, on_error: str = 'fail', channels: list[str] | None = None,
-                 progress: bool = False, overwrite: bool = False) -> PackSummary:
+                 orient: str = 'source', interpolation: str = 'linear', clip: tuple[float, float] = (0.5, 99.5),
+                 dtype: str = 'uint8', labels: str | None = None, max_volumes: int | None = None,
+                 on_error: str = 'fail', channels: list[str] | None = None, progress: bool = False,
+                 overwrite: bool = False) -> PackSummary:
     """Pack a source into a dataset zip or folder (see the module docstring for the steps).
 
     Args:
@@ -524,6 +512,9 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
         size: Output size (x, y, z); None: all volumes must already share a size.
         spacing: Resample to this spacing (x, y, z) mm; with size and no fov, the box is size * spacing.
         fov: Centred physical crop/pad (x, y, z) mm.
+        orient: 'source' (keep each scan's axes, permuted and flipped towards LPS, and record their direction)
+            or 'lps' (resample physically onto the world's axes).
+        interpolation: Image interpolator: 'linear', 'bspline' or 'nearest'.
         clip: Lower and upper intensity percentiles, per volume and channel.
         dtype: 'uint8' or 'uint16'.
         labels: A CSV or JSON label file, or None.
@@ -538,13 +529,14 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     Returns:
         The summary. Raises PackError when nothing could be written, or as on_error says.
     """
+    options = PackOptions(grid=packing.GridOptions(size, spacing, fov, orient, interpolation),
+                          intensity=IntensityMapping('percentile', clip[0], clip[1], dtype), labels=labels,
+                          max_volumes=max_volumes, on_error=on_error, channels=channels, progress=progress)
     ph = parse_phantom_source(source)
-    label_map = load_labels(labels) if labels else None
     writer = DatasetWriter(dest, overwrite=overwrite)
     try:
         with (contextlib.nullcontext(None) if ph else source_root(source)) as root:
-            summary = _pack(source, root, writer, GeometryOptions(size, spacing, fov), clip, dtype, label_map,
-                            labels, max_volumes, on_error, channels, progress)
+            summary = _pack(source, root, writer, options)
         if summary.skipped and on_error == 'fail':
             raise FailedInputs(summary)
         writer.commit()
@@ -554,52 +546,50 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     return summary
 
 
-def _pack(source, root, writer, geometry, clip, dtype, label_map, labels_path, max_volumes, on_error, channels,
-          progress) -> PackSummary:
+def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOptions) -> PackSummary:
     summary = PackSummary(dest=writer.dest)
-    cases, problems = _find_cases(source, root, channels)
+    cases, problems = _find_cases(source, root, options.channels)
+    label_map = load_labels(options.labels) if options.labels else None
 
     def fail(name: str, reason: str) -> None:
         reason = reason.replace(root, source.rstrip('/\\')) if root and root != source else reason
-        if on_error == 'stop':
+        if options.on_error == 'stop':
             raise PackError(reason if name in reason else f'{name}: {reason}')
         summary.skipped.append((name, reason))
 
     if label_map is not None:
-        _check_label_names(label_map, labels_path, cases, on_error, summary)
+        _check_label_names(label_map, options.labels, cases, options.on_error, summary)
     for name, reason in problems:
         fail(name, reason)
 
-    records, sources, spacings = [], [], []
-    for case in tqdm.tqdm(cases, desc='Packing', unit='vol', disable=None if progress else True):
-        if max_volumes is not None and summary.written >= max_volumes:
+    packed = []  # (file name, case name, class label, grid) of every volume written.
+    for case in tqdm.tqdm(cases, desc='Packing', unit='vol', disable=None if options.progress else True):
+        if options.max_volumes is not None and summary.written >= options.max_volumes:
             break
         label = case_label(case, label_map) if label_map is not None else None
         if label_map is not None and label is None:
-            fail(case.name, f'no label for {case.name} in {labels_path}')
+            fail(case.name, f'no label for {case.name} in {options.labels}')
             continue
         try:
-            volume, vox = process_case(case, geometry, clip, dtype)
+            result = process_case(case, options)
         except (ValueError, OSError, RuntimeError, MemoryError) as e:
             fail(case.name, volume_io.sitk_error_message(e) if isinstance(e, RuntimeError) else str(e))
             continue
-        if summary.shape is not None and list(volume.shape) != summary.shape:
-            fail(case.name, f'{case.name} has size {_xyz(volume.shape)}, the first volume {_xyz(summary.shape)}; '
-                 f'pass --size to resize every volume (or --spacing with --size or --fov for a common box)')
+        if summary.shape is not None and list(result.volume.shape) != summary.shape:
+            fail(case.name, f'{case.name} has size {format_size(result.volume.shape)}, the first volume '
+                 f'{format_size(summary.shape)}; pass --size to resize every volume (or --spacing with --size or '
+                 f'--fov for a common box)')
             continue
-        summary.shape = list(volume.shape)
+        summary.shape = list(result.volume.shape)
         fname = volume_fname(summary.written)
-        writer.add(fname, npy_bytes(volume))
-        records.append([fname, label])
-        sources.append([fname, case.name])
-        spacings.append(vox)
+        writer.add(fname, npy_bytes(result.volume))
+        packed.append((fname, case.name, label, result.grid))
         summary.written += 1
 
     if summary.written == 0:
         raise PackError(f'no volumes were written from {source} ({len(summary.skipped)} skipped'
                         + (f', e.g. {summary.skipped[0][0]}: {summary.skipped[0][1]})' if summary.skipped else ')'))
-    writer.add('dataset.json', json.dumps(_dataset_info(summary, spacings, dtype, channels, records, sources,
-                                                        clip)).encode())
+    writer.add('dataset.json', json.dumps(_dataset_info(summary, packed, options)).encode())
     return summary
 
 
@@ -614,53 +604,57 @@ def _check_label_names(label_map: dict, labels_path: str, cases: list[Case], on_
         summary.warnings.append(message)
 
 
-def _xyz(shape_cdhw) -> str:
-    return 'x'.join(str(s) for s in list(shape_cdhw)[:0:-1])  # [C, D, H, W] -> "WxHxD".
-
-
-def _dataset_info(summary, spacings, dtype, channels, records, sources, clip) -> dict:
-    median = np.median(np.asarray(spacings), axis=0)
-    spread = np.max(np.abs(np.asarray(spacings) / median - 1))
+def _dataset_info(summary: PackSummary, packed: list, options: PackOptions) -> dict:
+    """dataset.json: the shape, the volume record (training.volume.VolumeInfo) and, per volume, its source, class
+    label and grid (centre and direction in world space)."""
+    grids = [grid for *_, grid in packed]
+    spacings = np.asarray([grid.spacing for grid in grids])
+    median = np.median(spacings, axis=0)
+    spread = np.max(np.abs(spacings / median - 1))
     if spread > 0.01:
         summary.warnings.append(f'voxel spacings differ by up to {spread:.0%} between volumes; dataset.json '
                                 f'records the median {np.round(median, 4).tolist()} mm (use --spacing or --fov)')
-    names = channel_names(channels) if channels else ['image']
+    direction, centre = packing.representative_geometry(grids)
+    names = channel_names(options.channels) if options.channels else ['image']
+    info = VolumeInfo(spacing=tuple(round(float(s), 6) for s in median), direction=direction, centre=centre,
+                      intensity=options.intensity, channels=names, orient=options.grid.orient,
+                      interpolation=options.grid.interpolation)
+    labels = [[fname, label] for fname, _, label, _ in packed]
     return {
         'format': DATASET_FORMAT,
         'shape': summary.shape,
-        'dtype': dtype,
-        'spacing': [round(float(s), 6) for s in median],
-        'direction': list(volume_io.CANONICAL_DIRECTION),
-        'orientation': volume_io.CANONICAL_ORIENTATION,
-        'channels': names,
-        'channels_are_sequences': bool(channels) and len(channels) > 1,
-        'labels': records if all(label is not None for _, label in records) else None,
-        'sources': sources,
-        'clip_percentiles': [float(clip[0]), float(clip[1])],
+        'volume_info': info.to_dict(),
+        'channels_are_sequences': bool(options.channels) and len(options.channels) > 1,
+        'labels': labels if all(label is not None for _, label in labels) else None,
+        'sources': [[fname, name] for fname, name, _, _ in packed],
+        'grids': [[fname, list(grid.centre), list(grid.direction)] for fname, _, _, grid in packed],
     }
 
 #----------------------------------------------------------------------------
 # Command line.
 
 
-def _numbers(value: str | None, param: str, count: int, integer: bool = False, sep: str = ','):
-    """Parse 'a,b,c' (or one number, repeated, when count is 3 and sep is ',') into a tuple of positive numbers."""
+def _size_option(value: str | None) -> tuple[int, int, int] | None:
+    """--size 'XxYxZ' -> (x, y, z); every axis at least 2 (a size of 1 would make a 2D image)."""
     if value is None:
         return None
-    parts = [p.strip() for p in value.lower().split(sep)]
-    if len(parts) == 1 and sep == ',' and count == 3:
-        parts = parts * 3
     try:
-        numbers = tuple(int(p) if integer else float(p) for p in parts)
+        shape = parse_size(value)
     except ValueError:
-        numbers = ()
-    # A size of 1 along an axis would make every volume a 2D image, which the dataset rejects.
-    too_small = bool(numbers) and (min(numbers) < 2 if integer else min(numbers) <= 0)
-    if len(numbers) != count or not all(np.isfinite(numbers)) or too_small:
-        what = 'XxYxZ integers >= 2, e.g. 256x256x24' if integer else \
-            f'{count} positive numbers separated by "{sep}"'
-        raise click.BadParameter(f'"{value}": expected {what}', param_hint=param)
-    return numbers
+        shape = (0, 0, 0)
+    if min(shape) < 2:
+        raise click.BadParameter(f'"{value}": expected XxYxZ integers >= 2, e.g. 256x256x24', param_hint='--size')
+    return dhw_to_xyz(shape)
+
+
+def _xyz_option(value: str | None, param: str) -> tuple[float, float, float] | None:
+    """--spacing or --fov 'a,b,c' (or one number) -> (x, y, z) mm."""
+    if value is None:
+        return None
+    try:
+        return parse_xyz(value, param)
+    except ValueError as e:
+        raise click.BadParameter(str(e).replace(f'{param} ', ''), param_hint=param) from None
 
 
 def check_geometry_options(size, spacing, fov) -> None:
@@ -716,6 +710,11 @@ def _exit_on_sigterm() -> Iterator[None]:
 @click.option('--size', metavar='XxYxZ', help='Output size, e.g. 256x256x24 (W x H x D)')
 @click.option('--spacing', metavar='MM', help='Resample to this spacing: sx,sy,sz or one number')
 @click.option('--fov', metavar='MM', help='Centred physical crop/pad: fx,fy,fz or one number')
+@click.option('--orient', type=click.Choice(ORIENTS), default='source', show_default=True,
+              help='source: keep each scan\'s axes (permuted and flipped towards LPS) and record an oblique tilt; '
+                   'lps: resample physically onto the world\'s L, P, S axes')
+@click.option('--interp', 'interpolation', type=click.Choice(INTERPOLATIONS), default='linear', show_default=True,
+              help='Image interpolator (SimpleITK): linear, bspline (cubic) or nearest')
 @click.option('--clip', default='0.5,99.5', show_default=True, metavar='LO,HI', help='Intensity percentiles')
 @click.option('--dtype', type=click.Choice(DTYPES), default='uint8', show_default=True, help='Stored type')
 @click.option('--labels', type=click.Path(exists=True, dir_okay=False), help='Labels: CSV (name,label...) or JSON')
@@ -725,10 +724,12 @@ def _exit_on_sigterm() -> Iterator[None]:
                    'at the first')
 @click.option('--overwrite', is_flag=True, help='Replace an existing --dest')
 @click.option('--channels', metavar='GLOBS', help='One pattern per sequence, e.g. "*_t2w.nii.gz,*_adc.nii.gz"')
-def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str | None, clip: str, dtype: str,
-         labels: str | None, max_volumes: int | None, on_error: str, overwrite: bool, channels: str | None) -> None:
-    options = dict(size=_numbers(size, '--size', 3, integer=True, sep='x'), spacing=_numbers(spacing, '--spacing', 3),
-                   fov=_numbers(fov, '--fov', 3), clip=_parse_clip(clip), channels=_parse_channels(channels))
+def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str | None, orient: str,
+         interpolation: str, clip: str, dtype: str, labels: str | None, max_volumes: int | None, on_error: str,
+         overwrite: bool, channels: str | None) -> None:
+    options = dict(size=_size_option(size), spacing=_xyz_option(spacing, '--spacing'), fov=_xyz_option(fov, '--fov'),
+                   orient=orient, interpolation=interpolation, clip=_parse_clip(clip),
+                   channels=_parse_channels(channels))
     check_geometry_options(options['size'], options['spacing'], options['fov'])
     try:
         with _exit_on_sigterm():

@@ -78,7 +78,6 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     else:
         c = generation.class_labels(G, class_idx)
     qc = generation.make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
-    geometry = generation.dataset_geometry(data, G)
     generation.make_outdir(outdir)
 
     if projected_w is not None:
@@ -92,7 +91,7 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
             if qc is not None and not qc(volume):
                 dropped += 1
                 continue
-            generation.write_outputs(volume, stem.format(key), outdir, fmt, geometry, preview)
+            generation.write_outputs(volume, stem.format(key), outdir, fmt, G.volume_info, preview)
             written += 1
     qc_note = f'; the QC filter (best slice SSIM >= {qc_ssim}) dropped {dropped}' if qc is not None else ''
     print(f'Wrote {written} volumes to {outdir}{qc_note}')

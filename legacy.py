@@ -1,13 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Load networks from snapshot pickles or from the safe export, and write the safe export.
+"""Load networks from snapshot pickles or from the safe export, write the safe export, and migrate older files.
 
 A snapshot pickle (`network-snapshot-*.pkl`) holds G, D, G_ema, augment_pipe and training_set_kwargs as
 persistent objects: LOADING IT RUNS THE PYTHON CODE STORED INSIDE IT. Only load pickles you trust.
 
 The safe export (`python legacy.py export --network=SNAPSHOT.pkl --dest=G.pt`) holds G_ema's weights and a JSON
-config (constructor arguments, dataset options, and the dataset's spacing, orientation and stored dtype). It loads
-with `torch.load(weights_only=True)`, runs no stored code, and rebuilds the generator from this repository's
-current code: the only class it can name is training.networks.Generator.
+config (its constructor arguments, which include the volume record, and the dataset options). It loads with
+`torch.load(weights_only=True)`, runs no stored code, and rebuilds the generator from this repository's current
+code: the only class it can name is training.networks.Generator.
+
+Every generator that load_network returns has `volume_info` (training.volume.VolumeInfo): the spacing, direction,
+centre, stored dtype and intensity mapping of its training data, which generated files need. Networks written
+before generators carried it (snapshots and exports of earlier versions) get what can be known, and a one-line note
+on stderr says what is assumed; `legacy.py export --data` records a dataset's own record in a new export.
 """
 
 from __future__ import annotations
@@ -15,21 +20,21 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 import zipfile
 
 import click
 
 import dnnlib
+from training.volume import VolumeInfo
 
 torch = dnnlib.util.lazy_import('torch')  # Imported at first use, so that --help answers at once.
 
-EXPORT_FORMAT = 'stylegan2-ada-3d-export/1'
+EXPORT_FORMAT = 'stylegan2-ada-3d-export/2'
+OLD_EXPORT_FORMATS = ('stylegan2-ada-3d-export/1',)  # Their config holds `dataset_info` and `voxel_spacing`.
 # The classes an export may rebuild. A name from the file is never resolved freely: that would let an export
 # call any importable function, which is what the export exists to rule out.
 EXPORTABLE_CLASSES = ('training.networks.Generator',)
-
-#----------------------------------------------------------------------------
-# The dataset's geometry, for writing generated volumes.
 
 
 def one_line(error: BaseException, limit: int = 240) -> str:
@@ -39,29 +44,6 @@ def one_line(error: BaseException, limit: int = 240) -> str:
         end = text.find('. ')
         text = text[:end + 1] if 0 < end < limit else text[:limit - 3] + '...'
     return text
-
-
-def read_dataset_info(training_set_kwargs: dict | None) -> dict | None:
-    """Spacing, direction, orientation, dtype and clip percentiles from the training set's dataset.json.
-
-    None when the dataset (or its dataset.json) is not reachable from here.
-    """
-    path = (training_set_kwargs or {}).get('path')
-    try:
-        if path and os.path.isfile(path) and zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                info = json.loads(z.read('dataset.json'))
-        elif path and os.path.isfile(os.path.join(path, 'dataset.json')):
-            with open(os.path.join(path, 'dataset.json')) as f:
-                info = json.load(f)
-        else:
-            return None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None  # An unreadable dataset.json is the same as none: the caller falls back to defaults.
-    if not isinstance(info, dict):
-        return None
-    return {key: info[key] for key in ('spacing', 'direction', 'orientation', 'dtype', 'clip_percentiles')
-            if key in info}
 
 #----------------------------------------------------------------------------
 # The safe export.
@@ -73,25 +55,31 @@ def _network_class_name(module: torch.nn.Module) -> str:
     return f'training.networks.{type(module).__name__}'
 
 
-def export_network(network: torch.nn.Module, training_set_kwargs: dict | None, dest: str,
-                   dataset_info: dict | None = None) -> None:
-    """Write `network` (G_ema, a persistent Generator) as weights plus a JSON config, atomically.
-
-    dataset_info (None: read from the training set's dataset.json when reachable) goes into the config, so volumes
-    generated from the export elsewhere keep the training data's orientation and stored dtype.
-    """
-    dataset_info = dataset_info or read_dataset_info(training_set_kwargs)
+def export_network(network: torch.nn.Module, training_set_kwargs: dict | None, dest: str) -> None:
+    """Write `network` (G_ema, a persistent Generator with its volume record) as weights plus a JSON config,
+    atomically."""
     class_name = _network_class_name(network)
     if class_name not in EXPORTABLE_CLASSES:
         raise ValueError(f'cannot export a {type(network).__name__}; expected one of {", ".join(EXPORTABLE_CLASSES)}')
-    config = dict(class_name=class_name, init_args=list(network.init_args), init_kwargs=network.init_kwargs,
-                  training_set_kwargs=training_set_kwargs, dataset_info=dataset_info)
+    init_kwargs = dict(network.init_kwargs)
+    init_kwargs.pop('voxel_spacing', None)  # A generator of an earlier version: its record is volume_info now.
+    if getattr(network, 'volume_info', None) is not None:
+        init_kwargs['volume_info'] = network.volume_info.to_dict()
+    config = dict(class_name=class_name, init_args=list(network.init_args), init_kwargs=init_kwargs,
+                  training_set_kwargs=training_set_kwargs)
     payload = dict(format=EXPORT_FORMAT, config=json.dumps(config),
                    state_dict={k: v.detach().cpu() for k, v in network.state_dict().items()})
     dnnlib.util.atomic_write(dest, lambda f: torch.save(payload, f))
 
 
 def _load_export(path: str) -> dict:
+    try:  # torch.load reads a record with a flipped byte without a word; the zip's CRC-32s catch it.
+        with zipfile.ZipFile(path) as z:
+            damaged = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        damaged = f'? ({e})'
+    if damaged is not None:
+        raise ValueError(f'{path} is a damaged safe export: its record {damaged} does not match its CRC-32')
     try:
         payload = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError:  # weights_only met something other than tensors and plain containers.
@@ -99,32 +87,71 @@ def _load_export(path: str) -> dict:
                          f'(a trusted snapshot is a .pkl)') from None
     except Exception as e:  # A damaged archive: torch raises RuntimeError and others.
         raise ValueError(f'{path} is not a readable safe export ({one_line(e)})') from None
-    if not isinstance(payload, dict) or payload.get('format') != EXPORT_FORMAT:
+    fmt = payload.get('format') if isinstance(payload, dict) else None
+    if fmt not in (EXPORT_FORMAT, *OLD_EXPORT_FORMATS):
         raise ValueError(f'{path} is a PyTorch file but not a {EXPORT_FORMAT} export')
     try:
         config = json.loads(payload['config'])
         class_name = config['class_name']
         if class_name not in EXPORTABLE_CLASSES:
             raise ValueError(f'names class "{class_name}"; only {", ".join(EXPORTABLE_CLASSES)} is allowed')
-        network = dnnlib.util.construct_class_by_name(*config['init_args'], class_name=class_name,
-                                                      **config['init_kwargs'])
+        init_kwargs = dict(config['init_kwargs'])
+        if fmt in OLD_EXPORT_FORMATS:
+            init_kwargs = _migrate_export_v1(init_kwargs, config.get('dataset_info'), path)
+        network = dnnlib.util.construct_class_by_name(*config['init_args'], class_name=class_name, **init_kwargs)
         network.load_state_dict(payload['state_dict'])
     except Exception as e:  # Missing keys, wrong types, weights that do not fit the config.
         raise ValueError(f'{path} is a damaged safe export ({type(e).__name__}: {one_line(e)})') from None
     network = network.eval().requires_grad_(False)
-    return dict(G=None, D=None, G_ema=network, augment_pipe=None,
-                training_set_kwargs=config.get('training_set_kwargs'), dataset_info=config.get('dataset_info'))
+    return dict(G=None, D=None, G_ema=network, augment_pipe=None, training_set_kwargs=config.get('training_set_kwargs'))
+
+#----------------------------------------------------------------------------
+# Files of earlier versions.
+
+
+def _migrate_export_v1(init_kwargs: dict, dataset_info: dict | None, path: str) -> dict:
+    """A version-1 export kept the spacing as `voxel_spacing` and the dataset's direction, dtype and clip in
+    `dataset_info`; it did not know where the volumes sat (the centre)."""
+    spacing = init_kwargs.pop('voxel_spacing', None)
+    record = dict(dataset_info or {}, **({'spacing': spacing} if spacing is not None else {}))
+    info = VolumeInfo.from_dataset_json(record)
+    _note(path, info, 'an export of an earlier version: the centre is unknown')
+    return dict(init_kwargs, volume_info=info.to_dict())
+
+
+def ensure_volume_info(G: torch.nn.Module, path: str) -> None:
+    """Give a generator without a volume record (pickled by an earlier version, or built without one) the record
+    that can be known from it, and say on stderr what is assumed."""
+    if getattr(G, 'volume_info', None) is not None:
+        return
+    spacing = getattr(G, 'voxel_spacing', None)
+    G.volume_info = VolumeInfo(spacing=spacing) if spacing is not None else VolumeInfo()
+    reason = 'written before networks carried their volume record' if spacing is not None else \
+        'holds no volume record and no spacing'
+    _note(path, G.volume_info, reason)
+
+
+def _note(path: str, info: VolumeInfo, reason: str) -> None:
+    print(f'Note: {path} was {reason}; assuming {info.describe()} (legacy.py export --data=DATASET records the '
+          f'dataset\'s own).', file=sys.stderr)
 
 
 def load_network(path_or_url: str) -> dict:
-    """Read a snapshot pickle or a safe export: dict(G, D, G_ema, augment_pipe, training_set_kwargs, dataset_info).
+    """Read a snapshot pickle or a safe export: dict(G, D, G_ema, augment_pipe, training_set_kwargs).
 
-    Entries a file does not hold are None (an export holds only G_ema; only an export records dataset_info).
+    Entries a file does not hold are None (an export holds only G_ema). G_ema always has `volume_info`.
     Raises OSError or ValueError with a one-line message naming the file.
     """
     local = dnnlib.util.open_url(path_or_url, return_filename=True)
     if zipfile.is_zipfile(local):  # torch.save's format: the safe export.
-        return _load_export(local)
+        data = _load_export(local)
+    else:
+        data = _load_pickle(local, path_or_url)
+    ensure_volume_info(data['G_ema'], path_or_url)
+    return data
+
+
+def _load_pickle(local: str, path_or_url: str) -> dict:
     with open(local, 'rb') as f:
         if f.read(4) == b'PK\x03\x04':  # A zip's first entry, but no readable directory at its end.
             raise ValueError(f'{path_or_url} is a truncated or damaged zip archive (a safe export?)')
@@ -138,7 +165,7 @@ def load_network(path_or_url: str) -> dict:
                          f'({type(e).__name__}: {one_line(e)})') from None
     if not isinstance(data, dict) or data.get('G_ema') is None:
         raise ValueError(f'{path_or_url} holds no G_ema; is it a stylegan2-ada-3d network snapshot?')
-    for key in ('G', 'D', 'augment_pipe', 'training_set_kwargs', 'dataset_info'):
+    for key in ('G', 'D', 'augment_pipe', 'training_set_kwargs'):
         data.setdefault(key, None)
     return data
 
@@ -162,22 +189,32 @@ def cli() -> None:
 @cli.command('export')
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code)', required=True)
 @click.option('--dest', help='Output file (.pt), loadable with torch.load(weights_only=True)', required=True)
-def export_command(network_pkl: str, dest: str) -> None:
+@click.option('--data', help='Record this dataset\'s volume record (for snapshots of earlier versions)',
+              metavar='PATH')
+def export_command(network_pkl: str, dest: str, data: str | None) -> None:
     """Write G_ema of a snapshot as weights plus a JSON config (no code inside)."""
-    data = load_network_or_exit(network_pkl)
     if os.path.isdir(dest):
         raise click.BadParameter(f'"{dest}" is a folder; expected a file name such as G.pt', param_hint='--dest')
+    network = load_network_or_exit(network_pkl)
+    if data is not None:
+        from training.dataset import VolumeFolderDataset
+        G = network['G_ema']
+        try:
+            dataset = VolumeFolderDataset(data)
+        except (OSError, ValueError) as e:
+            raise click.BadParameter(one_line(e), param_hint='--data') from None
+        if tuple(dataset.img_shape) != tuple(G.img_shape) or dataset.num_channels != G.img_channels:
+            raise click.BadParameter(f'{data} holds {dataset.num_channels}-channel volumes of shape (D, H, W) = '
+                                     f'{tuple(dataset.img_shape)}; the network makes {G.img_channels}-channel '
+                                     f'{tuple(G.img_shape)}', param_hint='--data')
+        G.volume_info = dataset.volume_info
     try:
         if os.path.dirname(dest):
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-        dataset_info = data['dataset_info'] or read_dataset_info(data['training_set_kwargs'])
-        export_network(data['G_ema'], data['training_set_kwargs'], dest, dataset_info)
+        export_network(network['G_ema'], network['training_set_kwargs'], dest)
     except (OSError, ValueError) as e:
         raise click.ClickException(dnnlib.util.write_error_message(dest, e) if isinstance(e, OSError) else
                                    f'cannot write {dest}: {one_line(e)}') from None
-    if dataset_info is None:
-        print('Note: the training dataset is not reachable here, so the export records only the voxel spacing; '
-              'generated volumes use the LPS orientation and uint8.')
     print(f'Wrote {dest}')
 
 

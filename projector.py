@@ -42,8 +42,7 @@ def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, s
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema']
     c = generation.class_labels(G, class_idx)
-    geometry = generation.dataset_geometry(data, G)
-    target_volume = projection.load_target(target, G, geometry['clip_percentiles'], spacing=geometry['spacing'])
+    target_volume = projection.load_target(target, G)
     generation.make_outdir(outdir)  # Before the optimisation, so an unusable folder is reported at once.
     w, noises, losses = projection.project(G, target_volume, c=c, num_steps=num_steps, seed=seed, device=device,
                                            verbose=True)
@@ -52,9 +51,10 @@ def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, s
         generation.set_noise_buffers(G, noises)
         proj = G.synthesis(w[None].to(device), noise_mode='const')[0].float().cpu().numpy()
     projection.save_projection(os.path.join(outdir, 'projected_w.npz'), w, noises)
-    generation.write_outputs(proj, 'proj', outdir, 'nii.gz', geometry, preview=False)
+    generation.write_outputs(proj, 'proj', outdir, 'nii.gz', G.volume_info, preview=False)
     pair = np.stack([target_volume.numpy(), proj])  # [2, C, D, H, W]: before, after
-    generation.save_png(visualize.volume_grid(pair, (2, 1), (-1, 1), planes=visualize.PLANES),
+    generation.save_png(visualize.volume_grid(pair, (2, 1), (-1, 1), planes=visualize.PLANES,
+                                              spacing=G.volume_info.spacing),
                         os.path.join(outdir, 'proj.png'))
     print(f'MSE {losses[0]:.5f} -> {losses[-1]:.5f}; wrote projected_w.npz, proj.nii.gz and proj.png to {outdir}')
 

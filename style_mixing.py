@@ -50,14 +50,14 @@ def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_
     if max(style_layers) >= G.num_ws:
         raise click.BadParameter(f'the network has layers 0-{G.num_ws - 1}', param_hint='--styles')
     c = generation.class_labels(G, class_idx)
-    geometry = generation.dataset_geometry(data, G)
     volumes = generation.style_mix(G, row_seeds, col_seeds, style_layers, c, truncation_psi, noise_mode, device)
     generation.make_outdir(outdir)
     for row in row_seeds:
         for col in col_seeds:
-            generation.write_outputs(volumes[(row, col)], f'{row}-{col}', outdir, fmt, geometry, preview=False)
+            generation.write_outputs(volumes[(row, col)], f'{row}-{col}', outdir, fmt, G.volume_info, preview=False)
     grid = generation.mixing_grid(volumes, row_seeds, col_seeds)
-    generation.save_png(visualize.volume_grid(grid, (len(col_seeds) + 1, len(row_seeds) + 1), drange=(-1, 1)),
+    generation.save_png(visualize.volume_grid(grid, (len(col_seeds) + 1, len(row_seeds) + 1), drange=(-1, 1),
+                                              spacing=G.volume_info.spacing),
              os.path.join(outdir, 'grid.png'))
     print(f'Wrote {len(row_seeds) * len(col_seeds)} mixed volumes and grid.png to {outdir}')
 

@@ -335,7 +335,8 @@ def extract_slices(volumes: torch.Tensor, strategy: str, channel: int = 0) -> di
     """Slices of one channel per plane: {plane: [N, S, h, w]}.
 
     `mid`: the middle axial slice (index D // 2), S = 1. `all`: every axial slice, S = D.
-    `tri`: the middle axial [H, W], coronal [D, W] (index H // 2) and sagittal [D, H] (index W // 2) slices.
+    `tri`: the middle axial [H, W], coronal [D, W] (index H // 2) and sagittal [D, H] (index W // 2) slices, upright
+    as training/visualize.py shows them (the slice axis D runs towards superior, so it is flipped: head at the top).
     """
     strategy_planes(strategy)
     x = volumes[:, channel]  # [N, D, H, W]
@@ -344,7 +345,7 @@ def extract_slices(volumes: torch.Tensor, strategy: str, channel: int = 0) -> di
         return dict(axial=x)
     slices = dict(axial=x[:, D // 2])
     if strategy == 'tri':
-        slices.update(coronal=x[:, :, H // 2], sagittal=x[:, :, :, W // 2])
+        slices.update(coronal=x[:, :, H // 2].flip(1), sagittal=x[:, :, :, W // 2].flip(1))  # [N, D, W], [N, D, H]
     return {plane: s[:, None] for plane, s in slices.items()}  # [N, h, w] -> [N, 1, h, w]
 
 
@@ -409,7 +410,8 @@ class SliceFeaturizer(Featurizer):
         return slices_per_volume(self.strategy, img_shape)
 
     def cache_key(self) -> dict:
-        return dict(detector_kwargs=self.detector_kwargs, slices=self.strategy, images='uint8, grey repeated to RGB')
+        return dict(detector_kwargs=self.detector_kwargs, slices=self.strategy, images='uint8, grey repeated to RGB',
+                    planes='coronal and sagittal upright (head at the top)')
 
     def input_files(self) -> dict[str, str]:
         return {self.name: self.detector_file}

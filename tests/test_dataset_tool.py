@@ -114,9 +114,9 @@ def test_each_format_packs_with_size_spacing_and_orientation(tmp_path, fmt):
     assert result.exit_code == 0, result.output
     assert 'Wrote 1 volume' in result.output
     info, arrays = read_zip(tmp_path / 'out.zip')
-    assert info['shape'] == [1, 10, 14, 16] and info['spacing'] == [2.0, 2.0, 3.0]
-    assert info['orientation'] == 'LPS' and info['direction'] == [1, 0, 0, 0, 1, 0, 0, 0, 1]
-    assert info['format'] == 'stylegan2-ada-3d/1' and info['dtype'] == 'uint8'
+    assert info['shape'] == [1, 10, 14, 16] and info['volume_info']['spacing'] == [2.0, 2.0, 3.0]
+    assert info['volume_info']['orientation'] == 'LPS' and info['volume_info']['direction'] == [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert info['format'] == 'stylegan2-ada-3d/1' and info['volume_info']['intensity']['dtype'] == 'uint8'
     assert info['labels'] is None and info['sources'][0][0] == '00000/vol00000000.npy'
     volume = arrays['00000/vol00000000.npy']
     assert volume.dtype == np.uint8 and volume.shape == (1, 10, 14, 16)
@@ -138,7 +138,7 @@ def test_spacing_and_fov_give_the_physical_grid(tmp_path, args, shape, spacing):
     result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip', '--clip', '0,100', *args)
     assert result.exit_code == 0, result.output
     info, arrays = read_zip(tmp_path / 'out.zip')
-    assert info['shape'] == [1, *shape] and info['spacing'] == spacing
+    assert info['shape'] == [1, *shape] and info['volume_info']['spacing'] == spacing
     volume = arrays['00000/vol00000000.npy'][0]  # [D, H, W]
     expected = (np.array(shape[::-1]) - 1) / 2 + np.asarray(blob_lps) / np.asarray(spacing)
     assert np.allclose(blob_centroid(volume), expected, atol=0.5), (blob_centroid(volume), expected)
@@ -158,7 +158,7 @@ def test_reorientation_alone_moves_a_marker_voxel_exactly(tmp_path):
     volume = arrays['00000/vol00000000.npy'][0]  # [D, H, W]
     # i runs along world -y (RAS) = +y (LPS), j along +x (RAS) = -x (LPS), k along -z: x <- flipped j, y <- i,
     # z <- flipped k.
-    assert volume.shape == (5, 6, 8) and info['spacing'] == [1.5, 2.0, 2.5]
+    assert volume.shape == (5, 6, 8) and info['volume_info']['spacing'] == [1.5, 2.0, 2.5]
     assert np.argwhere(volume == 255).tolist() == [[5 - 1 - 3, 1, 8 - 1 - 6]]
 
 
@@ -171,7 +171,7 @@ def test_sphere_keeps_its_physical_radius(tmp_path, spacing):
     assert result.exit_code == 0, result.output
     info, arrays = read_zip(tmp_path / 'out.zip')
     size_xyz = [round(30 / s) for s in spacing]
-    assert info['shape'] == [1, *size_xyz[::-1]] and info['spacing'] == list(spacing)
+    assert info['shape'] == [1, *size_xyz[::-1]] and info['volume_info']['spacing'] == list(spacing)
     volume = arrays['00000/vol00000000.npy'][0] / 255.0  # [D, H, W]
     assert abs(measured_radius(volume, spacing) - 9.0) < min(spacing)  # Within a voxel.
     # The half-height width through the centre is the 18 mm diameter within a voxel along each axis.
@@ -202,8 +202,8 @@ def test_three_sequences_on_different_grids_pack_aligned(tmp_path):
     assert 'Wrote 1 volume' in result.output
     assert 'skipped p002: case "p002" has no file for *_hbv.nii.gz' in result.output
     info, arrays = read_zip(tmp_path / 'out.zip')
-    assert info['channels'] == ['t2w', 'adc', 'hbv'] and info['channels_are_sequences'] is True
-    assert info['shape'] == [3, 10, 20, 20] and info['spacing'] == [2.0, 2.0, 4.0]  # The T2W box over the size.
+    assert info['volume_info']['channels'] == ['t2w', 'adc', 'hbv'] and info['channels_are_sequences'] is True
+    assert info['shape'] == [3, 10, 20, 20] and info['volume_info']['spacing'] == [2.0, 2.0, 4.0]  # The T2W box over the size.
     assert info['sources'] == [['00000/vol00000000.npy', 'p001']]
     volume = arrays['00000/vol00000000.npy']
     expected = (np.array([20, 20, 10]) - 1) / 2 + np.asarray(blob_lps) / np.array([2.0, 2.0, 4.0])
@@ -271,7 +271,7 @@ def test_phantom_source_max_volumes_and_determinism(tmp_path):
     info, arrays = read_zip(tmp_path / 'a.zip')
     assert len(arrays) == 3 and [s for _, s in info['sources']] == ['phantom:100', 'phantom:101', 'phantom:102']
     assert (tmp_path / 'a.zip').read_bytes() == (tmp_path / 'b.zip').read_bytes()  # Reproducible archives.
-    assert info['clip_percentiles'] == [0.5, 99.5]
+    assert info['volume_info']['intensity'] == dict(kind='percentile', lo=0.5, hi=99.5, dtype='uint8')
 
 
 def test_default_clipping_is_the_0_5_and_99_5_percentiles(tmp_path):
@@ -285,7 +285,7 @@ def test_default_clipping_is_the_0_5_and_99_5_percentiles(tmp_path):
     expected = np.rint(np.clip((ramp - lo) / (hi - lo), 0, 1) * 255)
     volume = arrays['00000/vol00000000.npy'][0]
     assert volume.dtype == np.uint8 and np.abs(volume.astype(np.float64) - expected).max() <= 1
-    assert info['clip_percentiles'] == [0.5, 99.5]
+    assert info['volume_info']['intensity'] == dict(kind='percentile', lo=0.5, hi=99.5, dtype='uint8')
 
 
 def test_uint16_and_percentile_clipping(tmp_path):

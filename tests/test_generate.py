@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import torch
 from click.testing import CliRunner
 
+import dataset_tool
 import generate
 import legacy
 import projector
@@ -21,30 +22,28 @@ import style_mixing
 from training import generation, projection
 from volumes import volume_io
 from training.networks import Generator
+from training.volume import IntensityMapping, VolumeInfo, from_unit
 
 SPACING = (0.5, 0.75, 3.0)                                 # (x, y, z) mm
 SHAPE = (8, 12, 16)                                        # (D, H, W): all different, so axis mix-ups show
 ROTATED = [0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0]  # An in-plane rotated LPS direction (row-major).
+CENTRE = (12.5, -40.0, 7.25)                               # Where the training volumes sat (LPS, mm).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def tiny_generator(c_dim: int = 0, noise_strength: float = 0.0) -> Generator:
+def tiny_generator(c_dim: int = 0, noise_strength: float = 0.0, direction=ROTATED, dtype: str = 'uint8',
+                   centre=CENTRE, percentiles=(0.5, 99.5)) -> Generator:
     torch.manual_seed(0)
+    info = VolumeInfo(spacing=SPACING, direction=direction, centre=centre,
+                      intensity=IntensityMapping('percentile', *percentiles, dtype))
     G = Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_shape=SHAPE, img_channels=1,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16),
-                  voxel_spacing=SPACING).eval()
+                  volume_info=info.to_dict()).eval()
     with torch.no_grad():  # Untrained layers have zero noise strength; some tests need the noise to matter.
         for module in G.modules():
             if hasattr(module, 'noise_strength'):
                 module.noise_strength.fill_(noise_strength)
     return G
-
-
-def write_dataset_json(path, direction, dtype: str) -> None:
-    info = dict(format='stylegan2-ada-3d/1', shape=[1, *SHAPE], dtype=dtype, spacing=list(SPACING),
-                direction=direction, orientation='LPS')
-    with zipfile.ZipFile(path, 'w') as z:
-        z.writestr('dataset.json', json.dumps(info))
 
 
 def write_snapshot(path, G, data_path) -> str:
@@ -57,17 +56,17 @@ def write_snapshot(path, G, data_path) -> str:
 
 @pytest.fixture(scope='module')
 def network(tmp_path_factory):
-    """Snapshot pickles of tiny generators for 16x12x8 (x, y, z) volumes, each with a dataset.json."""
+    """Snapshot pickles of tiny generators for 16x12x8 (x, y, z) volumes; their training data is not there."""
     root = tmp_path_factory.mktemp('net')
-    write_dataset_json(root / 'rotated.zip', ROTATED, 'uint8')
-    write_dataset_json(root / 'canonical16.zip', list(volume_io.CANONICAL_DIRECTION), 'uint16')
+    gone = root / 'moved-away.zip'
     G = tiny_generator()
     return dict(
         G=G,
-        pkl=write_snapshot(root / 'network-snapshot-000000.pkl', G, root / 'rotated.zip'),
-        pkl16=write_snapshot(root / 'uint16.pkl', G, root / 'canonical16.zip'),
-        noisy=write_snapshot(root / 'noisy.pkl', tiny_generator(noise_strength=0.3), root / 'rotated.zip'),
-        cond=write_snapshot(root / 'cond.pkl', tiny_generator(c_dim=3), root / 'rotated.zip'))
+        pkl=write_snapshot(root / 'network-snapshot-000000.pkl', G, gone),
+        pkl16=write_snapshot(root / 'uint16.pkl', tiny_generator(direction=volume_io.CANONICAL_DIRECTION,
+                                                                 dtype='uint16', centre=(0, 0, 0)), gone),
+        noisy=write_snapshot(root / 'noisy.pkl', tiny_generator(noise_strength=0.3), gone),
+        cond=write_snapshot(root / 'cond.pkl', tiny_generator(c_dim=3), gone))
 
 
 # On the CPU the CLIs and the checks here compute identically, so volumes must match exactly. On a GPU (TF32,
@@ -100,12 +99,12 @@ def assert_one_line_error(result, *fragments) -> None:
     assert all(f in errors[0] for f in fragments), result.output
 
 
-def expected_ras_affine(direction, spacing=SPACING, shape_dhw=SHAPE) -> np.ndarray:
-    """The NIfTI (RAS) affine of a volume written in LPS with the given direction, centred at the world origin."""
+def expected_ras_affine(direction, spacing=SPACING, shape_dhw=SHAPE, centre=CENTRE) -> np.ndarray:
+    """The NIfTI (RAS) affine of a volume written in LPS with the given direction, its centre at `centre`."""
     lps = np.eye(4)
     lps[:3, :3] = np.reshape(direction, (3, 3)) @ np.diag(spacing)
     centre_voxel = (np.asarray(shape_dhw[::-1]) - 1) / 2  # (x, y, z)
-    lps[:3, 3] = -lps[:3, :3] @ centre_voxel
+    lps[:3, 3] = np.asarray(centre) - lps[:3, :3] @ centre_voxel
     return LPS_TO_RAS @ lps
 
 
@@ -134,15 +133,16 @@ def test_nifti_carries_dataset_spacing_and_orientation(network, tmp_path):
     assert np.allclose(nib.affines.voxel_sizes(image.affine), SPACING, atol=1e-6)
     assert image.get_data_dtype() == np.uint8
     assert same_volume(np.asanyarray(image.dataobj), stored_uint(network['G'], 1, 'uint8').transpose(2, 1, 0))
-    # Middle axial [H, W], coronal [D, W] and sagittal [D, H] slices side by side.
-    assert PIL.Image.open(tmp_path / 'seed0001.png').size == (16 + 16 + 12, 12)
+    # Middle axial [H, W], coronal [D, W] and sagittal [D, H] slices side by side, in square 0.5 mm pixels: the
+    # 12 rows of 0.75 mm become 18, the 8 slices of 3 mm become 48.
+    assert PIL.Image.open(tmp_path / 'seed0001.png').size == (16 + 16 + 18, 48)
 
 
 def test_canonical_uint16_dataset_gives_lps_uint16_volumes(network, tmp_path):
     assert invoke(generate.main, ['--network', network['pkl16'], '--seeds', '3', '--outdir', tmp_path]).exit_code == 0
     image = nib.load(tmp_path / 'seed0003.nii.gz')
     assert nib.aff2axcodes(image.affine) == ('L', 'P', 'S')  # The canonical orientation dataset_tool packs.
-    assert np.allclose(image.affine, expected_ras_affine(volume_io.CANONICAL_DIRECTION), atol=1e-5)
+    assert np.allclose(image.affine, expected_ras_affine(volume_io.CANONICAL_DIRECTION, centre=(0, 0, 0)), atol=1e-5)
     assert image.get_data_dtype() == np.uint16
     data = np.asanyarray(image.dataobj)
     assert same_volume(data, stored_uint(network['G'], 3, 'uint16').transpose(2, 1, 0))
@@ -342,23 +342,58 @@ def test_safe_export_loads_without_code_and_gives_the_same_volumes(network, tmp_
         assert np.allclose(a.affine, b.affine)
 
 
-def test_safe_export_keeps_the_geometry_without_the_dataset(network, tmp_path):
-    dataset = tmp_path / 'rotated.zip'
-    write_dataset_json(dataset, ROTATED, 'uint16')
-    pkl = write_snapshot(tmp_path / 'snap.pkl', network['G'], dataset)
-    assert invoke(legacy.cli, ['export', '--network', pkl, '--dest', tmp_path / 'G.pt']).exit_code == 0
-    os.remove(dataset)  # As on another machine: the training data is not there.
-    result = invoke(generate.main, ['--network', tmp_path / 'G.pt', '--seeds', '1', '--outdir', tmp_path / 'e'])
-    assert result.exit_code == 0 and 'not reachable' not in result.output, result.output
-    image = nib.load(tmp_path / 'e' / 'seed0001.nii.gz')
-    assert np.allclose(image.affine, expected_ras_affine(ROTATED), atol=1e-5)
+def test_geometry_comes_from_the_network_not_the_dataset(network, tmp_path):
+    # The snapshot's dataset does not exist: the record inside G places the volume and gives its stored dtype.
+    assert invoke(legacy.cli, ['export', '--network', network['pkl16'], '--dest', tmp_path / 'G.pt']).exit_code == 0
+    for net in (network['pkl'], network['pkl16'], tmp_path / 'G.pt'):
+        result = invoke(generate.main, ['--network', net, '--seeds', '1', '--outdir', tmp_path / 'out'])
+        assert result.exit_code == 0 and 'Note' not in result.output, result.output
+    image = nib.load(tmp_path / 'out' / 'seed0001.nii.gz')  # The export's, made from pkl16.
+    assert np.allclose(image.affine, expected_ras_affine(volume_io.CANONICAL_DIRECTION, centre=(0, 0, 0)), atol=1e-5)
     assert image.get_data_dtype() == np.uint16
-    # The pickle alone cannot know; it says so and falls back to LPS, uint8 (spacing still from G).
-    result = invoke(generate.main, ['--network', pkl, '--seeds', '1', '--outdir', tmp_path / 'p'])
-    assert result.exit_code == 0 and 'not reachable' in result.output, result.output
-    image = nib.load(tmp_path / 'p' / 'seed0001.nii.gz')
-    assert np.allclose(image.affine, expected_ras_affine(volume_io.CANONICAL_DIRECTION), atol=1e-5)
-    assert image.get_data_dtype() == np.uint8
+
+
+def test_a_generated_volume_lies_over_the_training_volumes_centre(network, tmp_path):
+    assert invoke(generate.main, ['--network', network['pkl'], '--seeds', '2', '--outdir', tmp_path]).exit_code == 0
+    image = nib.load(tmp_path / 'seed0002.nii.gz')
+    centre_voxel = (np.asarray(image.shape) - 1) / 2
+    centre_ras = image.affine[:3, :3] @ centre_voxel + image.affine[:3, 3]
+    assert np.allclose(centre_ras * [-1, -1, 1], CENTRE, atol=1e-4)  # RAS -> LPS.
+
+
+def test_networks_of_the_previous_layout_still_load_and_say_what_they_assume(tmp_path):
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'legacy')
+    expected = np.load(os.path.join(data, 'expected-v1-seed0.npy'))
+    for name in ('snapshot-v1.pkl', 'export-v1.pt'):
+        loaded = legacy.load_network(os.path.join(data, name))
+        G = loaded['G_ema']
+        with torch.no_grad():
+            out = G(generation.seed_latents([0], G.z_dim), torch.zeros([1, 0]), noise_mode='const')
+        assert np.allclose(out.numpy(), expected, atol=1e-6), name
+        result = invoke(generate.main, ['--network', os.path.join(data, name), '--seeds', '0', '--outdir',
+                                        tmp_path / name])
+        assert result.exit_code == 0, result.output
+        image = nib.load(tmp_path / name / 'seed0000.nii.gz')
+        assert np.allclose(nib.affines.voxel_sizes(image.affine), SPACING)
+        notes = [line for line in result.output.splitlines() if line.startswith('Note:')]
+        assert len(notes) == 1 and 'assuming 0.5x0.75x3 mm' in notes[0]
+        if name == 'export-v1.pt':  # The old export knew the direction and the dtype, not the centre.
+            assert image.get_data_dtype() == np.uint16 and 'the centre is unknown' in notes[0]
+            assert np.allclose(image.affine, expected_ras_affine(ROTATED, centre=(0, 0, 0)), atol=1e-5)
+        else:
+            assert image.get_data_dtype() == np.uint8 and 'written before networks carried' in notes[0]
+
+
+def test_export_of_an_old_snapshot_records_a_datasets_record(tmp_path):
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'legacy')
+    subprocess_free = invoke(dataset_tool.main, ['--source', 'phantom:1', '--dest', tmp_path / 'p.zip',
+                                                 '--size', '16x12x8'])
+    assert subprocess_free.exit_code == 0, subprocess_free.output
+    result = invoke(legacy.cli, ['export', '--network', os.path.join(data, 'snapshot-v1.pkl'), '--data',
+                                 tmp_path / 'p.zip', '--dest', tmp_path / 'G.pt'])
+    assert result.exit_code == 0, result.output
+    G = legacy.load_network(str(tmp_path / 'G.pt'))['G_ema']
+    assert G.volume_info.spacing == pytest.approx((4.0, 64 / 12, 9.0))  # The phantom's box over 16x12x8 voxels.
 
 #----------------------------------------------------------------------------
 # Style mixing.
@@ -369,14 +404,14 @@ def test_style_mixing_end_to_end(network, tmp_path):
                                         '--styles', '0-2', '--outdir', tmp_path])
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path)) == ['0-5.nii.gz', '0-6.nii.gz', '1-5.nii.gz', '1-6.nii.gz', 'grid.png']
-    assert PIL.Image.open(tmp_path / 'grid.png').size == (3 * 16, 3 * 12)  # (1 + cols) x (1 + rows) axial slices.
+    assert PIL.Image.open(tmp_path / 'grid.png').size == (3 * 16, 3 * 18)  # 1 + cols by 1 + rows, 0.5 mm pixels.
     image = nib.load(tmp_path / '1-6.nii.gz')
     assert np.allclose(image.affine, expected_ras_affine(ROTATED), atol=1e-5)
 
     G, cpu = network['G'], torch.device('cpu')
     vols = generation.style_mix(G, [1], [6], [0, 1, 2], torch.zeros(1, 0), 1.0, 'const', cpu)
     assert same_volume(np.asanyarray(image.dataobj),
-                          generation.to_stored_range(vols[(1, 6)], 'uint8')[0].transpose(2, 1, 0))
+                          from_unit(vols[(1, 6)], 'uint8')[0].transpose(2, 1, 0))
     assert not np.allclose(vols[(1, 6)], vols[1]) and not np.allclose(vols[(1, 6)], vols[6])
     every_layer = generation.style_mix(G, [0], [5], list(range(G.num_ws)), torch.zeros(1, 0), 1.0, 'const', cpu)
     assert np.allclose(every_layer[(0, 5)], every_layer[5], atol=1e-6)  # All layers from the column seed: it.
@@ -429,7 +464,7 @@ def test_projector_cli_and_projected_w_render_the_same_volume(network, tmp_path)
                                      '--num-steps', 20, '--outdir', tmp_path / 'proj'])
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path / 'proj')) == ['proj.nii.gz', 'proj.png', 'projected_w.npz']
-    assert PIL.Image.open(tmp_path / 'proj' / 'proj.png').size == (2 * (16 + 16 + 12), 12)  # Before | after.
+    assert PIL.Image.open(tmp_path / 'proj' / 'proj.png').size == (2 * (16 + 16 + 18), 48)  # Before | after.
     proj = nib.load(tmp_path / 'proj' / 'proj.nii.gz')
     assert np.allclose(proj.affine, expected_ras_affine(ROTATED), atol=1e-5)
 
@@ -477,9 +512,9 @@ def test_projector_target_is_read_in_the_training_orientation(network, tmp_path)
     # A NIfTI stored with x and y reversed (RAS-like axes) is read back in LPS, as dataset_tool packs volumes.
     array = np.random.RandomState(0).rand(*SHAPE).astype(np.float32) * 100  # [D, H, W]
     volume_io.write_volume(tmp_path / 't.nii.gz', array[:, ::-1, ::-1], SPACING, [-1, 0, 0, 0, -1, 0, 0, 0, 1])
-    target = projection.load_target(str(tmp_path / 't.nii.gz'), network['G'], clip_percentiles=(0, 100))
+    target = projection.load_target(str(tmp_path / 't.nii.gz'), tiny_generator(percentiles=(0, 100)))
     expected = (array - array.min()) / (array.max() - array.min()) * 2 - 1
-    assert target.shape == (1, *SHAPE) and np.allclose(target[0].numpy(), expected, atol=1e-5)
+    assert target.shape == (1, *SHAPE) and np.allclose(target[0].numpy(), expected, atol=1 / 255)  # uint8 steps
 
 
 def test_projector_target_is_resampled_to_the_training_spacing(network, tmp_path):
@@ -492,8 +527,8 @@ def test_projector_target_is_resampled_to_the_training_spacing(network, tmp_path
     array = np.zeros([D, H, fine_w], dtype=np.float32)
     array[..., np.abs(x_mm) < 2] = 100
     volume_io.write_volume(tmp_path / 't.nii.gz', array, (SPACING[0] / 2, *SPACING[1:]), volume_io.CANONICAL_DIRECTION)
-    target = projection.load_target(str(tmp_path / 't.nii.gz'), network['G'], clip_percentiles=(0, 100),
-                                   spacing=SPACING)
+    target = projection.load_target(str(tmp_path / 't.nii.gz'),
+                                    tiny_generator(direction=volume_io.CANONICAL_DIRECTION, percentiles=(0, 100)))
     assert target.shape == (1, *SHAPE)
     profile = target[0, D // 2, H // 2].numpy()  # along W
     assert int((profile > 0).sum()) == 8 and profile[W // 2] == pytest.approx(1, abs=1e-3)

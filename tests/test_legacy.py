@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import legacy
 from training.networks import Generator
+from training.volume import IntensityMapping, VolumeInfo
 
 ROTATED = [0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
@@ -20,15 +21,14 @@ ROTATED = [0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 def snapshot(tmp_path_factory):
     root = tmp_path_factory.mktemp('legacy')
     torch.manual_seed(0)
+    info = VolumeInfo(spacing=(1.0, 1.0, 2.0), direction=ROTATED, centre=(3.0, -4.0, 5.0),
+                      intensity=IntensityMapping(dtype='uint16'))
     G = Generator(z_dim=4, c_dim=0, w_dim=4, img_shape=(4, 8, 8), img_channels=1, mapping_kwargs=dict(num_layers=1),
-                  synthesis_kwargs=dict(channel_base=32, channel_max=8), voxel_spacing=(1.0, 1.0, 2.0)).eval()
-    data = root / 'data.zip'
-    with zipfile.ZipFile(data, 'w') as z:
-        z.writestr('dataset.json', json.dumps(dict(spacing=[1, 1, 2], direction=ROTATED, orientation='LPS',
-                                                   dtype='uint16', shape=[1, 4, 8, 8])))
+                  synthesis_kwargs=dict(channel_base=32, channel_max=8), volume_info=info.to_dict()).eval()
     path = root / 'snap.pkl'
     with open(path, 'wb') as f:
-        pickle.dump(dict(G=G, D=None, G_ema=G, augment_pipe=None, training_set_kwargs=dict(path=str(data))), f)
+        pickle.dump(dict(G=G, D=None, G_ema=G, augment_pipe=None,
+                         training_set_kwargs=dict(path=str(root / 'data.zip'))), f)
     export = root / 'G.pt'
     result = CliRunner().invoke(legacy.cli, ['export', '--network', str(path), '--dest', str(export)])
     assert result.exit_code == 0, result.output
@@ -39,11 +39,11 @@ def test_export_round_trip(snapshot):
     payload = torch.load(snapshot['export'], weights_only=True)  # No code runs: plain tensors and strings.
     config = json.loads(payload['config'])
     assert config['class_name'] == 'training.networks.Generator'
-    assert config['dataset_info'] == dict(spacing=[1, 1, 2], direction=ROTATED, orientation='LPS', dtype='uint16')
+    assert config['init_kwargs']['volume_info'] == snapshot['G'].volume_info.to_dict()  # The record, as JSON.
     data = legacy.load_network(snapshot['export'])
-    assert data['G'] is None and data['D'] is None and data['dataset_info'] == config['dataset_info']
+    assert data['G'] is None and data['D'] is None
     G, H = snapshot['G'], data['G_ema']
-    assert type(H).__name__ == 'Generator' and H.voxel_spacing == (1.0, 1.0, 2.0)
+    assert type(H).__name__ == 'Generator' and H.volume_info == G.volume_info
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(G(z, torch.zeros(3, 0), noise_mode='const'), H(z, torch.zeros(3, 0), noise_mode='const'))
@@ -86,7 +86,7 @@ def damaged_exports(snapshot, tmp_path) -> dict:
 
 def test_damaged_files_give_one_line_errors(snapshot, tmp_path):
     expected = {'truncated.pt': 'is a truncated or damaged zip archive',
-                'flipped.pt': 'is not a readable safe export (PytorchStreamReader failed',
+                'flipped.pt': 'is a damaged safe export: its record',
                 'missing_weight.pt': 'is a damaged safe export (RuntimeError: Error(s) in loading state_dict for '
                                      'Generator: Missing key(s)',
                 'bad_config.pt': 'is a damaged safe export (JSONDecodeError',

@@ -41,6 +41,7 @@ import dnnlib
 from dnnlib.cli import FiniteFloatRange
 from torch_utils import persistence
 from torch_utils.ops import grid_sample_gradfix, upfirdn3d
+from training.volume import to_unit
 
 #----------------------------------------------------------------------------
 # Wavelet low-pass (decomposition) filters, as published (Daubechies' symlets; PyWavelets' dec_lo order).
@@ -527,7 +528,7 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
         raise click.ClickException(f'--data: {e}' if data in str(e) else f'--data {data}: {e}') from None
     num = min(num, len(dataset))
     volumes = np.stack([dataset[i][0] for i in range(num)])  # [N, C, D, H, W] in the stored dtype.
-    x = torch.as_tensor(volumes.astype(np.float32)) / dataset.max_value * 2 - 1
+    x = torch.from_numpy(to_unit(volumes, dataset.max_value))  # [N, C, D, H, W] in [-1, 1]
 
     pipe = AugmentPipe(**AUGPIPE_SPECS[augpipe], channels_are_sequences=dataset.channels_are_sequences)
     pipe.p.fill_(prob)

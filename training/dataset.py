@@ -2,8 +2,9 @@
 """The training dataset: volumes packed by dataset_tool.py, read lazily from a zip or a folder.
 
 A packed dataset holds uncompressed .npy volumes [C, D, H, W] (uint8 or uint16) and a dataset.json at its root
-with the shape, dtype, voxel spacing, orientation, channel names and labels. Volumes are returned in their stored
-dtype; the training loop maps them to [-1, 1] with x / max_value * 2 - 1.
+with the shape, the volume record (training.volume.VolumeInfo: spacing, direction, centre, intensity mapping,
+channel names) and the labels. This module is the only reader of dataset.json. Volumes are returned in their stored
+dtype; the training loop maps them to [-1, 1] with training.volume.to_unit.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import numpy as np
 import torch
 
 import dnnlib
-from training.volume import DATASET_FORMAT
+from training.volume import DATASET_FORMAT, VolumeInfo
 
-MAX_VALUES = {'uint8': 255, 'uint16': 65535}
 
 #----------------------------------------------------------------------------
 
@@ -53,10 +53,11 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
         self._fnames = sorted(f for f in self._all_files() if f.endswith('.npy'))
         if not self._fnames:
             raise ValueError(f'{self._path} holds no .npy volumes')
-        dtype = str(self._info.get('dtype', 'uint8'))
-        if dtype not in MAX_VALUES:
-            raise ValueError(f'{self._path}: dtype "{dtype}" in dataset.json is not one of {sorted(MAX_VALUES)}')
-        self._dtype = np.dtype(dtype)
+        try:
+            self._volume_info = VolumeInfo.from_dataset_json(self._info)
+        except ValueError as e:
+            raise ValueError(f'dataset {self._path}: dataset.json: {e}') from None
+        self._dtype = np.dtype(self._volume_info.dtype)
         self._image_shape = self._check_headers()
         if img_shape is not None and tuple(int(s) for s in img_shape) != self._image_shape[1:]:
             raise ValueError(f'dataset {self._path} holds volumes of shape (D, H, W) = {self._image_shape[1:]}, '
@@ -288,18 +289,10 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
         return self._get_raw_labels().dtype == np.int64
 
     @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel spacing (x, y, z) in mm."""
-        return tuple(float(s) for s in self._info.get('spacing', (1.0, 1.0, 1.0)))
-
-    @property
-    def direction(self) -> tuple[float, ...]:
-        """Direction cosines, 9 floats in ITK's row-major order (columns are the x, y, z axes)."""
-        return tuple(float(s) for s in self._info.get('direction', (1, 0, 0, 0, 1, 0, 0, 0, 1)))
-
-    @property
-    def orientation(self) -> str:
-        return str(self._info.get('orientation', 'LPS'))
+    def volume_info(self) -> VolumeInfo:
+        """The volume record (spacing, direction, centre, intensity mapping, channel names) of dataset.json; the
+        training loop hands it to the generator, which keeps it in every snapshot."""
+        return self._volume_info
 
     @property
     def dtype(self) -> np.dtype:
@@ -307,13 +300,25 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
 
     @property
     def max_value(self) -> int:
-        """255 for uint8, 65535 for uint16: x / max_value * 2 - 1 maps a volume to [-1, 1]."""
-        return MAX_VALUES[self._dtype.name]
+        """255 for uint8, 65535 for uint16 (training.volume.to_unit maps a volume to [-1, 1] with it)."""
+        return self._volume_info.max_value
 
     @property
     def channel_names(self) -> list[str]:
-        names = self._info.get('channels')
-        return list(names) if names else [f'channel{i}' for i in range(self.num_channels)]
+        names = list(self._volume_info.channels)
+        return names if len(names) == self.num_channels else [f'channel{i}' for i in range(self.num_channels)]
+
+    @property
+    def file_names(self) -> list[str]:
+        """The packed .npy members in index order (without mirrored copies), e.g. 00000/vol00000003.npy."""
+        return list(self._fnames)
+
+    @property
+    def case_names(self) -> list[str]:
+        """The source name of each packed volume (in index order, without mirrored copies), as dataset.json
+        records it; the member name when it records none."""
+        recorded = {str(entry[0]): str(entry[1]) for entry in self._info.get('sources') or []}
+        return [recorded.get(fname, fname) for fname in self._fnames]
 
     @property
     def channels_are_sequences(self) -> bool:

@@ -8,10 +8,7 @@ command-line tools report them as one line.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import sys
 from typing import Callable, Iterator
 
 import click
@@ -23,49 +20,16 @@ import tqdm
 import dnnlib
 import legacy
 from training import visualize
+from training.volume import VolumeInfo, from_unit
 from volumes import volume_io
 
-STORED_DTYPES = ('uint8', 'uint16')
-DEFAULT_CLIP_PERCENTILES = (0.5, 99.5)  # dataset_tool.py's default --clip.
 
 #----------------------------------------------------------------------------
 # Parsing.
 
 
 #----------------------------------------------------------------------------
-# Volume metadata: spacing and orientation of the training data.
-
-
-def dataset_geometry(data: dict, G) -> dict:
-    """Spacing (x, y, z), LPS direction, stored dtype and intensity clip percentiles of the training data.
-
-    `data` is what legacy.load_network returns. The geometry comes from a safe export's record, else from the
-    training set's dataset.json when reachable; the spacing from G when it carries one. Without either the
-    volumes get the canonical LPS orientation and uint8, and a note on stderr says so.
-    """
-    info = data.get('dataset_info') or legacy.read_dataset_info(data.get('training_set_kwargs'))
-    if info is None:
-        print('Note: the training dataset.json is not reachable; writing uint8 volumes in the canonical LPS '
-              'orientation.', file=sys.stderr)
-    info = info or {}
-    spacing = getattr(G, 'voxel_spacing', None) or info.get('spacing') or (1.0, 1.0, 1.0)
-    dtype = str(info.get('dtype', 'uint8'))
-    if dtype not in STORED_DTYPES:
-        raise click.ClickException(f'the training dataset.json gives dtype "{dtype}"; expected one of '
-                                   f'{", ".join(STORED_DTYPES)}')
-    try:
-        return dict(spacing=[float(s) for s in spacing],
-                    direction=[float(d) for d in info.get('direction', volume_io.CANONICAL_DIRECTION)], dtype=dtype,
-                    clip_percentiles=[float(p) for p in info.get('clip_percentiles', DEFAULT_CLIP_PERCENTILES)])
-    except (TypeError, ValueError) as e:
-        message = f'the training dataset.json has a malformed spacing, direction or clip ({e})'
-        raise click.ClickException(message) from None
-
-
-def to_stored_range(volume: np.ndarray, dtype: str) -> np.ndarray:
-    """[-1, 1] floats -> the dataset's stored integers (uint8 or uint16); the inverse of x / max * 2 - 1."""
-    max_value = np.iinfo(dtype).max
-    return np.rint((volume + 1) * (max_value / 2)).clip(0, max_value).astype(dtype)
+# Output files.
 
 
 def make_outdir(outdir: str) -> None:
@@ -87,10 +51,11 @@ def save_png(image: PIL.Image.Image, path: str) -> None:
         raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
 
 
-def write_volume_file(path: str, array: np.ndarray, geometry: dict) -> None:
-    """volume_io.write_volume (atomic) with its failures as one-line CLI errors."""
+def write_volume_file(path: str, array: np.ndarray, info: VolumeInfo) -> None:
+    """volume_io.write_volume (atomic, read back) with the record's geometry: the grid of `array` centred where the
+    training volumes were; failures become one-line CLI errors."""
     try:
-        volume_io.write_volume(path, array, geometry['spacing'], geometry['direction'])
+        volume_io.write_volume(path, array, info.spacing, info.direction, info.origin(array.shape[-3:]))
     except ValueError as e:
         raise click.ClickException(str(e) if str(e).startswith('cannot write') else f'cannot write {path}: {e}') \
             from None
@@ -98,14 +63,14 @@ def write_volume_file(path: str, array: np.ndarray, geometry: dict) -> None:
         raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
 
 
-def write_outputs(volume: np.ndarray, stem: str, outdir: str, fmt: str, geometry: dict, preview: bool) -> None:
-    """Write one [C, D, H, W] volume in [-1, 1] in the stored range (and its preview PNG)."""
-    stored = to_stored_range(volume, geometry['dtype'])
+def write_outputs(volume: np.ndarray, stem: str, outdir: str, fmt: str, info: VolumeInfo, preview: bool) -> None:
+    """Write one [C, D, H, W] volume in [-1, 1] as the stored integers of its record (and an upright preview)."""
+    stored = from_unit(volume, info.dtype)
     array = stored[0] if stored.shape[0] == 1 else stored  # [D, H, W], or [C, D, H, W] as a vector image.
-    write_volume_file(os.path.join(outdir, f'{stem}.{fmt}'), array, geometry)
+    write_volume_file(os.path.join(outdir, f'{stem}.{fmt}'), array, info)
     if preview:
-        save_png(visualize.volume_grid(volume[None], (1, 1), (-1, 1), planes=visualize.PLANES),
-                 os.path.join(outdir, f'{stem}.png'))
+        grid = visualize.volume_grid(volume[None], (1, 1), (-1, 1), planes=visualize.PLANES, spacing=info.spacing)
+        save_png(grid, os.path.join(outdir, f'{stem}.png'))
 
 #----------------------------------------------------------------------------
 # Generation.
@@ -236,11 +201,11 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
         reals = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))]))  # [N, C, D, H, W]
     except (OSError, ValueError) as e:
         raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
-    max_value = float(dataset.max_value)
+    info = dataset.volume_info
 
     def keep(volume: np.ndarray) -> bool:
-        stored = ((np.clip(volume, -1, 1) + 1) * (max_value / 2)).astype(np.float32)  # [C, D, H, W], reals' range
-        return best_slice_ssim(torch.from_numpy(stored).to(device), reals, data_range=max_value) >= threshold
+        stored = from_unit(volume, info.dtype).astype(np.float32)  # [C, D, H, W] as it will be written
+        return best_slice_ssim(torch.from_numpy(stored).to(device), reals, data_range=info.max_value) >= threshold
     return keep
 
 #----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from torch_utils import misc, persistence
 from torch_utils.ops import bias_act, upfirdn3d
 from training.layers import (DEFAULT_FILTER, Conv3dLayer, FullyConnectedLayer, check_options, compute_dtype,
                              init_weight, modulated_conv3d, normalize_2nd_moment, setup_filter)
-from training.volume import as_xyz, divide_shape
+from training.volume import VolumeInfo, as_xyz, divide_shape
 from training.volume_shape import make_schedule
 
 #----------------------------------------------------------------------------
@@ -374,22 +374,20 @@ class Generator(torch.nn.Module):
         img_channels: image channels.
         mapping_kwargs: MappingNetwork options (num_layers, lr_multiplier, ...).
         synthesis_kwargs: SynthesisNetwork options (channel_base, architecture, num_fp16_res, ...).
-        voxel_spacing: voxel size in mm, (x, y, z), carried as metadata for NIfTI output; None: unknown.
+        volume_info: the training data's volume record (training.volume.VolumeInfo.to_dict(): spacing, direction,
+            centre, intensity mapping, channel names), kept so that every snapshot and safe export can write its
+            volumes in place without the dataset; None: unknown (generated files then say what they assume).
     """
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_shape: Sequence[int], img_channels: int,
                  mapping_kwargs: dict | None = None, synthesis_kwargs: dict | None = None,
-                 voxel_spacing: Sequence[float] | None = None):
+                 volume_info: dict | None = None):
         super().__init__()
-        if voxel_spacing is not None:
-            voxel_spacing = tuple(float(v) for v in voxel_spacing)
-            if len(voxel_spacing) != 3 or min(voxel_spacing) <= 0:
-                raise ValueError(f'voxel_spacing: expected three positive sizes in mm (x, y, z), got {voxel_spacing}')
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.w_dim = w_dim
         self.img_channels = img_channels
-        self.voxel_spacing = voxel_spacing
+        self.volume_info = VolumeInfo.from_dict(volume_info) if volume_info is not None else None
         self.synthesis = SynthesisNetwork(w_dim=w_dim, img_shape=img_shape, img_channels=img_channels,
                                           **(synthesis_kwargs or {}))
         self.img_shape = self.synthesis.img_shape

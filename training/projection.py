@@ -12,14 +12,14 @@ import copy
 
 import click
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
 import dnnlib
 import legacy
-from volumes import volume_io
 from training.generation import noise_buffers
+from training.volume import dhw_to_xyz, to_unit
+from volumes import packing, volume_io
 
 
 def noise_regularisation(noise_bufs: list[torch.Tensor]) -> torch.Tensor:
@@ -104,43 +104,29 @@ def project(G, target: torch.Tensor, c: torch.Tensor | None = None, num_steps: i
     return w_opt.detach()[0].repeat(G.num_ws, 1), noises, losses
 
 
-def load_target(path: str, G, clip_percentiles: tuple[float, float] = (0.5, 99.5),
-                spacing: tuple[float, float, float] | None = None) -> torch.Tensor:
-    """A volume file as [C, D, H, W] in [-1, 1] at the network's shape, prepared as dataset_tool.py packs data.
-
-    Each channel is reoriented to LPS; with `spacing` (x, y, z mm, the training data's) it is resampled onto a box
-    of the network's size at that spacing around the volume's centre (dataset_tool.py --spacing --size); then it
-    is scaled between its clip percentiles. A .npy file has no geometry: it is only resized to the network's shape.
-    """
+def load_target(path: str, G) -> torch.Tensor:
+    """A volume file as [C, D, H, W] in [-1, 1] at the network's shape, packed as its training data was: the
+    packer's pipeline (volumes/packing.py) with the generator's volume record (spacing, orient, interpolator,
+    intensity mapping), around the volume's own centre. A .npy file has no geometry: it is only resized."""
+    info = G.volume_info
     try:
-        image = volume_io.read_any(path, allow_channels=True)
-        channels = [image] if image.GetNumberOfComponentsPerPixel() == 1 else \
-            [sitk.VectorIndexSelectionCast(image, c) for c in range(image.GetNumberOfComponentsPerPixel())]
-        channels = [volume_io.reorient(channel) for channel in channels]
-        if spacing is not None and volume_io.volume_extension(path) != '.npy':
-            size_xyz = tuple(int(s) for s in reversed(G.img_shape))
-            grid = volume_io.target_grid(channels[0], size=size_xyz, spacing=tuple(spacing))
-            channels = [volume_io.resample(channel, grid) for channel in channels]
-        array = np.stack([volume_io.image_to_array(channel) for channel in channels])  # [C, D, H, W]
+        channels = packing.split_channels(volume_io.read_any(path, allow_channels=True))
+        if len(channels) != G.img_channels:
+            raise ValueError(f'{path} has {len(channels)} channels; the network makes {G.img_channels}')
+        names = [path] * len(channels)
+        if volume_io.volume_extension(path) == '.npy':
+            stored = np.stack([info.intensity.to_stored(volume_io.image_to_array(c), name)
+                               for c, name in zip(channels, names)])
+            volume = torch.from_numpy(to_unit(stored, info.max_value))  # [C, D, H, W]
+            if tuple(volume.shape[1:]) != tuple(G.img_shape):
+                volume = F.interpolate(volume[None], size=tuple(G.img_shape), mode='trilinear', align_corners=False)[0]
+            return volume
+        options = packing.GridOptions(size=dhw_to_xyz(G.img_shape), spacing=info.spacing, orient=info.orient,
+                                      interpolation=info.interpolation)
+        stored = packing.pack_images(channels, options, info.intensity, names).volume
     except (OSError, ValueError, RuntimeError) as e:
         raise click.BadParameter(legacy.one_line(e), param_hint='--target') from None  # Names the file.
-    volume = torch.from_numpy(np.asarray(array, dtype=np.float32))
-    if not torch.isfinite(volume).all():
-        raise click.BadParameter(f'{path} has {int((~torch.isfinite(volume)).sum())} NaN or infinite voxels; '
-                                 f'expected finite intensities', param_hint='--target')
-    if volume.shape[0] != G.img_channels:
-        raise click.BadParameter(f'{path} has {volume.shape[0]} channels; the network makes {G.img_channels}',
-                                 param_hint='--target')
-    lo, hi = np.percentile(volume.reshape(volume.shape[0], -1).numpy(), clip_percentiles, axis=1)  # [2, C]
-    if np.any(hi <= lo):
-        raise click.BadParameter(f'{path} has constant intensity between its {clip_percentiles[0]:g} and '
-                                 f'{clip_percentiles[1]:g} percentiles; there is nothing to project',
-                                 param_hint='--target')
-    lo, hi = torch.from_numpy(lo).float()[:, None, None, None], torch.from_numpy(hi).float()[:, None, None, None]
-    volume = ((volume - lo) / (hi - lo).clamp(min=1e-8)).clamp(0, 1) * 2 - 1
-    if tuple(volume.shape[1:]) != tuple(G.img_shape):
-        volume = F.interpolate(volume[None], size=tuple(G.img_shape), mode='trilinear', align_corners=False)[0]
-    return volume
+    return torch.from_numpy(to_unit(stored, info.max_value))
 
 
 def save_projection(path: str, w: torch.Tensor, noises: dict[str, torch.Tensor]) -> None:

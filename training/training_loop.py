@@ -43,11 +43,6 @@ def setup_torch(random_seed: int, num_gpus: int, rank: int, cudnn_benchmark: boo
     torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
-def real_to_float(images: torch.Tensor, max_value: float) -> torch.Tensor:
-    """Stored integers [0, max_value] -> float [-1, 1]."""
-    return images.to(torch.float32) * (2 / max_value) - 1
-
-
 def make_data_iterator(training_set, rank: int, num_gpus: int, seed: int, batch_size: int, skip: int,
                        data_loader_kwargs: dict):
     sampler = misc.InfiniteSampler(training_set, rank=rank, num_replicas=num_gpus, seed=seed, skip=skip)
@@ -62,7 +57,7 @@ def make_data_iterator(training_set, rank: int, num_gpus: int, seed: int, batch_
 def build_networks(training_set, G_kwargs: dict, D_kwargs: dict, device: torch.device):
     common = dict(c_dim=training_set.label_dim, img_shape=tuple(training_set.img_shape),
                   img_channels=training_set.num_channels)
-    G = dnnlib.util.construct_class_by_name(**G_kwargs, **common, voxel_spacing=tuple(training_set.spacing))
+    G = dnnlib.util.construct_class_by_name(**G_kwargs, **common, volume_info=training_set.volume_info.to_dict())
     D = dnnlib.util.construct_class_by_name(**D_kwargs, **common)
     G = G.train().requires_grad_(False).to(device)
     D = D.train().requires_grad_(False).to(device)
@@ -129,7 +124,7 @@ def fetch_batch(data_iterator, training_set, phases, batch_size: int, batch_gpu:
     except (ValueError, OSError) as e:  # The dataset's one-line message; a worker's comes last in a traceback.
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise TrainingDataError(re.sub(r'^(ValueError|OSError): ', '', lines[-1] if lines else repr(e))) from None
-    real_img = real_to_float(real_img.to(device), training_set.max_value).split(batch_gpu)
+    real_img = volume.to_unit(real_img.to(device), training_set.max_value).split(batch_gpu)
     real_c = real_c.to(device).split(batch_gpu)
     num_gen = len(phases) * batch_size
     gen_z = torch.randn([num_gen, z_dim], device=device)
@@ -431,14 +426,14 @@ def write_tfevents(stats_tfevents, stats_dict: dict, stats_metrics: dict, cur_ni
     stats_tfevents.flush()
 
 
-def save_image_snapshot(G_ema, grid_z, grid_c, grid_size, grid_planes, run_dir: str, tag: str, stats_tfevents,
-                        cur_nimg: int) -> None:
-    fakes = generate_grid(G_ema, grid_z, grid_c)
-    visualize.save_volume_grid(fakes, os.path.join(run_dir, f'fakes{tag}.png'), grid_size, drange=(-1, 1),
-                               planes=grid_planes)
+def save_image_snapshot(G_ema, grid: dnnlib.EasyDict, path: str, stats_tfevents=None, cur_nimg: int = 0) -> None:
+    """The grid's latents through G_ema as a PNG of slices (and a TensorBoard image)."""
+    fakes = generate_grid(G_ema, grid.z, grid.c)
+    image = visualize.volume_grid(fakes, grid.size, (-1, 1), grid.planes, grid.spacing)
+    dnnlib.util.atomic_write(path, lambda f: image.save(f, format='PNG'))
     if stats_tfevents is not None:
-        image = np.asarray(visualize.volume_grid(fakes, grid_size, (-1, 1), grid_planes))
-        stats_tfevents.add_image('fakes', image, global_step=cur_nimg, dataformats='HW' if image.ndim == 2 else 'HWC')
+        array = np.asarray(image)
+        stats_tfevents.add_image('fakes', array, global_step=cur_nimg, dataformats='HW' if array.ndim == 2 else 'HWC')
 
 
 def save_network_snapshot(snapshot: dict, run_dir: str, tag: str, rank: int, state: dict) -> str:
@@ -601,18 +596,18 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
                                        data_loader_kwargs=data_loader_kwargs)
 
     # Grids, logs.
-    grid_z = grid_c = grid_size = None
+    grid = None
     if rank == 0:
         grid_size, grid_reals, grid_labels = setup_grid(training_set, random_seed)
-        if resume_state is None or not os.path.isfile(os.path.join(run_dir, 'reals.png')):
-            visualize.save_volume_grid(grid_reals, os.path.join(run_dir, 'reals.png'), grid_size,
-                                       drange=(0, training_set.max_value), planes=grid_planes)
         grid_gen = torch.Generator().manual_seed(random_seed)
-        grid_z = torch.randn([len(grid_labels), G.z_dim], generator=grid_gen).to(device).split(batch_gpu)
-        grid_c = torch.from_numpy(grid_labels).to(device).split(batch_gpu)
+        grid = dnnlib.EasyDict(size=grid_size, planes=grid_planes, spacing=training_set.volume_info.spacing,
+                               z=torch.randn([len(grid_labels), G.z_dim], generator=grid_gen).to(device).split(batch_gpu),
+                               c=torch.from_numpy(grid_labels).to(device).split(batch_gpu))
+        if resume_state is None or not os.path.isfile(os.path.join(run_dir, 'reals.png')):
+            visualize.save_volume_grid(grid_reals, os.path.join(run_dir, 'reals.png'), grid.size,
+                                       drange=(0, training_set.max_value), planes=grid.planes, spacing=grid.spacing)
         if resume_state is None:
-            visualize.save_volume_grid(generate_grid(G_ema, grid_z, grid_c), os.path.join(run_dir, 'fakes_init.png'),
-                                       grid_size, drange=(-1, 1), planes=grid_planes)
+            save_image_snapshot(G_ema, grid, os.path.join(run_dir, 'fakes_init.png'))
     stats_collector = training_stats.Collector(regex='.*')
     stats_metrics: dict = {}
     stats_jsonl, stats_tfevents = open_logs(run_dir) if rank == 0 else (None, None)
@@ -691,7 +686,7 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
 
         if rank == 0 and not stop and image_snapshot_ticks is not None and \
                 (done or tick % image_snapshot_ticks == 0):
-            save_image_snapshot(G_ema, grid_z, grid_c, grid_size, grid_planes, run_dir, tag, stats_tfevents,
+            save_image_snapshot(G_ema, grid, os.path.join(run_dir, f'fakes{tag}.png'), stats_tfevents,
                                 progress['cur_nimg'])
         if stop or (network_snapshot_ticks is not None and (done or tick % network_snapshot_ticks == 0)):
             snapshot = make_snapshot(training_set_kwargs, G, D, G_ema, augment_pipe, num_gpus)

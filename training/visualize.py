@@ -1,5 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Slice grids of volumes as PNG: what a person looks at during training and after generation."""
+"""Slice grids of volumes as PNG: what a person looks at during training and after generation.
+
+Display convention (radiological, for volumes packed by dataset_tool.py, whose axes D, H, W run towards superior,
+posterior and the patient's left): axial slices show anterior at the top and the patient's left on the right;
+coronal slices the head at the top and the patient's left on the right; sagittal slices the head at the top and
+anterior on the left. Given the voxel spacing, slices are shown with square pixels (true proportions).
+"""
 
 from __future__ import annotations
 
@@ -13,21 +19,41 @@ import dnnlib
 PLANES = ('axial', 'coronal', 'sagittal')
 
 
-def middle_slices(volume: np.ndarray, planes: Sequence[str] = ('axial',)) -> np.ndarray:
-    """Middle slices of one volume [C, D, H, W], side by side, as one [C, H', W'] image.
+def middle_slices(volume: np.ndarray, planes: Sequence[str] = ('axial',),
+                  spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Middle slices of one volume [C, D, H, W] (axes towards S, P and L, as packed), side by side, upright in the
+    radiological display: one [C, H', W'] image.
 
-    axial is [H, W] at D // 2, coronal [D, W] at H // 2, sagittal [D, H] at W // 2; the shorter slices are
-    padded at the bottom to the tallest one.
+    axial [H, W] at D // 2: anterior at the top, the patient's left on the right; coronal [D, W] at H // 2: head at
+    the top, the patient's left on the right; sagittal [D, H] at W // 2: head at the top, anterior on the left.
+    With `spacing` (x, y, z mm) every slice is resized to square pixels of the finest spacing, so anatomy keeps
+    its proportions (6 x 6 x 12 mm voxels show twice as tall in coronal and sagittal views, not squashed). Shorter
+    slices are padded at the bottom to the tallest one.
     """
     C, D, H, W = volume.shape
-    picks = dict(axial=volume[:, D // 2], coronal=volume[:, :, H // 2], sagittal=volume[:, :, :, W // 2])
+    picks = dict(axial=volume[:, D // 2], coronal=volume[:, ::-1, H // 2], sagittal=volume[:, ::-1, :, W // 2])
     for plane in planes:
         if plane not in picks:
             raise ValueError(f'Unknown plane "{plane}"; expected one of {PLANES}')
     slices = [picks[plane] for plane in planes]
+    if spacing is not None:
+        sx, sy, sz = (float(s) for s in spacing)
+        pixel = dict(axial=(sy, sx), coronal=(sz, sx), sagittal=(sz, sy))  # (row, column) mm per plane.
+        finest = min(sx, sy, sz)
+        slices = [_resize(s, pixel[plane], finest) for plane, s in zip(planes, slices)]
     height = max(s.shape[1] for s in slices)
     padded = [np.pad(s, [(0, 0), (0, height - s.shape[1]), (0, 0)], constant_values=s.min()) for s in slices]
     return np.concatenate(padded, axis=2)
+
+
+def _resize(image: np.ndarray, pixel_mm: tuple[float, float], target_mm: float) -> np.ndarray:
+    """[C, h, w] with (row, column) pixel sizes -> square pixels of target_mm (bilinear, per channel)."""
+    _, h, w = image.shape
+    size = (max(round(w * pixel_mm[1] / target_mm), 1), max(round(h * pixel_mm[0] / target_mm), 1))  # (w, h)
+    if size == (w, h):
+        return np.ascontiguousarray(image)
+    return np.stack([np.asarray(PIL.Image.fromarray(np.ascontiguousarray(c, dtype=np.float32), 'F')
+                                .resize(size, PIL.Image.BILINEAR)) for c in image])
 
 
 def to_uint8(images: np.ndarray, drange: tuple[float, float]) -> np.ndarray:
@@ -37,7 +63,7 @@ def to_uint8(images: np.ndarray, drange: tuple[float, float]) -> np.ndarray:
 
 
 def volume_grid(volumes: np.ndarray, grid_size: tuple[int, int], drange: tuple[float, float],
-                planes: Sequence[str] = ('axial',)) -> PIL.Image.Image:
+                planes: Sequence[str] = ('axial',), spacing: Sequence[float] | None = None) -> PIL.Image.Image:
     """Tile the middle slices of volumes [N, C, D, H, W] into a gw x gh grid image.
 
     1- and 3-channel volumes become grayscale and RGB images; other channel counts (MRI sequences) are shown
@@ -47,7 +73,7 @@ def volume_grid(volumes: np.ndarray, grid_size: tuple[int, int], drange: tuple[f
     N, C = volumes.shape[:2]
     if N != gw * gh:
         raise ValueError(f'volume_grid: {N} volumes do not fill a {gw}x{gh} grid')
-    tiles = np.stack([middle_slices(v, planes) for v in volumes])  # [N, C, h, w]
+    tiles = np.stack([middle_slices(v, planes, spacing) for v in volumes])  # [N, C, h, w]
     if C not in (1, 3):
         tiles = np.concatenate(list(tiles.transpose(1, 0, 2, 3)[:, :, None]), axis=3)  # [N, 1, h, C*w]
     tiles = to_uint8(tiles, drange)
@@ -57,7 +83,7 @@ def volume_grid(volumes: np.ndarray, grid_size: tuple[int, int], drange: tuple[f
 
 
 def save_volume_grid(volumes: np.ndarray, path: str, grid_size: tuple[int, int], drange: tuple[float, float],
-                     planes: Sequence[str] = ('axial',)) -> None:
+                     planes: Sequence[str] = ('axial',), spacing: Sequence[float] | None = None) -> None:
     """Write the grid as a PNG through the project's checked atomic writer."""
-    image = volume_grid(volumes, grid_size, drange, planes)
+    image = volume_grid(volumes, grid_size, drange, planes, spacing)
     dnnlib.util.atomic_write(path, lambda f: image.save(f, format='PNG'))

@@ -31,6 +31,8 @@ DATASET_FORMAT = 'stylegan2-ada-3d/1'               # The "format" of a packed d
 WRITE_FORMATS = ('nii.gz', 'nii', 'nrrd', 'npy')  # What generated volumes can be written as.
 STORED_DTYPES = {'uint8': 255, 'uint16': 65535}    # Stored dtype -> its largest value.
 LPS_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+ORIENTS = ('source', 'lps')                         # How the packer lays out the voxels (VolumeInfo.orient).
+INTERPOLATIONS = ('linear', 'bspline', 'nearest')   # The packer's image interpolators.
 
 #----------------------------------------------------------------------------
 # Axis order.
@@ -213,14 +215,20 @@ class VolumeInfo:
         centre: world position (LPS, mm) of the centre of the packed grid; generated volumes are placed there.
         intensity: how stored integers relate to source values; its dtype is the stored dtype.
         channels: one name per channel (MR sequence).
-        labels: names of the segmentation labels, {value: name} (background 0 is implied), or None.
+        label_names: names of the segmentation labels, {value: name} (background 0 is implied); None: the
+            volumes carry no label maps.
+        orient: how the packer laid the voxels out: 'source' (along the source's own axes, permuted and flipped
+            towards LPS, keeping an oblique tilt in `direction`) or 'lps' (resampled onto the world's axes).
+        interpolation: the image interpolator of the packer ('linear', 'bspline' or 'nearest').
     """
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     direction: tuple[float, ...] = LPS_DIRECTION
     centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
     intensity: IntensityMapping = IntensityMapping()
     channels: tuple[str, ...] = ('image',)
-    labels: dict[int, str] | None = None
+    label_names: dict[int, str] | None = None
+    orient: str = 'source'
+    interpolation: str = 'linear'
 
     def __post_init__(self) -> None:
         spacing = tuple(float(s) for s in self.spacing)
@@ -233,8 +241,12 @@ class VolumeInfo:
         object.__setattr__(self, 'centre', centre)
         object.__setattr__(self, 'direction', _rotation(self.direction, 'direction'))
         object.__setattr__(self, 'channels', tuple(str(c) for c in self.channels))
-        if self.labels is not None:
-            object.__setattr__(self, 'labels', {int(k): str(v) for k, v in self.labels.items()})
+        if self.label_names is not None:
+            object.__setattr__(self, 'label_names', {int(k): str(v) for k, v in self.label_names.items()})
+        if self.orient not in ORIENTS:
+            raise ValueError(f'orient "{self.orient}": expected one of {", ".join(ORIENTS)}')
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f'interpolation "{self.interpolation}": expected one of {", ".join(INTERPOLATIONS)}')
 
     @property
     def dtype(self) -> str:
@@ -258,7 +270,9 @@ class VolumeInfo:
         """A JSON-able dict (what the generator's constructor and the safe export keep)."""
         return dict(spacing=list(self.spacing), direction=list(self.direction), centre=list(self.centre),
                     orientation=self.orientation, intensity=self.intensity.to_dict(), channels=list(self.channels),
-                    labels={str(k): v for k, v in self.labels.items()} if self.labels is not None else None)
+                    label_names={str(k): v for k, v in self.label_names.items()} if self.label_names is not None
+                    else None,
+                    orient=self.orient, interpolation=self.interpolation)
 
     @classmethod
     def from_dict(cls, record: dict) -> VolumeInfo:
@@ -267,7 +281,8 @@ class VolumeInfo:
             intensity = IntensityMapping(**record.get('intensity', {}))
             return cls(spacing=record['spacing'], direction=record.get('direction', LPS_DIRECTION),
                        centre=record.get('centre', (0.0, 0.0, 0.0)), intensity=intensity,
-                       channels=record.get('channels') or ('image',), labels=record.get('labels'))
+                       channels=record.get('channels') or ('image',), label_names=record.get('label_names'),
+                       orient=record.get('orient', 'source'), interpolation=record.get('interpolation', 'linear'))
         except (KeyError, TypeError) as e:
             raise ValueError(f'a malformed volume record ({type(e).__name__}: {e})') from None
 

@@ -8,7 +8,8 @@ coordinates (mm). Its numpy array is [D, H, W] = [z, y, x].
 The canonical orientation is LPS (DICOM convention: x runs towards the patient's left, y towards posterior, z
 towards superior), so a canonical volume has the identity direction and an axial slice [H, W] shows anterior at
 the top and the patient's left on the right (the radiological view). Reorienting only permutes and flips axes
-(no interpolation); an oblique acquisition keeps its small tilt, which the packed dataset does not record.
+(no interpolation): an oblique acquisition keeps its tilt in its direction cosines, which the packer records
+(volumes/packing.py), or resamples away physically when asked (axis_aligned).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import dnnlib
 
 CANONICAL_ORIENTATION = 'LPS'
 CANONICAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+INTERPOLATORS = {'linear': sitk.sitkLinear, 'bspline': sitk.sitkBSpline, 'nearest': sitk.sitkNearestNeighbor}
 READ_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.nhdr', '.mha', '.mhd', '.npy')
 WRITE_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.mha', '.npy')
 
@@ -337,37 +339,48 @@ def target_grid(image: sitk.Image, size: tuple[int, int, int] | None = None,
                 tuple(float(o) for o in origin), src.direction)
 
 
+def axis_aligned(grid: Grid) -> Grid:
+    """The grid of the same size, spacing and centre along the world's L, P, S axes (identity direction)."""
+    half = (np.asarray(grid.size) - 1) / 2 * np.asarray(grid.spacing)
+    return Grid(grid.size, grid.spacing, tuple(float(c) for c in grid.centre - half), CANONICAL_DIRECTION)
+
+
 def same_grid(a: Grid, b: Grid, tol_mm: float = 1e-3) -> bool:
     """True when two grids sample the same points (within tol_mm)."""
     return (a.size == b.size and np.allclose(a.spacing, b.spacing, rtol=1e-6, atol=1e-6)
             and np.allclose(a.origin, b.origin, atol=tol_mm) and np.allclose(a.direction, b.direction, atol=1e-6))
 
 
-def resample(image: sitk.Image, grid: Grid, default_value: float | None = None, antialias: bool = True) -> sitk.Image:
-    """Linear resampling of image onto grid (as float32), with Gaussian anti-aliasing where the grid is coarser.
+def resample(image: sitk.Image, grid: Grid, default_value: float | None = None, antialias: bool = True,
+             interpolation: str = 'linear') -> sitk.Image:
+    """Resampling of image onto grid (as float32), with Gaussian anti-aliasing where the grid is coarser.
 
     Args:
         image: A scalar 3D image.
         grid: The output grid.
         default_value: Value outside the image; None: the image's minimum (the background for MR and CT).
         antialias: Blur along input axes that the output samples more coarsely, with sigma = (factor - 1) / 2
-            input voxels, so down-sampling does not alias.
+            input voxels, so down-sampling does not alias (not for 'nearest', which must keep the values).
+        interpolation: 'linear', 'bspline' (cubic) or 'nearest' (SimpleITK's interpolators).
 
     Returns:
         A float32 image on grid (the input itself, as float32, when it already lies on grid).
     """
+    if interpolation not in INTERPOLATORS:
+        raise ValueError(f'interpolation "{interpolation}": expected one of {", ".join(INTERPOLATORS)}')
     image = sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
     if same_grid(image_grid(image), grid):
         return image
     if default_value is None:
         default_value = float(sitk.GetArrayViewFromImage(image).min())
-    if antialias:
+    if antialias and interpolation != 'nearest':
         image = _antialias(image, grid)
     ref = sitk.Image(list(grid.size), sitk.sitkFloat32)
     ref.SetSpacing(grid.spacing)
     ref.SetOrigin(grid.origin)
     ref.SetDirection(grid.direction)
-    return sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, float(default_value), sitk.sitkFloat32)
+    return sitk.Resample(image, ref, sitk.Transform(), INTERPOLATORS[interpolation], float(default_value),
+                         sitk.sitkFloat32)
 
 
 def _antialias(image: sitk.Image, grid: Grid) -> sitk.Image:

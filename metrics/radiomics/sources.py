@@ -67,7 +67,8 @@ class ZipCase:
     def __call__(self) -> tuple[sitk.Image, None, str, None]:
         dataset = _open_dataset(self.path)
         volume = dataset[self.index][0]  # [C, D, H, W], stored units.
-        image = volume_io.array_to_image(volume[0], dataset.spacing, dataset.direction)
+        info = dataset.volume_info
+        image = volume_io.array_to_image(volume[0], info.spacing, info.direction, info.origin(volume.shape[1:]))
         return image, None, f'{self.path}:{self.name}', None
 
 
@@ -87,8 +88,7 @@ def zip_cases(path: str) -> tuple[list[ZipCase], tuple[int, int, int]]:
     Today's packed datasets hold no label maps; when they do, this is the one place that pairs them.
     """
     dataset = _open_dataset(path)
-    members = dataset._fnames  # The packed .npy members in index order (the dataset has no public accessor yet).
-    names = [os.path.splitext(os.path.basename(f))[0] for f in members]
+    names = [os.path.splitext(os.path.basename(f))[0] for f in dataset.file_names]
     size = tuple(int(s) for s in dataset.img_shape[::-1])
     return [ZipCase(name, path, i) for i, name in enumerate(names)], size
 

@@ -29,9 +29,11 @@ def network(tmp_path_factory, phantoms):
     import torch
 
     from training.networks import Generator
+    from training.volume import VolumeInfo
     torch.manual_seed(0)
     G = Generator(z_dim=8, c_dim=0, w_dim=8, img_shape=(8, 16, 16), img_channels=1, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=128, channel_max=16), voxel_spacing=(1.0, 1.0, 2.0)).eval()
+                  synthesis_kwargs=dict(channel_base=128, channel_max=16),
+                  volume_info=VolumeInfo(spacing=(1.0, 1.0, 2.0)).to_dict()).eval()
     path = tmp_path_factory.mktemp('net') / 'network-snapshot-000000.pkl'
     with open(path, 'wb') as f:
         pickle.dump(dict(G=G, D=None, G_ema=G, augment_pipe=None, training_set_kwargs=dict(

@@ -88,8 +88,9 @@ def test_slice_strategies(D):
     tri = metric_utils.extract_slices(x, 'tri', channel=1)
     assert {k: tuple(v.shape) for k, v in tri.items()} == dict(axial=(N, 1, H, W), coronal=(N, 1, D, W),
                                                               sagittal=(N, 1, D, H))
-    assert torch.equal(tri['coronal'][:, 0], x[:, 1, :, H // 2, :])
-    assert torch.equal(tri['sagittal'][:, 0], x[:, 1, :, :, W // 2])
+    # Upright: the slice axis runs towards superior, so the last slice is the top row.
+    assert torch.equal(tri['coronal'][:, 0], x[:, 1, :, H // 2, :].flip(1))
+    assert torch.equal(tri['sagittal'][:, 0], x[:, 1, :, :, W // 2].flip(1))
     assert metric_utils.slices_per_volume('all', (D, H, W)) == D
     assert metric_utils.slices_per_volume('tri', (D, H, W)) == 1
     with pytest.raises(ValueError, match='slice strategy'):
@@ -166,7 +167,8 @@ def test_slice_featurizer_feeds_grey_rgb_in_uint8_range(tmp_path):
     assert set(features) == {(p, c) for c in range(2) for p in ('axial', 'coronal', 'sagittal')}
     assert all(f.shape == (4, 1, 5) for f in features.values())
     detector = fakes.TinyDetector(5)
-    want = detector(volumes[:, 1, :, 4][:, None].expand(-1, 3, -1, -1).to(torch.uint8), return_features=True)
+    coronal = volumes[:, 1, :, 4].flip(1)  # [N, D, W], upright: the top row is the last slice.
+    want = detector(coronal[:, None].expand(-1, 3, -1, -1).to(torch.uint8), return_features=True)
     torch.testing.assert_close(features[('coronal', 1)][:, 0], want)
     every = metric_utils.SliceFeaturizer(path, dict(return_features=True), 'all', torch.device('cpu'))(volumes)
     assert every[('axial', 0)].shape == (4, 6, 5)

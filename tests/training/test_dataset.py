@@ -11,6 +11,7 @@ import torch
 
 import dataset_tool
 from training.dataset import VolumeFolderDataset
+from training.volume import IntensityMapping
 
 
 @pytest.fixture(scope='module')
@@ -28,8 +29,10 @@ def test_properties_from_dataset_json(packed):
     ds = VolumeFolderDataset(str(packed / 'ph.zip'))
     assert len(ds) == 8 and ds.name == 'ph'
     assert ds.image_shape == [1, 6, 12, 16] and ds.img_shape == (6, 12, 16) and ds.num_channels == 1
-    assert ds.spacing == pytest.approx((4.0, 64 / 12, 12.0))  # The phantom field of view over the size.
-    assert ds.direction == (1, 0, 0, 0, 1, 0, 0, 0, 1) and ds.orientation == 'LPS'
+    info = ds.volume_info
+    assert info.spacing == pytest.approx((4.0, 64 / 12, 12.0))  # The phantom field of view over the size.
+    assert info.direction == (1, 0, 0, 0, 1, 0, 0, 0, 1) and info.orientation == 'LPS' and info.centre == (0, 0, 0)
+    assert info.intensity == IntensityMapping('percentile', 0.5, 99.5, 'uint8') and info.orient == 'source'
     assert ds.dtype == np.uint8 and ds.max_value == 255
     assert ds.channel_names == ['image'] and ds.channels_are_sequences is False
     volume, label = ds[0]

@@ -16,18 +16,19 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from training import layers, networks
-from training.volume import parse_size
+from training.volume import VolumeInfo, parse_size
 from training.volume_shape import make_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(channel_base=256, channel_max=32)
 
 
-def make_G(size: str, c_dim: int = 0, img_channels: int = 1, mapping=None, **synthesis_kwargs):
+def make_G(size: str, c_dim: int = 0, img_channels: int = 1, mapping=None, volume_info=None, **synthesis_kwargs):
     torch.manual_seed(0)
     kwargs = dict(TINY, **synthesis_kwargs)
     return networks.Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_shape=parse_size(size), img_channels=img_channels,
-                              mapping_kwargs=dict(num_layers=2, **(mapping or {})), synthesis_kwargs=kwargs)
+                              mapping_kwargs=dict(num_layers=2, **(mapping or {})), synthesis_kwargs=kwargs,
+                              volume_info=volume_info)
 
 
 def make_D(size: str, c_dim: int = 0, img_channels: int = 1, **kwargs):
@@ -387,8 +388,8 @@ def test_r1_gradgradcheck_small():
 
 
 def test_pickle_roundtrip_in_fresh_process(tmp_path):
-    G = make_G('32x32x32', c_dim=2, architecture='resnet').eval()
-    G.voxel_spacing = (0.5, 0.5, 3.0)
+    info = VolumeInfo(spacing=(0.5, 0.5, 3.0), centre=(1.0, 2.0, 3.0))
+    G = make_G('32x32x32', c_dim=2, architecture='resnet', volume_info=info.to_dict()).eval()
     z = torch.randn([2, 8])
     c = labels(2, 2)
     with torch.no_grad():
@@ -398,7 +399,9 @@ def test_pickle_roundtrip_in_fresh_process(tmp_path):
     script = ('import pickle, sys, numpy, torch\n'
               f'data = pickle.load(open({str(tmp_path / "G.pkl")!r}, "rb"))\n'
               'G = data["G"]\n'
-              'assert G.voxel_spacing == (0.5, 0.5, 3.0) and G.img_shape == (32, 32, 32), G.voxel_spacing\n'
+              'info = G.volume_info\n'
+              'assert info.spacing == (0.5, 0.5, 3.0) and info.centre == (1.0, 2.0, 3.0), info\n'
+              'assert G.img_shape == (32, 32, 32)\n'
               'with torch.no_grad():\n'
               '    img = G(data["z"], data["c"], noise_mode="const")\n'
               f'numpy.save({str(tmp_path / "out.npy")!r}, img.numpy())\n')
@@ -413,8 +416,8 @@ def test_bad_arguments():
         make_G('32x32x32', architecture='unet')
     with pytest.raises(ValueError, match='architecture'):
         make_D('32x32x32', architecture='unet')
-    with pytest.raises(ValueError, match='voxel_spacing'):
-        networks.Generator(8, 0, 8, (32, 32, 32), 1, voxel_spacing=(1, 1))
+    with pytest.raises(ValueError, match='spacing: expected three positive sizes'):
+        networks.Generator(8, 0, 8, (32, 32, 32), 1, volume_info=dict(spacing=(1, 1)))
     with pytest.raises(ValueError, match='does not factor'):
         make_G('250x256x24')
     G = make_G('32x32x32')
