@@ -10,8 +10,8 @@ import pytest
 from tests.faults.helpers import REPO, run_cli
 
 SIZE = '16x16x8'  # x, y, z
-TRAIN = [f'--cfg={os.path.join(os.path.dirname(__file__), "tiny.toml")}', '--batch=4', '--workers=0', '--metrics=none',
-         '--snap=1', '--kimg-per-tick=0.004']
+TINY_CFG = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data', 'tiny.toml')
+TRAIN = [f'--cfg={TINY_CFG}', '--batch=4', '--workers=0', '--metrics=none', '--snap=1', '--kimg-per-tick=0.004']
 
 
 @pytest.fixture(scope='session')
