@@ -20,10 +20,6 @@ Examples:
 
 \b
 Metric names (N: a count such as 500 or 3k):
-  fid<N>_<mid|tri|all>   kid<N>_<mid|tri|all>   pr<N><k>_<mid|tri|all>     slice-wise, 2D detectors
-  fid3d<N>_medicalnet<10|18|34|50>                                  3D FID (needs --medicalnet)
-  msssim_gen<N>   mmd<N>_full                                        no detector needed
-mid: middle axial slice; tri: middle axial, coronal and sagittal slices (per plane and mean); all: every axial slice.
 """
 
 from __future__ import annotations
@@ -38,10 +34,11 @@ import click
 import dnnlib
 from dnnlib.cli import FINITE_FLOAT
 
+from metrics import metric_main  # Light: the registry imports the metric modules (and torch) when a metric runs.
+
 # Imported at first use, so that --help answers at once.
 torch = dnnlib.util.lazy_import('torch')
 legacy = dnnlib.util.lazy_import('legacy')
-metric_main = dnnlib.util.lazy_import('metrics.metric_main')
 metric_utils = dnnlib.util.lazy_import('metrics.metric_utils')
 distributed = dnnlib.util.lazy_import('torch_utils.distributed')
 
@@ -167,7 +164,9 @@ def parse_metric_list(text: str) -> list[str]:
 # CLI.
 
 
-@click.command(cls=dnnlib.cli.Command, help=__doc__)
+@click.command(cls=dnnlib.cli.Command, help=__doc__ + metric_main.describe_metrics() +
+               '\n\nmid: the middle axial slice; tri: the middle axial, coronal and sagittal slices (per plane and '
+               'mean); all: every axial slice.')
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
               metavar='PATH|URL', required=True)
 @click.option('--metrics', help='Comma-separated metric names', metavar='LIST', default='fid3k_all',

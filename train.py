@@ -32,16 +32,11 @@ import shutil
 import signal
 import sys
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10
-    import tomli as tomllib
-
 import click
 
 import dnnlib
 from dnnlib.cli import FiniteFloatRange
-from training import volume, volume_shape
+from training import presets, volume, volume_shape
 
 # Imported at first use, so that --help answers at once.
 torch = dnnlib.util.lazy_import('torch')
@@ -49,51 +44,19 @@ custom_ops = dnnlib.util.lazy_import('torch_utils.custom_ops')
 distributed = dnnlib.util.lazy_import('torch_utils.distributed')
 training_loop = dnnlib.util.lazy_import('training.training_loop')
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 
 #----------------------------------------------------------------------------
 # Presets.
 
 
-def list_presets() -> list[str]:
-    return sorted(os.path.splitext(name)[0] for name in os.listdir(CONFIG_DIR) if name.endswith('.toml'))
-
-
 def load_preset(name: str) -> dict:
-    """Read configs/<name>.toml (or a path to a .toml file), following `extends` chains."""
-    path = name if name.endswith('.toml') else os.path.join(CONFIG_DIR, name + '.toml')
-    if not os.path.isfile(path):
-        raise click.BadParameter(f'no preset "{name}"; expected one of {", ".join(list_presets())} or a .toml file',
-                                 param_hint='--cfg')
-    with open(path, 'rb') as f:
-        try:
-            preset = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise click.BadParameter(f'{path} is not valid TOML: {e}', param_hint='--cfg')
-    parent = preset.pop('extends', None)
-    preset.pop('description', None)
-    return {**load_preset(parent), **preset} if parent else preset
+    """training.presets.load_preset with its errors as --cfg errors."""
+    try:
+        return presets.load_preset(name)
+    except presets.PresetError as e:
+        raise click.BadParameter(str(e), param_hint='--cfg') from None
 
-
-def resolve_spec(preset: dict, gpus: int, res: int) -> dnnlib.EasyDict:
-    """Hyperparameters of a preset; `auto` uses the official formulas with res = largest in-plane size."""
-    spec = dnnlib.EasyDict(ref_gpus=gpus, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002, gamma=10, ema=10,
-                           ramp=None, map=8)
-    spec.update({k: v for k, v in preset.items() if k != 'auto'})
-    if preset.get('auto'):
-        spec.ref_gpus = gpus
-        spec.mb = max(min(gpus * min(4096 // res, 32), 64), gpus)
-        spec.mbstd = min(spec.mb // gpus, 4)
-        spec.fmaps = 1 if res >= 512 else 0.5
-        spec.lrate = 0.002 if res >= 1024 else 0.0025
-        spec.gamma = 0.0002 * (res ** 2) / spec.mb
-        spec.ema = spec.mb * 10 / 32
-    if spec.ref_gpus < 0:
-        spec.ref_gpus = gpus
-    if not spec.ramp:
-        spec.ramp = None
-    return spec
 
 #----------------------------------------------------------------------------
 # Options -> training_loop kwargs.
@@ -114,7 +77,7 @@ def open_dataset(data: str, use_labels: bool) -> tuple[dict, object]:
 def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, dnnlib.EasyDict]:
     """Turn CLI options and the preset into (description, training_loop kwargs)."""
     preset = load_preset(opts.cfg)
-    cond = opts.cond if opts.cond is not None else bool(preset.get('cond', False))
+    cond = opts.cond if opts.cond is not None else bool(preset.get('conditional', False))
     data_kwargs, dataset = open_dataset(opts.data, use_labels=cond)
     if cond and not dataset.has_labels:
         raise click.BadParameter(f'--cond needs labels in {opts.data}/dataset.json; the dataset has none',
@@ -134,44 +97,44 @@ def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, d
         desc += '-mirror'
 
     res = max(dataset.img_shape[1], dataset.img_shape[2])
-    spec = resolve_spec(preset, gpus, res)
+    spec = dnnlib.EasyDict(presets.resolve(preset, gpus, res))
     desc += f'-{os.path.splitext(os.path.basename(opts.cfg))[0]}' + (str(gpus) if preset.get('auto') else '')
     if opts.gamma is not None:
-        spec.gamma = opts.gamma
+        spec.r1_gamma = opts.gamma
         desc += f'-gamma{opts.gamma:g}'
     if opts.kimg is not None:
         spec.kimg = opts.kimg
         desc += f'-kimg{opts.kimg:g}'
     if opts.batch is not None:
-        spec.mb = opts.batch
+        spec.batch = opts.batch
         desc += f'-batch{opts.batch}'
-    if spec.mb % gpus != 0:
-        raise click.BadParameter(f'the batch {spec.mb} must be divisible by the number of GPUs {gpus}',
+    if spec.batch % gpus != 0:
+        raise click.BadParameter(f'the batch {spec.batch} must be divisible by the number of GPUs {gpus}',
                                  param_hint='--batch')
-    batch_gpu = opts.batch_gpu or spec.mb // spec.ref_gpus
-    batch_gpu = max(min(batch_gpu, spec.mb // gpus), 1)
-    if (spec.mb // gpus) % batch_gpu != 0:
-        raise click.BadParameter(f'the per-GPU batch {spec.mb // gpus} must be divisible by {batch_gpu}',
+    batch_gpu = opts.batch_gpu or spec.batch // spec.reference_gpus
+    batch_gpu = max(min(batch_gpu, spec.batch // gpus), 1)
+    if (spec.batch // gpus) % batch_gpu != 0:
+        raise click.BadParameter(f'the per-GPU batch {spec.batch // gpus} must be divisible by {batch_gpu}',
                                  param_hint='--batch-gpu')
-    mbstd = min(spec.mbstd, batch_gpu)
+    mbstd = min(spec.mbstd_group, batch_gpu)
 
     c = dnnlib.EasyDict(training_set_kwargs=data_kwargs, random_seed=opts.seed, num_gpus=gpus)
     c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=torch.cuda.is_available(), num_workers=opts.workers,
                                            prefetch_factor=2 if opts.workers > 0 else None,
                                            persistent_workers=opts.workers > 0)
-    c.G_kwargs, c.D_kwargs = network_kwargs(opts, preset, spec, mbstd)
-    check_schedule(dataset.img_shape, c.G_kwargs.synthesis_kwargs)
-    c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
+    c.G_kwargs, c.D_kwargs = network_kwargs(opts, spec, mbstd)
+    block_schedule(dataset.img_shape, c.G_kwargs.synthesis_kwargs)  # Fails now for a shape that does not factor.
+    c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.learning_rate, betas=[0, 0.99], eps=1e-8)
     c.D_opt_kwargs = copy.deepcopy(c.G_opt_kwargs)
-    c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
+    c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=spec.r1_gamma)
     c.total_kimg = spec.kimg
-    c.batch_size = spec.mb
+    c.batch_size = spec.batch
     c.batch_gpu = batch_gpu
-    c.ema_kimg = spec.ema
-    c.ema_rampup = spec.ramp
+    c.ema_kimg = spec.ema_kimg
+    c.ema_rampup = spec.ema_rampup or None
     c.kimg_per_tick = opts.kimg_per_tick
     c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
-    c.metrics = parse_metrics(opts.metrics if opts.metrics is not None else ','.join(preset.get('metrics', [])))
+    c.metrics = parse_metrics(opts.metrics if opts.metrics is not None else ','.join(spec.metrics))
     c.metric_kwargs = dnnlib.EasyDict({f'{k}_url': v for k, v in [('inception', opts.inception),
                                                                   ('vgg16', opts.vgg16),
                                                                   ('medicalnet', opts.medicalnet)] if v})
@@ -187,9 +150,8 @@ def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, d
     return desc, c
 
 
-def network_kwargs(opts, preset: dict, spec, mbstd: int) -> tuple[dnnlib.EasyDict, dnnlib.EasyDict]:
-    channel_base = int(preset.get('channel_base', spec.fmaps * 32768))
-    channel_max = int(preset.get('channel_max', 512))
+def network_kwargs(opts, spec, mbstd: int) -> tuple[dnnlib.EasyDict, dnnlib.EasyDict]:
+    channel_base, channel_max = spec.channel_base, spec.channel_max
     fp32 = opts.fp32 or opts.precision == 'fp32'
     num_fp16_res = 0 if fp32 else 4
     conv_clamp = None if fp32 else 256
@@ -202,23 +164,23 @@ def network_kwargs(opts, preset: dict, spec, mbstd: int) -> tuple[dnnlib.EasyDic
     shared = dict(channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,
                   conv_clamp=conv_clamp, precision='fp16' if fp32 else opts.precision, base=base,
                   depth_schedule=opts.depth_schedule, channels_last=opts.nhwc)
-    z_dim = int(preset.get('z_dim', 512))
-    w_dim = int(preset.get('w_dim', 512))
-    G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=z_dim, w_dim=w_dim,
-                               mapping_kwargs=dnnlib.EasyDict(num_layers=spec.map),
-                               synthesis_kwargs=dnnlib.EasyDict(shared, architecture=preset.get('g_architecture', 'skip')))
+    G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=spec.z_dim, w_dim=spec.w_dim,
+                               mapping_kwargs=dnnlib.EasyDict(num_layers=spec.mapping_layers),
+                               synthesis_kwargs=dnnlib.EasyDict(shared, architecture=spec.generator_architecture))
     D_kwargs = dnnlib.EasyDict(class_name='training.networks.Discriminator', **shared,
-                               architecture=preset.get('d_architecture', 'resnet'),
+                               architecture=spec.discriminator_architecture,
                                block_kwargs=dnnlib.EasyDict(), mapping_kwargs=dnnlib.EasyDict(),
                                epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=mbstd))
     return G_kwargs, D_kwargs
 
 
-def check_schedule(img_shape, synthesis_kwargs: dict) -> None:
-    """Fail now, with the rule, when the volume shape does not factor (with --base, if given)."""
+def block_schedule(img_shape, synthesis_kwargs: dict) -> volume_shape.VolumeSchedule:
+    """The schedule the generator will build; a shape that does not factor is an error naming the rule."""
     try:
-        volume_shape.make_schedule(img_shape, base=synthesis_kwargs.get('base'),
-                                   depth_schedule=synthesis_kwargs.get('depth_schedule', 'early'))
+        return volume_shape.make_schedule(img_shape, base=synthesis_kwargs.get('base'),
+                                          depth_schedule=synthesis_kwargs.get('depth_schedule', 'early'),
+                                          channel_base=synthesis_kwargs['channel_base'],
+                                          channel_max=synthesis_kwargs['channel_max'])
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint='--base' if synthesis_kwargs.get('base') else '--data') from None
 
@@ -483,14 +445,17 @@ def check_before_start(c: dnnlib.EasyDict, integrity: bool) -> str | None:
 
 
 def print_options(c: dnnlib.EasyDict, opts, run_dir: str, gpus: int) -> None:
+    """The resolved options (training_options.json), a summary, and the generator's block schedule."""
     print('\nTraining options:')
     print(json.dumps(c, indent=2))
     print(f'\nOutput directory:   {run_dir}')
     print(f'Training data:      {opts.data}')
     print(f'Training duration:  {c.total_kimg} kimg')
     print(f'Number of GPUs:     {gpus}')
-    print(f'Volume shape:       {c.training_set_kwargs.img_shape} (D, H, W)')
+    print(f'Volume size:        {volume.format_size(c.training_set_kwargs.img_shape)} (x, y, z)')
     print(f'Conditional model:  {c.training_set_kwargs.use_labels}\n')
+    print('Generator blocks (the discriminator mirrors them):')
+    print(block_schedule(c.training_set_kwargs.img_shape, c.G_kwargs.synthesis_kwargs).describe() + '\n')
 
 
 def write_options(c: dnnlib.EasyDict, run_dir: str, resumed: bool) -> None:

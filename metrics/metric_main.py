@@ -1,180 +1,132 @@
 # SPDX-License-Identifier: Apache-2.0
 """The metric registry, calc_metric and the JSONL report.
 
-Names follow the official pattern, with the slice strategy where the official names say `full`:
-    fid{N}_{mid|tri|all}     slice-wise FID of N generated volumes against every real volume (Inception)
-    kid{N}_{mid|tri|all}     slice-wise KID (Inception), 100 subsets of at most 1000 slices
-    pr{N}{k}_{mid|tri|all}   slice-wise precision and recall with neighbourhood k (VGG16)
-    fid3d{N}_medicalnet{10|18|34|50}   3D FID on MedicalNet features (N defaults to 1k; needs --medicalnet)
-    msssim_gen{N}            MS-SSIM of N generated pairs (diversity) and of N real pairs for reference
-    mmd{N}_full              linear-kernel MMD^2 per voxel (N defaults to the dataset size)
-N is a count such as 500 or 3k (thousands). `mid` is the middle axial slice of each volume, `tri` the middle
-axial, coronal and sagittal slices (one value per plane plus their mean), `all` every axial slice. Multi-channel
-data (one MR sequence per channel) gets one value per channel plus their mean; with `tri` one per plane and channel,
-and the mean of each plane and of each channel. The generated volumes depend only on the seed, not on --gpus.
-The registered names (list_valid_metrics) are a documented set; any name of the patterns above is also valid.
+Every metric family is one entry of FAMILIES: its name pattern, the function that computes it, how the name's
+parts become that function's arguments, a line of help and its standard names. Names follow the official
+pattern, with the slice strategy where the official names say `full`; N is a count such as 500 or 3k (thousands).
+`mid` is the middle axial slice of each volume, `tri` the middle axial, coronal and sagittal slices (one value per
+plane plus their mean; coronal and sagittal upright, head at the top), `all` every axial slice. Multi-channel data
+(one MR sequence per channel) gets one value per channel plus their mean; with `tri` one per plane and channel, and
+the mean of each plane and of each channel. The generated volumes depend only on the seed, not on --gpus.
+
+The metric modules (and torch) are imported when a metric is used, so the registry can describe itself to
+`calc_metrics.py --help` at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import json
 import os
 import re
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import dnnlib
 
-from . import (fid3d, frechet_inception_distance, kernel_inception_distance, metric_utils, mmd, ms_ssim,
-               precision_recall)
+MetricFn = Callable[[Any], tuple[dict, dict]]  # (MetricOptions) -> ({suffix: value}, details)
 
-MetricFn = Callable[[metric_utils.MetricOptions], tuple[dict, dict]]
+_COUNT = r'\d+k?'
+_SLICES = r'mid|tri|all'
 
-_metric_dict: dict[str, MetricFn] = {}
+
+def _count(text: str | None) -> int | None:
+    return None if text is None else int(text[:-1]) * 1000 if text.endswith('k') else int(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricFamily:
+    """Metrics whose names match `regex`: `target` ('module:function' in metrics/) called with arguments(groups)."""
+    shown: str                              # The pattern as users read it, e.g. 'fid<N>_<mid|tri|all>'.
+    regex: str                              # Named groups: n (a count), k, slices, depth.
+    target: str
+    arguments: Callable[[dict], dict]
+    help: str
+    standard: tuple[str, ...] = ()          # Names listed by list_valid_metrics().
+
+    def build(self, name: str) -> MetricFn | None:
+        match = re.fullmatch(self.regex, name)
+        if match is None:
+            return None
+        groups = match.groupdict()
+        if any(value in ('0', '0k') for key, value in groups.items() if key in ('n', 'k')):
+            return None  # No zero counts or neighbourhoods.
+        module, function = self.target.split(':')
+        fn = getattr(importlib.import_module(f'metrics.{module}'), function)
+        return functools.partial(fn, **self.arguments(groups))
+
+
+FAMILIES = (
+    MetricFamily('fid3d<N>_medicalnet<10|18|34|50>', rf'fid3d(?P<n>{_COUNT})?_medicalnet(?P<depth>10|18|34|50)',
+                 'fid3d:compute_fid3d', lambda g: dict(num_gen=_count(g['n'] or '1k'), depth=int(g['depth'])),
+                 '3D FID on MedicalNet features (N defaults to 1k; needs --medicalnet)',
+                 ('fid3d_medicalnet10', 'fid3d_medicalnet50')),
+    MetricFamily('fid<N>_<mid|tri|all>', rf'fid(?P<n>{_COUNT})_(?P<slices>{_SLICES})',
+                 'frechet_inception_distance:compute_fid', lambda g: dict(num_gen=_count(g['n']), slices=g['slices']),
+                 'slice-wise FID of N generated volumes against every real volume (Inception)',
+                 ('fid3k_mid', 'fid3k_tri', 'fid3k_all', 'fid50k_mid')),
+    MetricFamily('kid<N>_<mid|tri|all>', rf'kid(?P<n>{_COUNT})_(?P<slices>{_SLICES})',
+                 'kernel_inception_distance:compute_kid', lambda g: dict(num_gen=_count(g['n']), slices=g['slices']),
+                 'slice-wise KID (Inception), 100 subsets of at most 1000 slices',
+                 ('kid3k_mid', 'kid3k_tri', 'kid3k_all')),
+    MetricFamily('pr<N><k>_<mid|tri|all>', rf'pr(?P<n>{_COUNT})(?P<k>\d)_(?P<slices>{_SLICES})',
+                 'precision_recall:compute_pr',
+                 lambda g: dict(num_gen=_count(g['n']), slices=g['slices'], nhood_size=int(g['k'])),
+                 'slice-wise precision and recall with neighbourhood k (VGG16)',
+                 ('pr3k3_mid', 'pr3k3_tri', 'pr3k3_all')),
+    MetricFamily('msssim_gen<N>', rf'msssim_gen(?P<n>{_COUNT})', 'ms_ssim:compute_msssim',
+                 lambda g: dict(num_pairs=_count(g['n'])),
+                 'MS-SSIM of N generated pairs (diversity) and of N real pairs for reference',
+                 ('msssim_gen100', 'msssim_gen1k')),
+    MetricFamily('mmd<N>_full', rf'mmd(?P<n>{_COUNT})?_full', 'mmd:compute_mmd', lambda g: dict(num_gen=_count(g['n'])),
+                 'linear-kernel MMD^2 per voxel (N defaults to the dataset size)', ('mmd_full',)),
+)
+
+_custom: dict[str, MetricFn] = {}  # Metrics added with register_metric.
 
 
 def register_metric(fn: MetricFn) -> MetricFn:
-    """Register `fn(opts) -> ({suffix: value}, details)` under its own name."""
+    """Add a metric of your own, `fn(opts) -> ({suffix: value}, details)`, under its function name."""
     if not callable(fn):
         raise ValueError('register_metric decorates a function')
-    _metric_dict[fn.__name__] = fn
+    _custom[fn.__name__] = fn
     return fn
-
-#----------------------------------------------------------------------------
-# Names of the patterns in the module docstring.
-
-_COUNT = r'(\d+k?)'
-_SLICES = r'(mid|tri|all)'
-
-
-def _count(text: str) -> int:
-    return int(text[:-1]) * 1000 if text.endswith('k') else int(text)
 
 
 def parse_metric(name: str) -> MetricFn | None:
-    """The function behind a pattern name such as 'fid500_mid' or 'pr2k3_tri'; None if it fits no pattern."""
-    patterns = [
-        (rf'fid3d{_COUNT}?_medicalnet(10|18|34|50)',
-         lambda n, d: functools.partial(fid3d.compute_fid3d, num_gen=_count(n or '1k'), depth=int(d))),
-        (rf'fid{_COUNT}_{_SLICES}',
-         lambda n, s: functools.partial(frechet_inception_distance.compute_fid, num_gen=_count(n), slices=s)),
-        (rf'kid{_COUNT}_{_SLICES}',
-         lambda n, s: functools.partial(kernel_inception_distance.compute_kid, num_gen=_count(n), slices=s)),
-        (rf'pr{_COUNT}(\d)_{_SLICES}',
-         lambda n, k, s: functools.partial(precision_recall.compute_pr, num_gen=_count(n), slices=s,
-                                           nhood_size=int(k))),
-        (rf'msssim_gen{_COUNT}', lambda n: functools.partial(ms_ssim.compute_msssim, num_pairs=_count(n))),
-        (rf'mmd{_COUNT}?_full', lambda n: functools.partial(mmd.compute_mmd, num_gen=_count(n) if n else None)),
-    ]
-    for pattern, make in patterns:
-        match = re.fullmatch(pattern, name)
-        if match is not None:
-            numbers = [_count(g) for g in match.groups() if g is not None and re.fullmatch(_COUNT, g)]
-            if 0 in numbers:  # No zero counts or neighbourhoods.
-                return None
-            return make(*match.groups())
-    return None
-
-#----------------------------------------------------------------------------
-# The documented set.
+    """The function behind a name such as 'fid500_mid' or 'pr2k3_tri', with its arguments; None if no family has it."""
+    return next((fn for family in FAMILIES if (fn := family.build(name)) is not None), None)
 
 
-@register_metric
-def fid3k_mid(opts):
-    return frechet_inception_distance.compute_fid(opts, num_gen=3000, slices='mid')
-
-
-@register_metric
-def fid3k_tri(opts):
-    return frechet_inception_distance.compute_fid(opts, num_gen=3000, slices='tri')
-
-
-@register_metric
-def fid3k_all(opts):
-    return frechet_inception_distance.compute_fid(opts, num_gen=3000, slices='all')
-
-
-@register_metric
-def fid50k_mid(opts):
-    return frechet_inception_distance.compute_fid(opts, num_gen=50000, slices='mid')
-
-
-@register_metric
-def kid3k_mid(opts):
-    return kernel_inception_distance.compute_kid(opts, num_gen=3000, slices='mid')
-
-
-@register_metric
-def kid3k_tri(opts):
-    return kernel_inception_distance.compute_kid(opts, num_gen=3000, slices='tri')
-
-
-@register_metric
-def kid3k_all(opts):
-    return kernel_inception_distance.compute_kid(opts, num_gen=3000, slices='all')
-
-
-@register_metric
-def pr3k3_mid(opts):
-    return precision_recall.compute_pr(opts, num_gen=3000, slices='mid', nhood_size=3)
-
-
-@register_metric
-def pr3k3_tri(opts):
-    return precision_recall.compute_pr(opts, num_gen=3000, slices='tri', nhood_size=3)
-
-
-@register_metric
-def pr3k3_all(opts):
-    return precision_recall.compute_pr(opts, num_gen=3000, slices='all', nhood_size=3)
-
-
-@register_metric
-def fid3d_medicalnet10(opts):
-    return fid3d.compute_fid3d(opts, num_gen=1000, depth=10)
-
-
-@register_metric
-def fid3d_medicalnet50(opts):
-    return fid3d.compute_fid3d(opts, num_gen=1000, depth=50)
-
-
-@register_metric
-def msssim_gen100(opts):
-    return ms_ssim.compute_msssim(opts, num_pairs=100)
-
-
-@register_metric
-def msssim_gen1k(opts):
-    return ms_ssim.compute_msssim(opts, num_pairs=1000)
-
-
-@register_metric
-def mmd_full(opts):
-    return mmd.compute_mmd(opts)
+def describe_metrics() -> str:
+    """The families as lines of help text: pattern, then what it measures."""
+    width = max(len(family.shown) for family in FAMILIES)
+    return '\n'.join(f'  {family.shown:<{width}}  {family.help}' for family in FAMILIES)
 
 #----------------------------------------------------------------------------
 # Public interface.
 
 
 def get_metric(name: str) -> MetricFn:
-    """The function of a registered or pattern name; ValueError naming the valid ones otherwise."""
-    fn = _metric_dict.get(name) or parse_metric(name)
+    """The function of a metric name; ValueError naming the valid forms otherwise."""
+    fn = _custom.get(name) or parse_metric(name)
     if fn is None:
+        forms = ', '.join(family.shown for family in FAMILIES)
         raise ValueError(f'unknown metric "{name}"; expected one of {", ".join(list_valid_metrics())} or a name of '
-                         f'the form fid<N>_<mid|tri|all>, kid<N>_..., pr<N><k>_..., fid3d<N>_medicalnet<10|18|34|50>, '
-                         f'msssim_gen<N>, mmd<N>_full (N: e.g. 500 or 3k)')
+                         f'the form {forms} (N: e.g. 500 or 3k)')
     return fn
 
 
 def is_valid_metric(name: str) -> bool:
-    return name in _metric_dict or parse_metric(name) is not None
+    return name in _custom or parse_metric(name) is not None
 
 
 def list_valid_metrics() -> list[str]:
-    return list(_metric_dict)
+    """The standard names of every family, then the registered ones."""
+    return [name for family in FAMILIES for name in family.standard] + list(_custom)
 
 
 def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
@@ -194,6 +146,7 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
     detector_urls = dict(kwargs.pop('detector_urls', None) or {})
     for key in [k for k in kwargs if k.endswith('_url')]:
         detector_urls[key[:-len('_url')]] = kwargs.pop(key)
+    from metrics import metric_utils
     opts = metric_utils.MetricOptions(detector_urls=detector_urls, **kwargs)
 
     start = time.time()

@@ -151,7 +151,7 @@ def test_mirror_option_reaches_the_dataset(run):
 
 
 @pytest.mark.parametrize('args, code, message', [
-    (['--metrics=fid3k_full'], 2, 'unknown metric "fid3k_full"; expected one of fid3k_mid, fid3k_tri, fid3k_all,'),
+    (['--metrics=fid3k_full'], 2, 'unknown metric "fid3k_full"; expected one of fid3d_medicalnet10, fid3d_medicalnet50, fid3k_mid,'),
     (['--metrics=pr4k3_mid', '--vgg16=http://127.0.0.1:9/vgg16.pt'], 1,  # Offline: says where to put the file.
      'VGG16 detector (--vgg16): Cannot download http://127.0.0.1:9/vgg16.pt'),
     (['--metrics=mmd_full', '--network={tinydet}'], 1, 'tinydet.pt is not a readable safe export'),

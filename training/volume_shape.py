@@ -110,14 +110,29 @@ class VolumeSchedule:
     depth_schedule: str
 
     def describe(self) -> str:
-        """A table with one row per block: index, size (XxYxZ), up-sampling factors (x, y, z) and channels."""
-        rows = [('block', 'size XxYxZ', 'up x,y,z', 'channels')]
+        """A table with one row per block (its size XxYxZ, up-sampling factors x,y,z, channels, the axes that
+        double in it) and a line saying where the shortest axis reaches its full size."""
+        rows = [('block', 'size XxYxZ', 'up x,y,z', 'channels', 'doubles')]
         for idx, (shape, up, ch) in enumerate(zip(self.block_shapes, self.block_up, self.block_channels)):
-            rows.append((str(idx), format_size(shape), ','.join(str(u) for u in up), str(ch)))
-        widths = [max(len(row[col]) for row in rows) for col in range(4)]
+            doubles = ' '.join(axis for axis, u in zip('xyz', up) if u == 2) or ('(base)' if idx == 0 else '-')
+            rows.append((str(idx), format_size(shape), ','.join(str(u) for u in up), str(ch), doubles))
+        widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
         lines = ['  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, '  '.join('-' * width for width in widths))
-        return '\n'.join(lines)
+        return '\n'.join(lines + [self.depth_note()])
+
+    def depth_note(self) -> str:
+        """Where the axis with the fewest doublings reaches its full size, in words."""
+        axis = min(range(3), key=lambda a: (self.axis_doublings[a], -a))  # (D, H, W) index; ties: the depth.
+        k = self.axis_doublings[axis]
+        name = 'xyz'[2 - axis]
+        if k == self.num_blocks:
+            return f'Every axis doubles in every block ({self.num_blocks} blocks).'
+        full = next(i for i, shape in enumerate(self.block_shapes) if shape[axis] == self.img_shape[axis])
+        in_plane = 'x'.join(str(s) for s in self.block_shapes[full][:0:-1])
+        blocks = f'blocks {full - k + 1}-{full}' if k > 1 else (f'block {full}' if k == 1 else 'no block')
+        return (f'{name} ({self.img_shape[axis]}) doubles in {blocks} (depth schedule "{self.depth_schedule}"): '
+                f'full size from block {full}, at {in_plane} in-plane.')
 
 
 def _base_from_override(img_shape: tuple[int, int, int], base: Sequence[int]) -> tuple[list[int], int]:

@@ -64,13 +64,21 @@ def test_metric_names():
     ('pr3k3_tri', 'precision_recall', 'compute_pr', dict(num_gen=3000, slices='tri', nhood_size=3)),
     ('fid3d_medicalnet10', 'fid3d', 'compute_fid3d', dict(num_gen=1000, depth=10)),
     ('msssim_gen1k', 'ms_ssim', 'compute_msssim', dict(num_pairs=1000)),
-    ('mmd_full', 'mmd', 'compute_mmd', dict()),
+    ('mmd_full', 'mmd', 'compute_mmd', dict(num_gen=None)),
 ])
 def test_registered_names_run_their_settings(name, module, fn, kwargs, monkeypatch):
+    import importlib
     calls = []
-    monkeypatch.setattr(getattr(metric_main, module), fn, lambda opts, **kw: calls.append(kw) or ({'': 1.0}, {}))
+    monkeypatch.setattr(importlib.import_module(f'metrics.{module}'), fn,
+                        lambda opts, **kw: calls.append(kw) or ({'': 1.0}, {}))
     result = metric_main.calc_metric(name, seed=0)
     assert calls == [kwargs] and result.results == {name: 1.0}
+
+
+def test_the_registry_describes_every_family_once():
+    text = metric_main.describe_metrics()
+    assert len(text.splitlines()) == len(metric_main.FAMILIES) and 'fid<N>_<mid|tri|all>' in text
+    assert all(metric_main.is_valid_metric(name) for name in metric_main.list_valid_metrics())
 
 
 def test_pattern_names_carry_their_numbers():

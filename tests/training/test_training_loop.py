@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import legacy
 import train
+from training import presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ['--cfg=demo', '--batch=4', '--workers=0', '--metrics=none', '--snap=1']
@@ -40,18 +41,48 @@ def test_dry_run_prints_options_and_writes_nothing(phantom_zip, tmp_path):
 
 
 def test_auto_formulas_use_largest_inplane_size():
-    spec = train.resolve_spec(train.load_preset('auto'), gpus=1, res=256)
-    assert (spec.mb, spec.mbstd, spec.fmaps, spec.ema) == (16, 4, 0.5, 5)
-    assert spec.gamma == pytest.approx(0.8192)
-    spec8 = train.resolve_spec(train.load_preset('auto'), gpus=8, res=256)
-    assert (spec8.mb, spec8.gamma, spec8.ema) == (64, pytest.approx(0.2048), 20)
+    spec = presets.resolve(presets.load_preset('auto'), gpus=1, res=256)
+    assert (spec['batch'], spec['mbstd_group'], spec['channel_base'], spec['ema_kimg']) == (16, 4, 16384, 5)
+    assert spec['r1_gamma'] == pytest.approx(0.8192)
+    spec8 = presets.resolve(presets.load_preset('auto'), gpus=8, res=256)
+    assert (spec8['batch'], spec8['r1_gamma'], spec8['ema_kimg']) == (64, pytest.approx(0.2048), 20)
 
 
 def test_presets_resolve():
-    high = train.load_preset('prostate-high')
-    assert high['size'] == '256x256x24' and high['mb'] == 8 and high['gamma'] == 10 and high['map'] == 8
-    assert train.load_preset('prostate-high-cond')['cond'] is True
-    assert train.load_preset('brain-3dstylegan')['g_architecture'] == 'orig'
+    high = presets.load_preset('prostate-high')
+    assert high['size'] == '256x256x24' and high['batch'] == 8 and high['r1_gamma'] == 10
+    assert high['mapping_layers'] == 8 and high['channel_base'] == 32768  # From stylegan2, which it extends.
+    assert presets.load_preset('prostate-high-cond')['conditional'] is True
+    assert presets.load_preset('brain-3dstylegan')['generator_architecture'] == 'orig'
+    for name in presets.list_presets():  # Every shipped preset passes the schema.
+        presets.resolve(presets.load_preset(name), gpus=1, res=256)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('gama = 5', 'unknown key "gama"; did you mean "r1_gamma"?'),
+    ('batchsize = 8', 'unknown key "batchsize"; did you mean "batch"?'),
+    ('mb = 8', '"mb" is the official short name; write "batch"'),
+    ('batch = 8.5', '"batch" must be an integer, got 8.5'),
+    ('conditional = 1', '"conditional" must be true or false, got 1'),
+    ('extends = "stylegan2"\nkimg = "long"', '"kimg" must be an integer or a number'),
+    ('colour = "blue"', 'unknown key "colour"; valid keys: description, extends'),
+])
+def test_a_misspelt_or_mistyped_preset_key_is_a_one_line_error(phantom_zip, tmp_path, text, message):
+    (tmp_path / 'mine.toml').write_text(text + '\n')
+    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path / "runs"}', f'--data={phantom_zip}', '--dry-run',
+                                             f'--cfg={tmp_path / "mine.toml"}'])
+    assert result.exit_code == 2 and result.output.count('\n') == 1, result.output
+    assert result.output.startswith('Error: Invalid value for --cfg: ') and message in result.output
+    assert str(tmp_path / 'mine.toml') in result.output
+
+
+def test_dry_run_shows_sizes_as_xyz_and_the_block_schedule(phantom_zip, tmp_path):
+    result = run_train([f'--outdir={tmp_path}', f'--data={phantom_zip}', '--dry-run', *FAST])
+    assert result.exit_code == 0, result.output
+    assert 'Volume size:        16x16x8 (x, y, z)' in result.output
+    table = result.output[result.output.index('block  size XxYxZ'):]
+    assert '1      8x8x8       2,2,2     32        x y z' in table and '2      16x16x8     2,2,1     32        x y' in table
+    assert 'z (8) doubles in block 1 (depth schedule "early"): full size from block 1, at 8x8 in-plane.' in table
 
 
 @pytest.mark.parametrize('args, message', [

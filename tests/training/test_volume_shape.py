@@ -90,9 +90,11 @@ def test_bad_shapes_name_rule_and_nearest_sizes():
 def test_describe_and_frozen():
     sched = make_schedule(parse_size('64x64x16'))
     lines = sched.describe().splitlines()
-    assert len(lines) == 2 + 5
-    assert lines[0].split() == ['block', 'size', 'XxYxZ', 'up', 'x,y,z', 'channels']
-    assert lines[-1].split() == ['4', '64x64x16', '2,2,1', '512']
+    assert len(lines) == 2 + 5 + 1  # Header, rule, five blocks, the depth note.
+    assert lines[0].split() == ['block', 'size', 'XxYxZ', 'up', 'x,y,z', 'channels', 'doubles']
+    assert lines[2].split() == ['0', '4x4x4', '1,1,1', '512', '(base)']
+    assert lines[-2].split() == ['4', '64x64x16', '2,2,1', '512', 'x', 'y']
+    assert lines[-1] == 'z (16) doubles in blocks 1-2 (depth schedule "early"): full size from block 2, at 16x16 in-plane.'
     with pytest.raises(dataclasses.FrozenInstanceError):
         sched.num_blocks = 3
 
