@@ -56,7 +56,7 @@ import SimpleITK as sitk
 import tqdm
 
 import dnnlib
-from training.volume import (DATASET_FORMAT, INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
+from volumes.contract import (DATASET_FORMAT, INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
                             format_size, parse_size, parse_xyz)
 from volumes import packing, phantom, volume_io
 
@@ -605,7 +605,7 @@ def _check_label_names(label_map: dict, labels_path: str, cases: list[Case], on_
 
 
 def _dataset_info(summary: PackSummary, packed: list, options: PackOptions) -> dict:
-    """dataset.json: the shape, the volume record (training.volume.VolumeInfo) and, per volume, its source, class
+    """dataset.json: the shape, the volume record (volumes.contract.VolumeInfo) and, per volume, its source, class
     label and grid (centre and direction in world space)."""
     grids = [grid for *_, grid in packed]
     spacings = np.asarray([grid.spacing for grid in grids])

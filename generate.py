@@ -28,7 +28,7 @@ import click
 
 import dnnlib
 from dnnlib.cli import FINITE_FLOAT, MAX_SEEDS, FiniteFloatRange
-from training.volume import WRITE_FORMATS
+from volumes.contract import WRITE_FORMATS
 
 
 #----------------------------------------------------------------------------

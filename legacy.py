@@ -9,7 +9,7 @@ config (its constructor arguments, which include the volume record, and the data
 `torch.load(weights_only=True)`, runs no stored code, and rebuilds the generator from this repository's current
 code: the only class it can name is training.networks.Generator.
 
-Every generator that load_network returns has `volume_info` (training.volume.VolumeInfo): the spacing, direction,
+Every generator that load_network returns has `volume_info` (volumes.contract.VolumeInfo): the spacing, direction,
 centre, stored dtype and intensity mapping of its training data, which generated files need. Networks written
 before generators carried it (snapshots and exports of earlier versions) get what can be known, and a one-line note
 on stderr says what is assumed; `legacy.py export --data` records a dataset's own record in a new export.
@@ -26,7 +26,7 @@ import zipfile
 import click
 
 import dnnlib
-from training.volume import VolumeInfo
+from volumes.contract import VolumeInfo
 
 torch = dnnlib.util.lazy_import('torch')  # Imported at first use, so that --help answers at once.
 

@@ -18,7 +18,7 @@ import click
 
 import dnnlib
 from dnnlib.cli import FINITE_FLOAT
-from training.volume import WRITE_FORMATS
+from volumes.contract import WRITE_FORMATS
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
 @click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',

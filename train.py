@@ -36,7 +36,8 @@ import click
 
 import dnnlib
 from dnnlib.cli import FiniteFloatRange
-from training import presets, volume, volume_shape
+from training import presets, volume_shape
+from volumes import contract
 
 # Imported at first use, so that --help answers at once.
 torch = dnnlib.util.lazy_import('torch')
@@ -82,9 +83,9 @@ def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, d
     if cond and not dataset.has_labels:
         raise click.BadParameter(f'--cond needs labels in {opts.data}/dataset.json; the dataset has none',
                                  param_hint='--cond')
-    if 'size' in preset and volume.parse_size(preset['size']) != tuple(dataset.img_shape):
+    if 'size' in preset and contract.parse_size(preset['size']) != tuple(dataset.img_shape):
         raise click.BadParameter(f'preset "{opts.cfg}" is for {preset["size"]} volumes but {opts.data} holds '
-                                 f'{volume.format_size(dataset.img_shape)}', param_hint='--cfg')
+                                 f'{contract.format_size(dataset.img_shape)}', param_hint='--cfg')
     desc = dataset.name + ('-cond' if cond else '')
     if opts.subset is not None:
         if not 1 <= opts.subset <= len(dataset):
@@ -158,7 +159,7 @@ def network_kwargs(opts, spec, mbstd: int) -> tuple[dnnlib.EasyDict, dnnlib.Easy
     base = None
     if opts.base:
         try:
-            base = list(volume.parse_size(opts.base))
+            base = list(contract.parse_size(opts.base))
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint='--base') from None
     shared = dict(channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res,
@@ -452,7 +453,7 @@ def print_options(c: dnnlib.EasyDict, opts, run_dir: str, gpus: int) -> None:
     print(f'Training data:      {opts.data}')
     print(f'Training duration:  {c.total_kimg} kimg')
     print(f'Number of GPUs:     {gpus}')
-    print(f'Volume size:        {volume.format_size(c.training_set_kwargs.img_shape)} (x, y, z)')
+    print(f'Volume size:        {contract.format_size(c.training_set_kwargs.img_shape)} (x, y, z)')
     print(f'Conditional model:  {c.training_set_kwargs.use_labels}\n')
     print('Generator blocks (the discriminator mirrors them):')
     print(block_schedule(c.training_set_kwargs.img_shape, c.G_kwargs.synthesis_kwargs).describe() + '\n')

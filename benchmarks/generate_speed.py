@@ -12,7 +12,7 @@ import torch
 
 from common import device_name, print_table, time_fn  # noqa: I001 (puts the repo on sys.path)
 from training.networks import Generator
-from training.volume import parse_size
+from volumes.contract import parse_size
 
 
 def build_generator(size: str, precision: str, channels_last: bool, small: bool, device: torch.device):

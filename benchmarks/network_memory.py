@@ -16,7 +16,7 @@ import torch
 
 from common import device_name, print_table, time_fn  # noqa: I001 (puts the repo on sys.path)
 from training.networks import Discriminator, Generator
-from training.volume import parse_size
+from volumes.contract import parse_size
 
 
 def build(size: str, precision: str, small: bool, device: torch.device):

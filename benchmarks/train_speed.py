@@ -31,7 +31,7 @@ from training import training_loop
 from training.augment import AUGPIPE_SPECS, AugmentPipe
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
-from training.volume import parse_size
+from volumes.contract import parse_size
 
 
 def parse_variant(text: str) -> dnnlib.EasyDict:

@@ -34,6 +34,7 @@ import tqdm
 
 import dnnlib
 from torch_utils import distributed
+from volumes import contract
 
 DETECTOR_URLS = dnnlib.EasyDict(
     inception='https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt',
@@ -322,7 +323,7 @@ def real_to_uint8_range(x: torch.Tensor, max_value: int) -> torch.Tensor:
 
 def uint8_range_to_unit(x: torch.Tensor) -> torch.Tensor:
     """[0, 255] -> [-1, 1], the networks' intensity range."""
-    return x / 127.5 - 1
+    return contract.to_unit(x, 255)
 
 
 def strategy_planes(strategy: str) -> tuple[str, ...]:

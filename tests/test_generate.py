@@ -22,7 +22,7 @@ import style_mixing
 from training import generation, projection
 from volumes import volume_io
 from training.networks import Generator
-from training.volume import IntensityMapping, VolumeInfo, from_unit
+from volumes.contract import IntensityMapping, VolumeInfo, from_unit
 
 SPACING = (0.5, 0.75, 3.0)                                 # (x, y, z) mm
 SHAPE = (8, 12, 16)                                        # (D, H, W): all different, so axis mix-ups show

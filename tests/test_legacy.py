@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import legacy
 from training.networks import Generator
-from training.volume import IntensityMapping, VolumeInfo
+from volumes.contract import IntensityMapping, VolumeInfo
 
 ROTATED = [0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 

@@ -41,7 +41,7 @@ import dnnlib
 from dnnlib.cli import FiniteFloatRange
 from torch_utils import persistence
 from torch_utils.ops import grid_sample_gradfix, upfirdn3d
-from training.volume import to_unit
+from volumes.contract import to_unit
 
 #----------------------------------------------------------------------------
 # Wavelet low-pass (decomposition) filters, as published (Daubechies' symlets; PyWavelets' dec_lo order).

@@ -2,9 +2,9 @@
 """The training dataset: volumes packed by dataset_tool.py, read lazily from a zip or a folder.
 
 A packed dataset holds uncompressed .npy volumes [C, D, H, W] (uint8 or uint16) and a dataset.json at its root
-with the shape, the volume record (training.volume.VolumeInfo: spacing, direction, centre, intensity mapping,
+with the shape, the volume record (volumes.contract.VolumeInfo: spacing, direction, centre, intensity mapping,
 channel names) and the labels. This module is the only reader of dataset.json. Volumes are returned in their stored
-dtype; the training loop maps them to [-1, 1] with training.volume.to_unit.
+dtype; the training loop maps them to [-1, 1] with volumes.contract.to_unit.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from training.volume import DATASET_FORMAT, VolumeInfo
+from volumes.contract import DATASET_FORMAT, VolumeInfo
 
 
 #----------------------------------------------------------------------------
@@ -300,7 +300,7 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
 
     @property
     def max_value(self) -> int:
-        """255 for uint8, 65535 for uint16 (training.volume.to_unit maps a volume to [-1, 1] with it)."""
+        """255 for uint8, 65535 for uint16 (volumes.contract.to_unit maps a volume to [-1, 1] with it)."""
         return self._volume_info.max_value
 
     @property

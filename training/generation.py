@@ -20,7 +20,7 @@ import tqdm
 import dnnlib
 import legacy
 from training import visualize
-from training.volume import VolumeInfo, from_unit
+from volumes.contract import VolumeInfo, from_unit
 from volumes import volume_io
 
 

@@ -15,7 +15,7 @@ import torch
 
 from torch_utils import misc, persistence
 from torch_utils.ops import bias_act, conv3d_resample, fma, upfirdn3d
-from training.volume import as_xyz, divide_shape
+from volumes.contract import as_xyz, divide_shape
 
 DEFAULT_FILTER = (1, 3, 3, 1)
 REDUCED_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}

@@ -27,7 +27,7 @@ from torch_utils import misc, persistence
 from torch_utils.ops import bias_act, upfirdn3d
 from training.layers import (DEFAULT_FILTER, Conv3dLayer, FullyConnectedLayer, check_options, compute_dtype,
                              init_weight, modulated_conv3d, normalize_2nd_moment, setup_filter)
-from training.volume import VolumeInfo, as_xyz, divide_shape
+from volumes.contract import VolumeInfo, as_xyz, divide_shape
 from training.volume_shape import make_schedule
 
 #----------------------------------------------------------------------------
@@ -374,7 +374,7 @@ class Generator(torch.nn.Module):
         img_channels: image channels.
         mapping_kwargs: MappingNetwork options (num_layers, lr_multiplier, ...).
         synthesis_kwargs: SynthesisNetwork options (channel_base, architecture, num_fp16_res, ...).
-        volume_info: the training data's volume record (training.volume.VolumeInfo.to_dict(): spacing, direction,
+        volume_info: the training data's volume record (volumes.contract.VolumeInfo.to_dict(): spacing, direction,
             centre, intensity mapping, channel names), kept so that every snapshot and safe export can write its
             volumes in place without the dataset; None: unknown (generated files then say what they assume).
     """

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import dnnlib
 import legacy
 from training.generation import noise_buffers
-from training.volume import dhw_to_xyz, to_unit
+from volumes.contract import dhw_to_xyz, to_unit
 from volumes import packing, volume_io
 
 

@@ -28,7 +28,8 @@ import torch
 
 import dnnlib
 from torch_utils import misc, training_stats
-from training import visualize, volume
+from training import visualize
+from volumes import contract
 
 #----------------------------------------------------------------------------
 # Set-up.
@@ -124,7 +125,7 @@ def fetch_batch(data_iterator, training_set, phases, batch_size: int, batch_gpu:
     except (ValueError, OSError) as e:  # The dataset's one-line message; a worker's comes last in a traceback.
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise TrainingDataError(re.sub(r'^(ValueError|OSError): ', '', lines[-1] if lines else repr(e))) from None
-    real_img = volume.to_unit(real_img.to(device), training_set.max_value).split(batch_gpu)
+    real_img = contract.to_unit(real_img.to(device), training_set.max_value).split(batch_gpu)
     real_c = real_c.to(device).split(batch_gpu)
     num_gen = len(phases) * batch_size
     gen_z = torch.randn([num_gen, z_dim], device=device)
@@ -358,7 +359,7 @@ def resume_mismatch(resume_data: dict, G, D, exact: bool) -> str | None:
     interface = lambda net: (tuple(int(s) for s in net.img_shape), int(net.img_channels), int(net.c_dim))  # noqa
     if interface(source) != interface(G):
         describe = lambda shape, channels, c_dim: (  # noqa: E731
-            f'{volume.format_size(shape)} volumes with {channels} channel(s) and {c_dim} label dimension(s)')
+            f'{contract.format_size(shape)} volumes with {channels} channel(s) and {c_dim} label dimension(s)')
         return f'the snapshot is for {describe(*interface(source))}; these options give {describe(*interface(G))}'
     for name, own, theirs in [('G', G, resume_data.get('G')), ('D', D, resume_data.get('D'))]:
         if theirs is None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from training.volume import dhw_to_xyz, format_size
+from volumes.contract import dhw_to_xyz, format_size
 
 _MAX_BASE = 7  # Largest automatic base size along any axis.
 _MIN_BASE_MAX_AXIS = 4  # The largest axis starts at 4..7, as the 2D network starts at 4x4.
@@ -129,7 +129,7 @@ class VolumeSchedule:
         if k == self.num_blocks:
             return f'Every axis doubles in every block ({self.num_blocks} blocks).'
         full = next(i for i, shape in enumerate(self.block_shapes) if shape[axis] == self.img_shape[axis])
-        in_plane = 'x'.join(str(s) for s in self.block_shapes[full][:0:-1])
+        in_plane = 'x'.join(str(s) for s in dhw_to_xyz(self.block_shapes[full])[:2])
         blocks = f'blocks {full - k + 1}-{full}' if k > 1 else (f'block {full}' if k == 1 else 'no block')
         return (f'{name} ({self.img_shape[axis]}) doubles in {blocks} (depth schedule "{self.depth_schedule}"): '
                 f'full size from block {full}, at {in_plane} in-plane.')

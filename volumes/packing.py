@@ -5,7 +5,7 @@ and projector.py (a target volume).
 For one case: every channel is reoriented (axes permuted and flipped towards LPS, no interpolation), the first
 channel's target grid is made (same centre and axes; --spacing, --fov and --size), optionally turned onto the
 world's axes (orient 'lps': a physical resampling of an oblique scan), every channel is resampled onto it with the
-named interpolator, and its values are mapped to stored integers (training.volume.IntensityMapping).
+named interpolator, and its values are mapped to stored integers (volumes.contract.IntensityMapping).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import SimpleITK as sitk
 
-from training.volume import IntensityMapping
+from volumes.contract import IntensityMapping
 from volumes import volume_io
 
 

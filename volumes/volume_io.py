@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 import dnnlib
+from volumes.contract import xyz_to_dhw
 
 CANONICAL_ORIENTATION = 'LPS'
 CANONICAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -391,7 +392,7 @@ def _antialias(image: sitk.Image, grid: Grid) -> sitk.Image:
     if not np.any(sigma_xyz > 0.1):
         return image
     import scipy.ndimage  # Here, not at the top: it costs a third of a second that `--help` need not wait.
-    array = scipy.ndimage.gaussian_filter(sitk.GetArrayFromImage(image), sigma=sigma_xyz[::-1], mode='nearest')
+    array = scipy.ndimage.gaussian_filter(sitk.GetArrayFromImage(image), sigma=xyz_to_dhw(sigma_xyz), mode='nearest')
     blurred = sitk.GetImageFromArray(array)  # [D, H, W]
     blurred.CopyInformation(image)
     return blurred

@@ -29,7 +29,7 @@ def network(tmp_path_factory, phantoms):
     import torch
 
     from training.networks import Generator
-    from training.volume import VolumeInfo
+    from volumes.contract import VolumeInfo
     torch.manual_seed(0)
     G = Generator(z_dim=8, c_dim=0, w_dim=8, img_shape=(8, 16, 16), img_channels=1, mapping_kwargs=dict(num_layers=2),
                   synthesis_kwargs=dict(channel_base=128, channel_max=16),

@@ -11,7 +11,7 @@ import torch
 
 import dataset_tool
 from training.dataset import VolumeFolderDataset
-from training.volume import IntensityMapping
+from volumes.contract import IntensityMapping
 
 
 @pytest.fixture(scope='module')

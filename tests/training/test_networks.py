@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from training import layers, networks
-from training.volume import VolumeInfo, parse_size
+from volumes.contract import VolumeInfo, parse_size
 from training.volume_shape import make_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

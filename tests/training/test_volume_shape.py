@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from training.volume import format_size, parse_size
+from volumes.contract import format_size, parse_size
 from training.volume_shape import make_schedule
 
 # (size XxYxZ, base XxYxZ, K, per-block sizes for 'early', per-block sizes for 'late').

@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""training/volume.py: axis order, intensity mappings and the volume record."""
+"""volumes/contract.py: axis order, intensity mappings and the volume record."""
 
 import numpy as np
 import pytest
 import torch
 
-from training import volume
-from training.volume import IntensityMapping, VolumeInfo
+from volumes import contract as volume
+from volumes.contract import IntensityMapping, VolumeInfo
 
 
 def test_axis_order_conversions_are_one_pair_of_inverses():
