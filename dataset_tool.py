@@ -35,17 +35,14 @@ Examples:
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import errno
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import zipfile
 from typing import Iterator
@@ -59,6 +56,9 @@ import dnnlib
 from volumes.contract import (DATASET_FORMAT, INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
                             format_size, parse_size, parse_xyz)
 from volumes import packing, phantom, volume_io
+from volumes.sources import (Case, PackError, attach_label_maps, case_label, channel_names, folder_cases,
+                             load_label_names, load_labels, parse_phantom_source, phantom_cases, sequence_cases,
+                             source_root, unmatched_labels)
 
 DTYPES = ('uint8', 'uint16')
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: the same inputs give the same archive.
@@ -66,229 +66,6 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: the same inputs gi
 
 ON_ERROR = ('fail', 'skip', 'stop')
 
-
-class PackError(ValueError):
-    """A problem that stops packing (bad options, unusable sources, inputs that failed, a failed write)."""
-
-#----------------------------------------------------------------------------
-# Sources: cases to pack, each with one item per channel.
-
-
-@dataclasses.dataclass
-class Case:
-    """One output volume: a name for reports, one source item per channel, and the names a label may use."""
-    name: str                         # Relative path, DICOM folder, case id or 'phantom:SEED'.
-    items: list[tuple[str, object]]   # ('file', path) | ('dicom', [slice files]) | ('phantom', seed).
-    keys: tuple[str, ...]             # Label names that refer to this case.
-
-
-def parse_phantom_source(source: str) -> tuple[int, int] | None:
-    """'phantom:N' or 'phantom:N:SEED' -> (N, SEED); None for other sources."""
-    if not source.startswith('phantom:'):
-        return None
-    match = re.fullmatch(r'phantom:(\d+)(?::(\d+))?', source)
-    if not match or int(match.group(1)) < 1:
-        raise PackError(f'--source "{source}": expected phantom:N or phantom:N:SEED with N >= 1')
-    return int(match.group(1)), int(match.group(2) or 0)
-
-
-def phantom_cases(count: int, seed: int) -> list[Case]:
-    """Phantom volumes with seeds seed, seed + 1, ..."""
-    return [Case(f'phantom:{s}', [('phantom', s)], (f'phantom:{s}', f'phantom{s}', str(s)))
-            for s in range(seed, seed + count)]
-
-
-def _file_keys(rel: str) -> tuple[str, ...]:
-    base = os.path.basename(rel)
-    return (rel, volume_io.strip_extension(rel), base, volume_io.strip_extension(base))
-
-
-def _walk(root: str) -> Iterator[tuple[str, list[str]]]:
-    """(folder, sorted file names) under root, sorted, skipping hidden entries and macOS zip debris."""
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d != '__MACOSX')
-        yield folder, sorted(n for n in names if not n.startswith('.'))
-
-
-def folder_cases(root: str) -> tuple[list[Case], list[tuple[str, str]]]:
-    """Single-volume cases under root: volume files and DICOM series (one case per series).
-
-    Returns:
-        (cases, problems): problems are (name, reason) for DICOM folders whose series cannot be listed.
-    """
-    cases, problems = [], []
-    for folder, names in _walk(root):
-        dicom = []
-        for name in names:
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, root).replace(os.sep, '/')
-            if volume_io.volume_extension(name):
-                cases.append(Case(rel, [('file', path)], _file_keys(rel)))
-            elif volume_io.is_dicom_file(path):
-                dicom.append(path)
-        if dicom:
-            rel = os.path.relpath(folder, root).replace(os.sep, '/')
-            series = volume_io.find_dicom_series(folder)
-            if not series:
-                problems.append((rel, f'{len(dicom)} DICOM file(s) in {folder} (e.g. {os.path.basename(dicom[0])}) '
-                                      f'hold no readable series'))
-            for uid, files in series:
-                name = rel if len(series) == 1 else f'{rel}#{uid}'
-                cases.append(Case(name, [('dicom', files)], (name, rel, os.path.basename(folder), uid)))
-    return sorted(cases, key=lambda c: c.name), problems
-
-
-def _pattern_regex(pattern: str) -> re.Pattern:
-    # The single '*' captures the case id; '?' matches one character as in a glob.
-    head, tail = pattern.split('*')
-    escape = lambda s: re.escape(s).replace(r'\?', '.')  # noqa: E731
-    return re.compile(escape(head) + '(.+)' + escape(tail) + r'\Z', flags=re.IGNORECASE)
-
-
-def channel_names(patterns: list[str]) -> list[str]:
-    """Readable channel names from patterns: '*_t2w.nii.gz' -> 't2w'."""
-    names = []
-    for i, pattern in enumerate(patterns):
-        stem = volume_io.strip_extension(os.path.basename(pattern)).replace('*', '')
-        stem = stem.strip('_-. ') or f'channel{i}'
-        names.append(stem if stem not in names else f'{stem}{i}')
-    return names
-
-
-def sequence_cases(root: str, patterns: list[str]) -> tuple[list[Case], list[tuple[str, str]]]:
-    """Multi-sequence cases: files matching each pattern grouped by the part matched by '*'.
-
-    A pattern with a '/' matches the path relative to root; otherwise the file name.
-
-    Returns:
-        (cases, problems): problems are (case id, reason) for cases missing a sequence or matching twice.
-    """
-    regexes = [_pattern_regex(p) for p in patterns]
-    found: dict[str, list[list[str]]] = {}
-    for folder, names in _walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, root).replace(os.sep, '/')
-            for c, (pattern, regex) in enumerate(zip(patterns, regexes)):
-                match = regex.match(rel if '/' in pattern else name)
-                if match:
-                    found.setdefault(match.group(1), [[] for _ in patterns])[c].append(rel)
-    cases, problems = [], []
-    for case_id in sorted(found):
-        hits = found[case_id]
-        missing = [patterns[c] for c, h in enumerate(hits) if not h]
-        double = [patterns[c] for c, h in enumerate(hits) if len(h) > 1]
-        if missing:
-            problems.append((case_id, f'case "{case_id}" has no file for {", ".join(missing)}'))
-        elif double:
-            problems.append((case_id, f'case "{case_id}" has several files for {", ".join(double)}'))
-        else:
-            items = [('file', os.path.join(root, h[0])) for h in hits]
-            cases.append(Case(case_id, items, (case_id, *_file_keys(hits[0][0]))))
-    return cases, problems
-
-
-@contextlib.contextmanager
-def source_root(source: str) -> Iterator[str]:
-    """The folder to search: the source folder itself, or a temporary extraction of a source zip."""
-    if os.path.isdir(source):
-        yield source
-        return
-    if not os.path.isfile(source):
-        raise PackError(f'--source "{source}" does not exist (expected a folder, a .zip or phantom:N)')
-    if not zipfile.is_zipfile(source):
-        raise PackError(f'--source "{source}" is neither a folder nor a .zip archive')
-    with tempfile.TemporaryDirectory(prefix='dataset-tool-') as tmp:
-        try:
-            with zipfile.ZipFile(source) as z:
-                z.extractall(tmp)  # extractall drops absolute paths and '..' from member names.
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise PackError(f'cannot extract --source "{source}": {e}') from None
-        yield tmp
-
-#----------------------------------------------------------------------------
-# Labels.
-
-
-def _parse_number(text: str) -> int | float:
-    value = float(text)
-    return int(value) if re.fullmatch(r'\s*[+-]?\d+\s*', text) else value
-
-
-def load_labels(path: str) -> dict[str, int | list[float]]:
-    """Labels from a CSV (name,value[,value...], optional header) or JSON ({name: int or [floats]}).
-
-    All labels must be non-negative class indices, or all float vectors of one length.
-    """
-    try:
-        with open(path, newline='') as f:
-            if path.lower().endswith('.json'):
-                raw = json.load(f, object_pairs_hook=lambda pairs: _unique_names(pairs, path))
-                if not isinstance(raw, dict):
-                    raise PackError(f'--labels {path}: expected a JSON object {{name: label}}')
-            elif path.lower().endswith('.csv'):
-                raw = _read_label_csv(f, path)
-            else:
-                raise PackError(f'--labels {path}: expected a .csv or .json file')
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackError(f'--labels {path}: {" ".join(str(e).split())}') from None
-    if not raw:
-        raise PackError(f'--labels {path} holds no labels')
-    return _validate_labels(raw, path)
-
-
-def _unique_names(pairs: list[tuple[str, object]], path: str) -> dict[str, object]:
-    # json.load keeps the last of repeated keys silently; a label file naming a volume twice is a mistake.
-    labels: dict[str, object] = {}
-    for name, value in pairs:
-        if name in labels:
-            raise PackError(f'--labels {path}: "{name}" is listed twice')
-        labels[name] = value
-    return labels
-
-
-def _read_label_csv(f, path: str) -> dict[str, object]:
-    rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
-    labels = {}
-    for i, row in enumerate(rows):
-        name, values = row[0].strip(), [v.strip() for v in row[1:] if v.strip()]
-        try:
-            numbers = [_parse_number(v) for v in values]
-        except ValueError:
-            if i == 0:
-                continue  # A header row.
-            raise PackError(f'--labels {path}, row {i + 1}: labels must be numbers, got {values}') from None
-        if not values:
-            raise PackError(f'--labels {path}, row {i + 1}: "{name}" has no label')
-        if name in labels:
-            raise PackError(f'--labels {path}, row {i + 1}: "{name}" is listed twice')
-        labels[name] = numbers[0] if len(numbers) == 1 and isinstance(numbers[0], int) else [float(v) for v in numbers]
-    return labels
-
-
-def _validate_labels(raw: dict, path: str) -> dict[str, int | list[float]]:
-    is_class = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
-    values = list(raw.values())
-    if all(is_class(v) for v in values):
-        if min(values) < 0:
-            raise PackError(f'--labels {path}: class labels must be >= 0')
-        return {str(k): int(v) for k, v in raw.items()}
-    vectors = [v if isinstance(v, list) else [v] for v in values]
-    ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for v in vectors for x in v)
-    if not ok or len({len(v) for v in vectors}) != 1 or not vectors[0]:
-        raise PackError(f'--labels {path}: labels must all be class indices or all float vectors of one length')
-    return {str(k): [float(x) for x in v] for k, v in zip(raw, vectors)}
-
-
-def unmatched_labels(labels: dict, cases: list[Case]) -> list[str]:
-    """Label names that refer to no case."""
-    keys = {k for case in cases for k in case.keys}
-    return sorted(name for name in labels if name not in keys)
-
-
-def case_label(case: Case, labels: dict):
-    """The label of case (first of its keys found in labels), or None."""
-    return next((labels[k] for k in case.keys if k in labels), None)
 
 #----------------------------------------------------------------------------
 # One case: read, reorient, resample, clip, scale.
@@ -300,30 +77,34 @@ class PackOptions:
     grid: packing.GridOptions = packing.GridOptions()
     intensity: IntensityMapping = IntensityMapping()  # The --clip percentiles (or a window) and --dtype.
     labels: str | None = None                          # A CSV or JSON file of class labels.
+    seg: str | None = None                             # The label maps' pattern (or 'phantom').
+    label_names: dict[int, str] | None = None          # Names of the label values (--seg-names).
     max_volumes: int | None = None
     on_error: str = 'fail'
     channels: list[str] | None = None                  # One glob per sequence.
     progress: bool = False
 
 
-def read_item(item: tuple[str, object], grid: packing.GridOptions) -> sitk.Image:
-    """Read one channel source as a checked 3D image in its file orientation."""
+def read_item(item: tuple[str, object], grid: packing.GridOptions, labels: bool = False) -> sitk.Image:
+    """Read one channel source (or, with labels, a label map) as a checked 3D image in its file orientation."""
     kind, what = item
     if kind == 'file':
         return volume_io.read_image(what)
     if kind == 'dicom':
         return volume_io.read_dicom_series(what)
     # Phantoms are drawn at the requested size directly, which saves a resampling when only --size is given.
-    array, spacing = phantom.make_phantom(int(what), grid.size or phantom.DEFAULT_SIZE_XYZ)
-    return volume_io.array_to_image(array, spacing, volume_io.CANONICAL_DIRECTION)
+    volume, mask, spacing = phantom.make_labelled_phantom(int(what), grid.size or phantom.DEFAULT_SIZE_XYZ)
+    return volume_io.array_to_image(mask if labels else volume, spacing, volume_io.CANONICAL_DIRECTION)
 
 
 def process_case(case: Case, options: PackOptions) -> packing.PackedCase:
-    """The stored volume [C, D, H, W] of a case and its grid (volumes/packing.py: every channel on the first
-    channel's grid, each mapped to stored integers on its own)."""
+    """The stored volume [C, D, H, W] of a case, its label map and their grid (volumes/packing.py: every channel on
+    the first channel's grid, each mapped to stored integers on its own; the label map label-safely)."""
     images = [read_item(item, options.grid) for item in case.items]
     names = [str(item[1]) if item[0] == 'file' else case.name for item in case.items]
-    return packing.pack_images(images, options.grid, options.intensity, names)
+    labels = read_item(case.seg, options.grid, labels=True) if case.seg is not None else None
+    labels_name = str(case.seg[1]) if case.seg is not None and case.seg[0] == 'file' else f'{case.name} (label map)'
+    return packing.pack_images(images, options.grid, options.intensity, names, labels, labels_name)
 
 #----------------------------------------------------------------------------
 # Output: a zip or a folder, written under a temporary name and renamed at the end.
@@ -450,6 +231,11 @@ def volume_fname(index: int) -> str:
     """The member name of volume index: 00000/vol00000000.npy, 1000 volumes per folder."""
     return f'{index // 1000:05d}/vol{index:08d}.npy'
 
+
+def labels_fname(index: int) -> str:
+    """The member name of the label map of volume index: 00000/seg00000000.npy."""
+    return f'{index // 1000:05d}/seg{index:08d}.npy'
+
 #----------------------------------------------------------------------------
 # The whole run.
 
@@ -485,15 +271,19 @@ class FailedInputs(PackError):
         return '\n'.join(f'  failed {name}: {reason}' for name, reason in self.summary.skipped)
 
 
-def _find_cases(source: str, root: str | None, channels: list[str] | None) -> tuple[list[Case], list]:
+def _find_cases(source: str, root: str | None, options: PackOptions) -> tuple[list[Case], list]:
     ph = parse_phantom_source(source)
     if ph is not None:
-        if channels:
+        if options.channels:
             raise PackError('--channels does not apply to a phantom source')
-        return phantom_cases(*ph), []
-    cases, problems = sequence_cases(root, channels) if channels else folder_cases(root)
+        cases, problems = phantom_cases(*ph), []
+    else:
+        cases, problems = sequence_cases(root, options.channels) if options.channels else folder_cases(root)
+    if options.seg is not None:
+        cases, missing = attach_label_maps(cases, root, options.seg)
+        problems += missing
     if not cases and not problems:
-        kinds = 'files matching --channels' if channels else 'volumes (NIfTI, NRRD, MHA/MHD, .npy or DICOM)'
+        kinds = 'files matching --channels' if options.channels else 'volumes (NIfTI, NRRD, MHA/MHD, .npy or DICOM)'
         raise PackError(f'--source {source}: no {kinds} found')
     return cases, problems
 
@@ -501,9 +291,10 @@ def _find_cases(source: str, root: str | None, channels: list[str] | None) -> tu
 def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = None,
                  spacing: tuple[float, float, float] | None = None, fov: tuple[float, float, float] | None = None,
                  orient: str = 'source', interpolation: str = 'linear', clip: tuple[float, float] = (0.5, 99.5),
-                 dtype: str = 'uint8', labels: str | None = None, max_volumes: int | None = None,
-                 on_error: str = 'fail', channels: list[str] | None = None, progress: bool = False,
-                 overwrite: bool = False) -> PackSummary:
+                 window: tuple[float, float] | None = None, dtype: str = 'uint8', labels: str | None = None,
+                 seg: str | None = None, seg_names: str | None = None, seg_interpolation: str = 'nearest',
+                 crop: str = 'none', max_volumes: int | None = None, on_error: str = 'fail',
+                 channels: list[str] | None = None, progress: bool = False, overwrite: bool = False) -> PackSummary:
     """Pack a source into a dataset zip or folder (see the module docstring for the steps).
 
     Args:
@@ -516,8 +307,15 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
             or 'lps' (resample physically onto the world's axes).
         interpolation: Image interpolator: 'linear', 'bspline' or 'nearest'.
         clip: Lower and upper intensity percentiles, per volume and channel.
+        window: A fixed intensity window (lo, hi) in source units (e.g. Hounsfield units) instead of the
+            percentiles: invertible, so generated volumes can be written back in those units.
         dtype: 'uint8' or 'uint16'.
         labels: A CSV or JSON label file, or None.
+        seg: A pattern with one '*' (the case id) naming each volume's label map, or 'phantom' (the phantom's
+            organ mask).
+        seg_names: A JSON file {"1": "name", ...} naming the label values; default: label1, label2, ...
+        seg_interpolation: 'nearest' or 'gaussian' (ITK's label-Gaussian) for the label maps.
+        crop: Centre the box on 'none' (the volume), 'mask' (the label map's foreground) or 'body'.
         max_volumes: Stop after writing this many volumes.
         on_error: For a volume that cannot be packed: 'fail' (go on checking the others, then raise PackError
             naming every failed input and write nothing), 'skip' (leave it out and keep the archive of the others)
@@ -529,9 +327,16 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     Returns:
         The summary. Raises PackError when nothing could be written, or as on_error says.
     """
-    options = PackOptions(grid=packing.GridOptions(size, spacing, fov, orient, interpolation),
-                          intensity=IntensityMapping('percentile', clip[0], clip[1], dtype), labels=labels,
-                          max_volumes=max_volumes, on_error=on_error, channels=channels, progress=progress)
+    intensity = IntensityMapping('window', *window, dtype) if window is not None else \
+        IntensityMapping('percentile', clip[0], clip[1], dtype)
+    options = PackOptions(grid=packing.GridOptions(size, spacing, fov, orient, interpolation, crop, seg_interpolation),
+                          intensity=intensity, labels=labels, seg=seg,
+                          label_names=load_label_names(seg_names) if seg_names else None, max_volumes=max_volumes,
+                          on_error=on_error, channels=channels, progress=progress)
+    if crop == 'mask' and seg is None:
+        raise PackError('--crop=mask centres the box on each label map: give --seg')
+    if seg_names is not None and seg is None:
+        raise PackError('--seg-names names the values of label maps: give --seg')
     ph = parse_phantom_source(source)
     writer = DatasetWriter(dest, overwrite=overwrite)
     try:
@@ -548,7 +353,7 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
 
 def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOptions) -> PackSummary:
     summary = PackSummary(dest=writer.dest)
-    cases, problems = _find_cases(source, root, options.channels)
+    cases, problems = _find_cases(source, root, options)
     label_map = load_labels(options.labels) if options.labels else None
 
     def fail(name: str, reason: str) -> None:
@@ -563,6 +368,7 @@ def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOpt
         fail(name, reason)
 
     packed = []  # (file name, case name, class label, grid) of every volume written.
+    label_values: set[int] = set()  # Every label value found in the label maps.
     for case in tqdm.tqdm(cases, desc='Packing', unit='vol', disable=None if options.progress else True):
         if options.max_volumes is not None and summary.written >= options.max_volumes:
             break
@@ -580,16 +386,27 @@ def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOpt
                  f'{format_size(summary.shape)}; pass --size to resize every volume (or --spacing with --size or '
                  f'--fov for a common box)')
             continue
+        if result.labels is not None:
+            values = {int(v) for v in np.unique(result.labels)}
+            unnamed = sorted(values - {0} - set(options.label_names or values))
+            if unnamed:
+                fail(case.name, f'{case.seg[1]} holds label value(s) {unnamed} that --seg-names does not name')
+                continue
+            label_values |= values
         summary.shape = list(result.volume.shape)
         fname = volume_fname(summary.written)
         writer.add(fname, npy_bytes(result.volume))
+        if result.labels is not None:
+            writer.add(labels_fname(summary.written), npy_bytes(result.labels))
         packed.append((fname, case.name, label, result.grid))
         summary.written += 1
 
     if summary.written == 0:
         raise PackError(f'no volumes were written from {source} ({len(summary.skipped)} skipped'
                         + (f', e.g. {summary.skipped[0][0]}: {summary.skipped[0][1]})' if summary.skipped else ')'))
-    writer.add('dataset.json', json.dumps(_dataset_info(summary, packed, options)).encode())
+    if options.seg is not None and not label_values - {0}:
+        raise PackError('the label maps hold nothing but the background 0; nothing to learn labels from')
+    writer.add('dataset.json', json.dumps(_dataset_info(summary, packed, options, label_values)).encode())
     return summary
 
 
@@ -604,7 +421,7 @@ def _check_label_names(label_map: dict, labels_path: str, cases: list[Case], on_
         summary.warnings.append(message)
 
 
-def _dataset_info(summary: PackSummary, packed: list, options: PackOptions) -> dict:
+def _dataset_info(summary: PackSummary, packed: list, options: PackOptions, label_values: set[int]) -> dict:
     """dataset.json: the shape, the volume record (volumes.contract.VolumeInfo) and, per volume, its source, class
     label and grid (centre and direction in world space)."""
     grids = [grid for *_, grid in packed]
@@ -616,9 +433,13 @@ def _dataset_info(summary: PackSummary, packed: list, options: PackOptions) -> d
                                 f'records the median {np.round(median, 4).tolist()} mm (use --spacing or --fov)')
     direction, centre = packing.representative_geometry(grids)
     names = channel_names(options.channels) if options.channels else ['image']
+    label_names = None
+    if options.seg is not None:
+        label_names = options.label_names or ({v: f'label{v}' for v in sorted(label_values - {0})} if
+                                               options.seg != 'phantom' else phantom.LABEL_NAMES)
     info = VolumeInfo(spacing=tuple(round(float(s), 6) for s in median), direction=direction, centre=centre,
-                      intensity=options.intensity, channels=names, orient=options.grid.orient,
-                      interpolation=options.grid.interpolation)
+                      intensity=options.intensity, channels=names, label_names=label_names,
+                      orient=options.grid.orient, interpolation=options.grid.interpolation)
     labels = [[fname, label] for fname, _, label, _ in packed]
     return {
         'format': DATASET_FORMAT,
@@ -669,15 +490,30 @@ def check_geometry_options(size, spacing, fov) -> None:
                                  param_hint='--spacing')
 
 
-def _parse_clip(value: str) -> tuple[float, float]:
+def _pair(value: str) -> tuple[float, float] | None:
     try:
         lo, hi = (float(p) for p in value.split(','))
     except ValueError:
-        lo, hi = -1.0, -1.0
-    if not 0 <= lo < hi <= 100:
-        raise click.BadParameter(f'"{value}": expected two percentiles lo,hi with 0 <= lo < hi <= 100',
+        return None
+    return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None
+
+
+def _parse_intensity(clip: str | None, window: str | None) -> dict:
+    """--clip (percentiles, the default 0.5,99.5) or --window (fixed, in source units), not both."""
+    if clip is not None and window is not None:
+        raise click.BadParameter('give --clip (per-volume percentiles) or --window (a fixed window), not both',
+                                 param_hint='--window')
+    if window is not None:
+        pair = _pair(window)
+        if pair is None or not pair[0] < pair[1]:
+            raise click.BadParameter(f'"{window}": expected LO,HI in source units with LO < HI, e.g. -1000,1000',
+                                     param_hint='--window')
+        return dict(window=pair)
+    pair = _pair(clip or '0.5,99.5')
+    if pair is None or not 0 <= pair[0] < pair[1] <= 100:
+        raise click.BadParameter(f'"{clip}": expected two percentiles lo,hi with 0 <= lo < hi <= 100',
                                  param_hint='--clip')
-    return lo, hi
+    return dict(clip=pair)
 
 
 def _parse_channels(value: str | None) -> list[str] | None:
@@ -715,7 +551,9 @@ def _exit_on_sigterm() -> Iterator[None]:
                    'lps: resample physically onto the world\'s L, P, S axes')
 @click.option('--interp', 'interpolation', type=click.Choice(INTERPOLATIONS), default='linear', show_default=True,
               help='Image interpolator (SimpleITK): linear, bspline (cubic) or nearest')
-@click.option('--clip', default='0.5,99.5', show_default=True, metavar='LO,HI', help='Intensity percentiles')
+@click.option('--clip', metavar='LO,HI', help='Clip each volume to its own intensity percentiles  [default: 0.5,99.5]')
+@click.option('--window', metavar='LO,HI', help='Clip to a fixed window in source units instead (e.g. -1000,1000 '
+              'Hounsfield units); generated volumes come back in those units')
 @click.option('--dtype', type=click.Choice(DTYPES), default='uint8', show_default=True, help='Stored type')
 @click.option('--labels', type=click.Path(exists=True, dir_okay=False), help='Labels: CSV (name,label...) or JSON')
 @click.option('--max-volumes', type=click.IntRange(min=1), metavar='INT', help='Stop after this many volumes')
@@ -724,12 +562,22 @@ def _exit_on_sigterm() -> Iterator[None]:
                    'at the first')
 @click.option('--overwrite', is_flag=True, help='Replace an existing --dest')
 @click.option('--channels', metavar='GLOBS', help='One pattern per sequence, e.g. "*_t2w.nii.gz,*_adc.nii.gz"')
+@click.option('--seg', metavar='GLOB', help='Each volume\'s label map, "*" standing for the case, e.g. "*_seg.nii.gz" '
+              '(phantom: the phantoms\' organ mask)')
+@click.option('--seg-names', metavar='JSON', type=click.Path(exists=True, dir_okay=False),
+              help='Names of the label values, e.g. {"1": "CZ+TZ", "2": "PZ"}')
+@click.option('--seg-interp', 'seg_interpolation', type=click.Choice(['nearest', 'gaussian']), default='nearest',
+              show_default=True, help='Label-map interpolator (gaussian: ITK\'s label-Gaussian)')
+@click.option('--crop', type=click.Choice(packing.CROPS), default='none', show_default=True,
+              help='Centre the box on the volume (none), on the label map\'s foreground (mask) or on the body')
 def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str | None, orient: str,
-         interpolation: str, clip: str, dtype: str, labels: str | None, max_volumes: int | None, on_error: str,
-         overwrite: bool, channels: str | None) -> None:
+         interpolation: str, clip: str | None, window: str | None, dtype: str, labels: str | None,
+         max_volumes: int | None, on_error: str, overwrite: bool, channels: str | None, seg: str | None,
+         seg_names: str | None, seg_interpolation: str, crop: str) -> None:
     options = dict(size=_size_option(size), spacing=_xyz_option(spacing, '--spacing'), fov=_xyz_option(fov, '--fov'),
-                   orient=orient, interpolation=interpolation, clip=_parse_clip(clip),
-                   channels=_parse_channels(channels))
+                   orient=orient, interpolation=interpolation, **_parse_intensity(clip, window),
+                   channels=_parse_channels(channels), seg=seg, seg_names=seg_names,
+                   seg_interpolation=seg_interpolation, crop=crop)
     check_geometry_options(options['size'], options['spacing'], options['fov'])
     try:
         with _exit_on_sigterm():

@@ -47,6 +47,12 @@ from volumes.contract import WRITE_FORMATS
 @click.option('--batch', help='Volumes per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--format', 'fmt', help='Output file format', type=click.Choice(WRITE_FORMATS), default='nii.gz',
               show_default=True)
+@click.option('--units', type=click.Choice(['auto', 'stored', 'source']), default='auto', show_default=True,
+              help='Write the stored integers, or source units (e.g. Hounsfield units) for data packed with '
+                   '--window; auto: source units where they can be recovered')
+@click.option('--layout', type=click.Choice(['files', 'nnunet']), default='files', show_default=True,
+              help='files: NAME.nii.gz (and NAME_seg.nii.gz); nnunet: a raw nnU-Net v2 dataset (imagesTr, labelsTr, '
+                   'dataset.json)')
 @click.option('--preview', help='Also write a PNG of the middle axial, coronal and sagittal slices', is_flag=True)
 @click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ')
 @click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH')
@@ -54,8 +60,8 @@ from volumes.contract import WRITE_FORMATS
               type=FiniteFloatRange(min=-1, max=1))
 @click.option('--outdir', help='Where to write the volumes', required=True, metavar='DIR')
 def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi: float, class_idx: int | None,
-         noise_mode: str, batch: int, fmt: str, preview: bool, projected_w: str | None, qc_data: str | None,
-         qc_ssim: float | None, outdir: str) -> None:
+         noise_mode: str, batch: int, fmt: str, units: str, layout: str, preview: bool, projected_w: str | None,
+         qc_data: str | None, qc_ssim: float | None, outdir: str) -> None:
     # Everything is checked before the output folder is made, so bad input leaves nothing behind.
     if projected_w is not None and (seeds is not None or count is not None):
         raise click.BadParameter('renders the latents in the file; leave --seeds and --count out',
@@ -78,6 +84,7 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     else:
         c = generation.class_labels(G, class_idx)
     qc = generation.make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
+    writer = generation.OutputWriter(outdir, fmt, G.volume_info, units=units, layout=layout, preview=preview)
     generation.make_outdir(outdir)
 
     if projected_w is not None:
@@ -85,16 +92,18 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     else:
         results = generation.generate_from_seeds(G, seed_list, c, truncation_psi, noise_mode, batch, device)
         stem = 'seed{:04d}'
-    written = dropped = 0
+    dropped = 0
     with contextlib.closing(results):  # On an error, close the progress bar before the message is printed.
         for key, volume in results:
             if qc is not None and not qc(volume):
                 dropped += 1
                 continue
-            generation.write_outputs(volume, stem.format(key), outdir, fmt, G.volume_info, preview)
-            written += 1
+            writer.write(volume, stem.format(key))
+    writer.close()
     qc_note = f'; the QC filter (best slice SSIM >= {qc_ssim}) dropped {dropped}' if qc is not None else ''
-    print(f'Wrote {written} volumes to {outdir}{qc_note}')
+    print(f'Wrote {writer.written} volumes to {outdir}{qc_note}')
+    if writer.note():
+        print(writer.note())
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ on stderr says what is assumed; `legacy.py export --data` records a dataset's ow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -115,6 +116,9 @@ def _migrate_export_v1(init_kwargs: dict, dataset_info: dict | None, path: str) 
     spacing = init_kwargs.pop('voxel_spacing', None)
     record = dict(dataset_info or {}, **({'spacing': spacing} if spacing is not None else {}))
     info = VolumeInfo.from_dataset_json(record)
+    channels = init_kwargs.get('img_channels', 1)
+    if len(info.channels) != channels:
+        info = dataclasses.replace(info, channels=_channel_names(channels))
     _note(path, info, 'an export of an earlier version: the centre is unknown')
     return dict(init_kwargs, volume_info=info.to_dict())
 
@@ -125,10 +129,14 @@ def ensure_volume_info(G: torch.nn.Module, path: str) -> None:
     if getattr(G, 'volume_info', None) is not None:
         return
     spacing = getattr(G, 'voxel_spacing', None)
-    G.volume_info = VolumeInfo(spacing=spacing) if spacing is not None else VolumeInfo()
+    G.volume_info = VolumeInfo(spacing=spacing or (1.0, 1.0, 1.0), channels=_channel_names(G.img_channels))
     reason = 'written before networks carried their volume record' if spacing is not None else \
         'holds no volume record and no spacing'
     _note(path, G.volume_info, reason)
+
+
+def _channel_names(count: int) -> tuple[str, ...]:
+    return ('image',) if count == 1 else tuple(f'channel{c}' for c in range(count))
 
 
 def _note(path: str, info: VolumeInfo, reason: str) -> None:

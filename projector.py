@@ -51,7 +51,7 @@ def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, s
         generation.set_noise_buffers(G, noises)
         proj = G.synthesis(w[None].to(device), noise_mode='const')[0].float().cpu().numpy()
     projection.save_projection(os.path.join(outdir, 'projected_w.npz'), w, noises)
-    generation.write_outputs(proj, 'proj', outdir, 'nii.gz', G.volume_info, preview=False)
+    generation.OutputWriter(outdir, 'nii.gz', G.volume_info).write(proj, 'proj')
     pair = np.stack([target_volume.numpy(), proj])  # [2, C, D, H, W]: before, after
     generation.save_png(visualize.volume_grid(pair, (2, 1), (-1, 1), planes=visualize.PLANES,
                                               spacing=G.volume_info.spacing),

@@ -51,11 +51,12 @@ def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_
         raise click.BadParameter(f'the network has layers 0-{G.num_ws - 1}', param_hint='--styles')
     c = generation.class_labels(G, class_idx)
     volumes = generation.style_mix(G, row_seeds, col_seeds, style_layers, c, truncation_psi, noise_mode, device)
+    writer = generation.OutputWriter(outdir, fmt, G.volume_info)
     generation.make_outdir(outdir)
     for row in row_seeds:
         for col in col_seeds:
-            generation.write_outputs(volumes[(row, col)], f'{row}-{col}', outdir, fmt, G.volume_info, preview=False)
-    grid = generation.mixing_grid(volumes, row_seeds, col_seeds)
+            writer.write(volumes[(row, col)], f'{row}-{col}')
+    grid = visualize.display_volumes(generation.mixing_grid(volumes, row_seeds, col_seeds), G.volume_info)
     generation.save_png(visualize.volume_grid(grid, (len(col_seeds) + 1, len(row_seeds) + 1), drange=(-1, 1),
                                               spacing=G.volume_info.spacing),
              os.path.join(outdir, 'grid.png'))

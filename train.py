@@ -63,9 +63,18 @@ def load_preset(name: str) -> dict:
 # Options -> training_loop kwargs.
 
 
-def open_dataset(data: str, use_labels: bool) -> tuple[dict, object]:
+def open_dataset(data: str, use_labels: bool, seg: bool | None) -> tuple[dict, object]:
+    """The training set's kwargs and the dataset; seg None: learn the label maps when the dataset has them."""
     kwargs = dnnlib.EasyDict(class_name='training.dataset.VolumeFolderDataset', path=data, use_labels=use_labels,
                              max_size=None, xflip=False)
+    if seg is not False:
+        try:
+            kwargs.load_seg = dnnlib.util.construct_class_by_name(**kwargs).has_label_maps
+        except (OSError, ValueError, KeyError) as e:
+            raise click.BadParameter(str(e) if data in str(e) else f'{data}: {e}', param_hint='--data') from None
+        if seg and not kwargs.load_seg:
+            raise click.BadParameter(f'{data} holds no label maps; pack it with dataset_tool.py --seg',
+                                     param_hint='--seg')
     try:
         dataset = dnnlib.util.construct_class_by_name(**kwargs)
     except (OSError, ValueError, KeyError) as e:
@@ -79,14 +88,14 @@ def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, d
     """Turn CLI options and the preset into (description, training_loop kwargs)."""
     preset = load_preset(opts.cfg)
     cond = opts.cond if opts.cond is not None else bool(preset.get('conditional', False))
-    data_kwargs, dataset = open_dataset(opts.data, use_labels=cond)
+    data_kwargs, dataset = open_dataset(opts.data, use_labels=cond, seg=opts.seg)
     if cond and not dataset.has_labels:
         raise click.BadParameter(f'--cond needs labels in {opts.data}/dataset.json; the dataset has none',
                                  param_hint='--cond')
     if 'size' in preset and contract.parse_size(preset['size']) != tuple(dataset.img_shape):
         raise click.BadParameter(f'preset "{opts.cfg}" is for {preset["size"]} volumes but {opts.data} holds '
                                  f'{contract.format_size(dataset.img_shape)}', param_hint='--cfg')
-    desc = dataset.name + ('-cond' if cond else '')
+    desc = dataset.name + ('-cond' if cond else '') + ('-seg' if data_kwargs.get('load_seg') else '')
     if opts.subset is not None:
         if not 1 <= opts.subset <= len(dataset):
             raise click.BadParameter(f'must be between 1 and the dataset size {len(dataset)}', param_hint='--subset')
@@ -336,6 +345,8 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 @click.option('--cond', help='Train a conditional model on the dataset labels', type=bool, metavar='BOOL')
 @click.option('--subset', help='Train on a random subset of N volumes', type=click.IntRange(min=1), metavar='N')
 @click.option('--mirror', help='Add x-flips to the dataset', type=bool, metavar='BOOL', default=False)
+@click.option('--seg', help='Generate the label maps with the images  [default: when the dataset has them]',
+              type=bool, metavar='BOOL')
 # Hyperparameters.
 @click.option('--gamma', help='Override the R1 gamma', type=FiniteFloatRange(min=0))
 @click.option('--kimg', help='Override the training length (thousands of volumes)', type=FiniteFloatRange(min=0,

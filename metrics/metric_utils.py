@@ -489,6 +489,7 @@ def channel_names_of(dataset: Any) -> list[str]:
 def open_dataset(opts: MetricOptions) -> Any:
     """The real dataset, always complete (max_size is dropped: metrics compare against every volume)."""
     kwargs = dnnlib.EasyDict(opts.dataset_kwargs)
+    kwargs.pop('load_seg', None)  # Metrics read the images only.
     if 'class_name' not in kwargs:
         raise ValueError('dataset_kwargs needs a class_name (e.g. training.dataset.VolumeFolderDataset) and a path')
     kwargs.max_size = None
@@ -537,13 +538,19 @@ def item_generator(seed: int, stream: int, item: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+def image_channels(G: torch.nn.Module) -> int:
+    """The channels of G's volumes that are image (the rest, if any, are a one-hot label map)."""
+    info = getattr(G, 'volume_info', None)
+    return len(info.channels) if info is not None and info.label_values else int(G.img_channels)
+
+
 def prepare_generator(opts: MetricOptions, dataset: Any) -> torch.nn.Module:
     """An eval-mode copy of opts.G on opts.device, checked against the dataset's channels and shape."""
     if opts.G is None:
         raise ValueError('this metric needs a generator (MetricOptions.G)')
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
-    if G.img_channels != dataset.num_channels:
-        raise ValueError(f'G makes {G.img_channels}-channel volumes; the dataset holds {dataset.num_channels}')
+    if image_channels(G) != dataset.num_channels:
+        raise ValueError(f'G makes {image_channels(G)}-channel volumes; the dataset holds {dataset.num_channels}')
     if tuple(G.img_shape) != tuple(dataset.img_shape):
         raise ValueError(f'G makes volumes of shape (D, H, W) = {tuple(G.img_shape)}; '
                          f'the dataset holds {tuple(dataset.img_shape)}')
@@ -576,7 +583,7 @@ def volume_sampler(opts: MetricOptions, G: torch.nn.Module, dataset: Any,
         labels = np.stack(c) if G.c_dim else np.zeros([len(items), 0], np.float32)
         with torch.no_grad():
             x = G(torch.stack(z).to(opts.device), torch.from_numpy(labels).to(opts.device), **opts.G_kwargs)
-        return fake_to_uint8_range(x)
+        return fake_to_uint8_range(x[:, :image_channels(G)])  # Metrics measure the image, not a label map.
     return sample
 
 
@@ -613,7 +620,8 @@ def _cache_path(opts: MetricOptions, dataset: Any, featurizer: Featurizer, stats
     # moved one keeps its own. Options that cannot change the features (metrics read every volume) stay out.
     ignored = ('path', 'max_size', 'random_seed', 'use_labels')
     dataset_kwargs = {k: v for k, v in opts.dataset_kwargs.items() if k not in ignored}
-    key = dict(dataset_kwargs=dataset_kwargs, contents=record_inputs(opts, {**featurizer.input_files(), **dataset_file(opts)}),
+    contents = record_inputs(opts, {**featurizer.input_files(), **dataset_file(opts)})
+    key = dict(dataset_kwargs=dataset_kwargs, contents=contents,
                featurizer=featurizer.cache_key(), stats_kwargs=stats_kwargs)
     md5 = hashlib.md5(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return dnnlib.make_cache_dir_path('gan-metrics', f'{dataset.name}-{featurizer.name}-{md5}.npz')

@@ -4,7 +4,6 @@
 import json
 import os
 import pickle
-import zipfile
 
 import nibabel as nib
 import numpy as np

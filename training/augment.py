@@ -190,6 +190,8 @@ class AugmentPipe(torch.nn.Module):
         noise_std: scale of the per-volume noise sigma (sigma = |N(0, 1)| * noise_std).
         cutout_size: side of the square relative to the slice size.
         channels_are_sequences: the channels are separate MR sequences, not RGB: colour is brightness/contrast only.
+        label_channels: the last channels hold a label map (one-hot): they move with the geometric transforms and
+            are left alone by colour, filtering, noise and cutout, which change intensities, not anatomy.
     """
 
     def __init__(self,
@@ -213,6 +215,7 @@ class AugmentPipe(torch.nn.Module):
                  noise_std: float = 0.1,                                   # Scale of the noise sigma.
                  cutout_size: float = 0.5,                                 # Cutout side (fraction of size).
                  channels_are_sequences: bool = False,                     # Channels are MR sequences, not RGB.
+                 label_channels: int = 0,                                  # Last channels: a one-hot label map.
                  ) -> None:
         super().__init__()
         multipliers = dict(xflip=xflip, rotate90=rotate90, xint=xint, scale=scale, rotate=rotate, aniso=aniso,
@@ -231,6 +234,7 @@ class AugmentPipe(torch.nn.Module):
         self.imgfilter_bands, self.imgfilter_std = [float(b) for b in imgfilter_bands], float(imgfilter_std)
         self.noise_std, self.cutout_size = float(noise_std), float(cutout_size)
         self.channels_are_sequences = bool(channels_are_sequences)
+        self.label_channels = int(label_channels)
 
         self.register_buffer('p', torch.ones([]))  # Overall probability; the training loop copies its value in.
         self.register_buffer('Hz_geom', upfirdn3d.setup_filter(list(SYM6)))  # [12], normalised to sum 1.
@@ -278,6 +282,7 @@ class AugmentPipe(torch.nn.Module):
         if len(shape) != 5:
             raise ValueError(f'AugmentPipe expects volumes [N, C, D, H, W], got shape {list(shape)}')
         N, C, _D, H, W = (int(s) for s in shape)
+        C -= self.label_channels  # The image channels.
         device = torch.device(device) if device is not None else self.p.device
         p = self.p.to(device)
         P = dnnlib.EasyDict()
@@ -350,6 +355,13 @@ class AugmentPipe(torch.nn.Module):
         G_inv = self.geometric_matrix(params, x.shape[3], x.shape[4])
         if not torch.equal(G_inv, torch.eye(3, dtype=G_inv.dtype, device=G_inv.device).expand_as(G_inv)):
             x = self._apply_geometry(x, G_inv)
+        if self.label_channels:
+            labels = x[:, x.shape[1] - self.label_channels:]
+            return torch.cat([self._apply_intensity(x[:, :x.shape[1] - self.label_channels], params), labels], dim=1)
+        return self._apply_intensity(x, params)
+
+    def _apply_intensity(self, x: torch.Tensor, params: dnnlib.EasyDict) -> torch.Tensor:
+        """Colour, filtering, noise and cutout: the transforms of values, not of geometry."""
         C_mat = self.color_matrix(params)
         if not torch.equal(C_mat, torch.eye(4, dtype=C_mat.dtype, device=C_mat.device).expand_as(C_mat)):
             x = self._apply_color(x, C_mat)

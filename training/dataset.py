@@ -9,6 +9,7 @@ dtype; the training loop maps them to [-1, 1] with volumes.contract.to_unit.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -43,6 +44,7 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
                  use_labels: bool = False,                       # Return labels (else shape [0]).
                  xflip: bool = False,                            # Add W-mirrored copies (doubles the length).
                  random_seed: int = 0,                           # Seed of the max_size subset.
+                 load_seg: bool = False,                         # Append the label map as a last channel.
                  ) -> None:
         self._path = str(path)
         self._zipfile = None
@@ -50,7 +52,8 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
         self._type = self._detect_type(self._path)
         self._name = os.path.splitext(os.path.basename(os.path.normpath(self._path)))[0]
         self._info = self._read_info()
-        self._fnames = sorted(f for f in self._all_files() if f.endswith('.npy'))
+        files = set(self._all_files())
+        self._fnames = sorted(f for f in files if f.endswith('.npy') and not _is_label_map(f))
         if not self._fnames:
             raise ValueError(f'{self._path} holds no .npy volumes')
         try:
@@ -59,6 +62,9 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
             raise ValueError(f'dataset {self._path}: dataset.json: {e}') from None
         self._dtype = np.dtype(self._volume_info.dtype)
         self._image_shape = self._check_headers()
+        self._load_seg = bool(load_seg)
+        if self._load_seg:
+            self._check_label_maps(files)
         if img_shape is not None and tuple(int(s) for s in img_shape) != self._image_shape[1:]:
             raise ValueError(f'dataset {self._path} holds volumes of shape (D, H, W) = {self._image_shape[1:]}, '
                              f'not the requested {tuple(img_shape)}')
@@ -127,8 +133,8 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
             raise ValueError(f'{self._path}: dataset.json format "{fmt}" is not "{DATASET_FORMAT}"')
         return info
 
-    def _load_raw_volume(self, raw_idx: int) -> np.ndarray:
-        fname = self._fnames[raw_idx]
+    def _load_raw_volume(self, raw_idx: int, label_map: bool = False) -> np.ndarray:
+        fname = _label_map_name(self._fnames[raw_idx]) if label_map else self._fnames[raw_idx]
         try:
             with self._open_file(fname) as f:
                 data = f.read()
@@ -136,7 +142,7 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # Bad CRC-32, a cut member, a bad header.
             raise ValueError(f'dataset {self._path}: {fname} cannot be read ({" ".join(str(e).split())}); the '
                              f'archive is damaged, copy or pack it again') from None
-        if volume.dtype != self._dtype:
+        if volume.dtype != (np.uint8 if label_map else self._dtype):
             raise ValueError(f'{self._path}: {fname} has dtype {volume.dtype}, dataset.json says {self._dtype}')
         return volume
 
@@ -166,6 +172,18 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
                                  f'{list(first_shape)}; every volume must have one shape (pack with --size)')
             first_shape = first_shape or shape
         return first_shape
+
+    def _check_label_maps(self, files: set[str]) -> None:
+        if self._volume_info.label_names is None:
+            raise ValueError(f'dataset {self._path} holds no label maps; pack it with dataset_tool.py --seg')
+        for fname in self._fnames:
+            seg = _label_map_name(fname)
+            if seg not in files:
+                raise ValueError(f'dataset {self._path}: {fname} has no label map {seg}')
+            shape, dtype = self._read_header(seg)
+            if shape != self._image_shape[1:] or dtype != np.uint8:
+                raise ValueError(f'dataset {self._path}: {seg} holds {dtype} {list(shape)}; expected uint8 '
+                                 f'{list(self._image_shape[1:])}')
 
     def check_integrity(self) -> None:
         """Read every stored byte once (a zip's CRC-32s); raise ValueError naming the first damaged volume."""
@@ -241,10 +259,15 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
         return int(self._raw_idx.size)
 
     def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
-        volume = self._load_raw_volume(int(self._raw_idx[idx]))
+        """(volume [C, D, H, W] in the stored dtype, label); with load_seg, the label map is channel C."""
+        raw_idx = int(self._raw_idx[idx])
+        volume = self._load_raw_volume(raw_idx)
         if tuple(volume.shape) != self._image_shape:
-            raise ValueError(f'{self._path}: {self._fnames[self._raw_idx[idx]]} has shape {volume.shape}; '
+            raise ValueError(f'{self._path}: {self._fnames[raw_idx]} has shape {volume.shape}; '
                              f'the dataset holds {self._image_shape}')
+        if self._load_seg:
+            labels = self._load_raw_volume(raw_idx, label_map=True)  # [D, H, W] uint8
+            volume = np.concatenate([volume, labels[None].astype(volume.dtype)])  # [C + 1, D, H, W]
         if self._xflip[idx]:
             volume = volume[..., ::-1]  # [C, D, H, W]: mirror W.
         return np.ascontiguousarray(volume), self.get_label(idx)
@@ -290,9 +313,19 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
 
     @property
     def volume_info(self) -> VolumeInfo:
-        """The volume record (spacing, direction, centre, intensity mapping, channel names) of dataset.json; the
-        training loop hands it to the generator, which keeps it in every snapshot."""
-        return self._volume_info
+        """The record of the volumes this dataset returns (spacing, direction, centre, intensity mapping, channel
+        names; the label names only with load_seg); the training loop hands it to the generator, which keeps it in
+        every snapshot."""
+        return self._volume_info if self._load_seg else dataclasses.replace(self._volume_info, label_names=None)
+
+    @property
+    def has_label_maps(self) -> bool:
+        """True when the dataset stores a label map beside each volume (packed with --seg)."""
+        return self._volume_info.label_names is not None
+
+    @property
+    def load_seg(self) -> bool:
+        return self._load_seg
 
     @property
     def dtype(self) -> np.dtype:
@@ -324,3 +357,13 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
     def channels_are_sequences(self) -> bool:
         """True when the channels are separate MR sequences (not colour components)."""
         return bool(self._info.get('channels_are_sequences', False))
+
+
+def _is_label_map(fname: str) -> bool:
+    return os.path.basename(fname).startswith('seg')
+
+
+def _label_map_name(fname: str) -> str:
+    """00000/vol00000003.npy -> 00000/seg00000003.npy."""
+    folder, name = os.path.split(fname)
+    return '/'.join(p for p in (folder, 'seg' + name[len('vol'):]) if p)

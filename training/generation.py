@@ -8,6 +8,7 @@ command-line tools report them as one line.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Callable, Iterator
 
@@ -20,7 +21,7 @@ import tqdm
 import dnnlib
 import legacy
 from training import visualize
-from volumes.contract import VolumeInfo, from_unit
+from volumes.contract import IntensityMapping, VolumeInfo, from_network, from_unit
 from volumes import volume_io
 
 
@@ -63,14 +64,104 @@ def write_volume_file(path: str, array: np.ndarray, info: VolumeInfo) -> None:
         raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
 
 
-def write_outputs(volume: np.ndarray, stem: str, outdir: str, fmt: str, info: VolumeInfo, preview: bool) -> None:
-    """Write one [C, D, H, W] volume in [-1, 1] as the stored integers of its record (and an upright preview)."""
-    stored = from_unit(volume, info.dtype)
-    array = stored[0] if stored.shape[0] == 1 else stored  # [D, H, W], or [C, D, H, W] as a vector image.
-    write_volume_file(os.path.join(outdir, f'{stem}.{fmt}'), array, info)
-    if preview:
-        grid = visualize.volume_grid(volume[None], (1, 1), (-1, 1), planes=visualize.PLANES, spacing=info.spacing)
-        save_png(grid, os.path.join(outdir, f'{stem}.png'))
+UNITS = ('auto', 'stored', 'source')
+LAYOUTS = ('files', 'nnunet')
+
+
+def source_dtype(intensity: IntensityMapping) -> np.dtype:
+    """int16 for a window of whole numbers within int16 (Hounsfield units), else float32."""
+    whole = float(intensity.lo).is_integer() and float(intensity.hi).is_integer()
+    return np.dtype(np.int16) if whole and -32768 <= intensity.lo and intensity.hi <= 32767 else np.dtype(np.float32)
+
+
+def resolve_units(units: str, info: VolumeInfo) -> str:
+    """'stored' or 'source' for --units; auto: source units where the record's mapping can be inverted."""
+    if units == 'source' and not info.intensity.invertible:
+        raise click.BadParameter('the training data was clipped to per-volume percentiles, so its source units '
+                                 'cannot be recovered; use --units=stored', param_hint='--units')
+    if units == 'auto':
+        return 'source' if info.intensity.invertible else 'stored'
+    return units
+
+
+class OutputWriter:
+    """Writes generated volumes as files: the image (stored or source units), its label map, an upright preview.
+
+    Layout 'files': NAME.<fmt> (all channels as one vector image), NAME_seg.<fmt>, NAME.png. Layout 'nnunet': a
+    raw nnU-Net v2 dataset, imagesTr/NAME_0000.<fmt> (one file per channel), labelsTr/NAME.<fmt> and, at close(),
+    dataset.json. Every file has the record's spacing, direction and centre.
+    """
+
+    def __init__(self, outdir: str, fmt: str, info: VolumeInfo, units: str = 'auto', layout: str = 'files',
+                 preview: bool = False) -> None:
+        self.outdir, self.fmt, self.info, self.preview, self.layout = outdir, fmt, info, preview, layout
+        self.units = resolve_units(units, info)
+        self.written = 0
+        if layout == 'nnunet':
+            if not info.label_values:
+                raise click.BadParameter('the network makes no label maps, which an nnU-Net dataset needs; train on '
+                                         'a dataset packed with --seg', param_hint='--layout')
+            if fmt == 'npy':
+                raise click.BadParameter('nnU-Net reads NIfTI, NRRD or MHA, not .npy', param_hint='--format')
+
+    def image_array(self, image: np.ndarray) -> np.ndarray:
+        """[C, D, H, W] in [-1, 1] -> the values written: stored integers, or source units."""
+        stored = from_unit(image, self.info.dtype)
+        if self.units == 'stored':
+            return stored
+        source = self.info.intensity.to_source(stored)
+        dtype = source_dtype(self.info.intensity)
+        return np.rint(source).astype(dtype) if dtype.kind == 'i' else source
+
+    def write(self, volume: np.ndarray, stem: str) -> None:
+        """Write one network volume [K, D, H, W] (image channels, then one-hot labels) under the name `stem`."""
+        image, labels = from_network(volume, self.info)
+        values = self.image_array(image)
+        if self.layout == 'nnunet':
+            for c, channel in enumerate(values):
+                self._volume(os.path.join('imagesTr', f'{stem}_{c:04d}.{self.fmt}'), channel)
+            self._volume(os.path.join('labelsTr', f'{stem}.{self.fmt}'), labels)
+        else:
+            self._volume(f'{stem}.{self.fmt}', values[0] if len(values) == 1 else values)  # [D, H, W] or vector.
+            if labels is not None:
+                self._volume(f'{stem}_seg.{self.fmt}', labels)
+            if self.preview:
+                shown = visualize.display_volumes(volume[None], self.info)
+                grid = visualize.volume_grid(shown, (1, 1), (-1, 1), planes=visualize.PLANES, spacing=self.info.spacing)
+                save_png(grid, os.path.join(self.outdir, f'{stem}.png'))
+        self.written += 1
+
+    def _volume(self, name: str, array: np.ndarray) -> None:
+        path = os.path.join(self.outdir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_volume_file(path, array, self.info)
+
+    def close(self) -> None:
+        """Finish the layout: nnU-Net's dataset.json (channels, labels, the number of cases, the file ending)."""
+        if self.layout != 'nnunet':
+            return
+        labels = {'background': 0, **{name: value for value, name in sorted(self.info.label_names.items())}}
+        description = dict(channel_names={str(c): name for c, name in enumerate(self.info.channels)}, labels=labels,
+                           numTraining=self.written, file_ending=f'.{self.fmt}',
+                           name='stylegan2-ada-3d synthetic', description='Generated by stylegan2-ada-3d generate.py')
+        path = os.path.join(self.outdir, 'dataset.json')
+        try:
+            dnnlib.util.atomic_write_text(path, json.dumps(description, indent=2))
+        except OSError as e:
+            raise click.ClickException(dnnlib.util.write_error_message(path, e)) from None
+
+    def note(self) -> str | None:
+        """What to tell the user about the units written, or None."""
+        if self.units == 'source':
+            intensity = self.info.intensity
+            return (f'Volumes are in source units ({intensity.lo:g}..{intensity.hi:g}, '
+                    f'{source_dtype(intensity).name}), the training data\'s window.')
+        if not self.info.intensity.invertible:
+            return (f'Volumes are in the stored units of the training data ({self.info.dtype}, 0..'
+                    f'{self.info.max_value}): it was clipped to per-volume percentiles, so source units cannot be '
+                    f'recovered.')
+        return None
+
 
 #----------------------------------------------------------------------------
 # Generation.
@@ -194,9 +285,9 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
         dataset = VolumeFolderDataset(qc_data, img_shape=G.img_shape)
     except (OSError, ValueError) as e:
         raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
-    if dataset.num_channels != G.img_channels:
+    if dataset.num_channels != len(G.volume_info.channels):
         raise click.BadParameter(f'{qc_data} has {dataset.num_channels} channels; the network makes '
-                                 f'{G.img_channels}', param_hint='--qc-data')
+                                 f'{len(G.volume_info.channels)}', param_hint='--qc-data')
     try:
         reals = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))]))  # [N, C, D, H, W]
     except (OSError, ValueError) as e:
@@ -204,7 +295,7 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
     info = dataset.volume_info
 
     def keep(volume: np.ndarray) -> bool:
-        stored = from_unit(volume, info.dtype).astype(np.float32)  # [C, D, H, W] as it will be written
+        stored = from_unit(volume[:dataset.num_channels], info.dtype).astype(np.float32)  # [C, D, H, W] as written
         return best_slice_ssim(torch.from_numpy(stored).to(device), reals, data_range=info.max_value) >= threshold
     return keep
 

@@ -21,7 +21,7 @@ import resource
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,8 +56,9 @@ def make_data_iterator(training_set, rank: int, num_gpus: int, seed: int, batch_
 
 
 def build_networks(training_set, G_kwargs: dict, D_kwargs: dict, device: torch.device):
+    # With label maps the networks see them as one-hot channels after the image's (volumes.contract.to_network).
     common = dict(c_dim=training_set.label_dim, img_shape=tuple(training_set.img_shape),
-                  img_channels=training_set.num_channels)
+                  img_channels=training_set.volume_info.num_channels)
     G = dnnlib.util.construct_class_by_name(**G_kwargs, **common, volume_info=training_set.volume_info.to_dict())
     D = dnnlib.util.construct_class_by_name(**D_kwargs, **common)
     G = G.train().requires_grad_(False).to(device)
@@ -125,7 +126,7 @@ def fetch_batch(data_iterator, training_set, phases, batch_size: int, batch_gpu:
     except (ValueError, OSError) as e:  # The dataset's one-line message; a worker's comes last in a traceback.
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise TrainingDataError(re.sub(r'^(ValueError|OSError): ', '', lines[-1] if lines else repr(e))) from None
-    real_img = contract.to_unit(real_img.to(device), training_set.max_value).split(batch_gpu)
+    real_img = contract.to_network(real_img.to(device), training_set.volume_info).split(batch_gpu)
     real_c = real_c.to(device).split(batch_gpu)
     num_gen = len(phases) * batch_size
     gen_z = torch.randn([num_gen, z_dim], device=device)
@@ -398,23 +399,27 @@ def load_resume_networks(resume_data: dict, G, D, G_ema, augment_pipe) -> None:
 
 def status_line(progress: dict, tick_start_time: float, start_time: float, tick_start_nimg: int,
                 maintenance_time: float, augment_pipe, device: torch.device) -> str:
-    tick_end_time = time.time()
+    """The tick's one-line status (each value also reported to the statistics)."""
+    now = time.time()
     kimg_done = (progress['cur_nimg'] - tick_start_nimg) / 1000
+    cpu_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    report = training_stats.report0
     fields = [
-        f"tick {training_stats.report0('Progress/tick', progress['cur_tick']):<5d}",
-        f"kimg {training_stats.report0('Progress/kimg', progress['cur_nimg'] / 1e3):<9.3f}",
-        f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}",
-        f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}",
-        f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / max(kimg_done, 1e-8)):<7.2f}",
-        f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}",
-        f"cpumem {training_stats.report0('Resources/peak_cpu_mem_gb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20):<6.2f}",
+        f"tick {report('Progress/tick', progress['cur_tick']):<5d}",
+        f"kimg {report('Progress/kimg', progress['cur_nimg'] / 1e3):<9.3f}",
+        f"time {dnnlib.util.format_time(report('Timing/total_sec', now - start_time)):<12s}",
+        f"sec/tick {report('Timing/sec_per_tick', now - tick_start_time):<7.1f}",
+        f"sec/kimg {report('Timing/sec_per_kimg', (now - tick_start_time) / max(kimg_done, 1e-8)):<7.2f}",
+        f"maintenance {report('Timing/maintenance_sec', maintenance_time):<6.1f}",
+        f"cpumem {report('Resources/peak_cpu_mem_gb', cpu_gb):<6.2f}",
     ]
     if device.type == 'cuda':
-        fields.append(f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', torch.cuda.max_memory_allocated(device) / 2**30):<6.2f}")
+        gpu_gb = torch.cuda.max_memory_allocated(device) / 2**30
+        fields.append(f"gpumem {report('Resources/peak_gpu_mem_gb', gpu_gb):<6.2f}")
         torch.cuda.reset_peak_memory_stats(device)
-    fields.append(f"augment {training_stats.report0('Progress/augment', float(augment_pipe.p) if augment_pipe is not None else 0):.3f}")
-    training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / 3600)
-    training_stats.report0('Timing/total_days', (tick_end_time - start_time) / 86400)
+    fields.append(f"augment {report('Progress/augment', float(augment_pipe.p) if augment_pipe is not None else 0):.3f}")
+    report('Timing/total_hours', (now - start_time) / 3600)
+    report('Timing/total_days', (now - start_time) / 86400)
     return ' '.join(fields)
 
 
@@ -429,7 +434,7 @@ def write_tfevents(stats_tfevents, stats_dict: dict, stats_metrics: dict, cur_ni
 
 def save_image_snapshot(G_ema, grid: dnnlib.EasyDict, path: str, stats_tfevents=None, cur_nimg: int = 0) -> None:
     """The grid's latents through G_ema as a PNG of slices (and a TensorBoard image)."""
-    fakes = generate_grid(G_ema, grid.z, grid.c)
+    fakes = visualize.display_volumes(generate_grid(G_ema, grid.z, grid.c), grid.info)
     image = visualize.volume_grid(fakes, grid.size, (-1, 1), grid.planes, grid.spacing)
     dnnlib.util.atomic_write(path, lambda f: image.save(f, format='PNG'))
     if stats_tfevents is not None:
@@ -559,7 +564,8 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
     augment_pipe = None
     if augment_kwargs is not None and (augment_p > 0 or ada_target is not None):
         augment_pipe = dnnlib.util.construct_class_by_name(
-            **augment_kwargs, channels_are_sequences=training_set.channels_are_sequences)
+            **augment_kwargs, channels_are_sequences=training_set.channels_are_sequences,
+            label_channels=len(training_set.volume_info.label_values))
         augment_pipe = augment_pipe.train().requires_grad_(False).to(device)
         augment_pipe.p.copy_(torch.as_tensor(augment_p))
     if resume_pkl is not None and rank == 0:
@@ -601,12 +607,15 @@ def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_load
     if rank == 0:
         grid_size, grid_reals, grid_labels = setup_grid(training_set, random_seed)
         grid_gen = torch.Generator().manual_seed(random_seed)
-        grid = dnnlib.EasyDict(size=grid_size, planes=grid_planes, spacing=training_set.volume_info.spacing,
-                               z=torch.randn([len(grid_labels), G.z_dim], generator=grid_gen).to(device).split(batch_gpu),
+        grid_z = torch.randn([len(grid_labels), G.z_dim], generator=grid_gen)
+        info = training_set.volume_info
+        grid = dnnlib.EasyDict(size=grid_size, planes=grid_planes, spacing=info.spacing, info=info,
+                               z=grid_z.to(device).split(batch_gpu),
                                c=torch.from_numpy(grid_labels).to(device).split(batch_gpu))
         if resume_state is None or not os.path.isfile(os.path.join(run_dir, 'reals.png')):
-            visualize.save_volume_grid(grid_reals, os.path.join(run_dir, 'reals.png'), grid.size,
-                                       drange=(0, training_set.max_value), planes=grid.planes, spacing=grid.spacing)
+            reals = visualize.display_volumes(contract.to_network(grid_reals, info), info)
+            visualize.save_volume_grid(reals, os.path.join(run_dir, 'reals.png'), grid.size, drange=(-1, 1),
+                                       planes=grid.planes, spacing=grid.spacing)
         if resume_state is None:
             save_image_snapshot(G_ema, grid, os.path.join(run_dir, 'fakes_init.png'))
     stats_collector = training_stats.Collector(regex='.*')

@@ -15,6 +15,7 @@ import numpy as np
 import PIL.Image
 
 import dnnlib
+from volumes import contract
 
 PLANES = ('axial', 'coronal', 'sagittal')
 
@@ -87,3 +88,14 @@ def save_volume_grid(volumes: np.ndarray, path: str, grid_size: tuple[int, int],
     """Write the grid as a PNG through the project's checked atomic writer."""
     image = volume_grid(volumes, grid_size, drange, planes, spacing)
     dnnlib.util.atomic_write(path, lambda f: image.save(f, format='PNG'))
+
+
+def display_volumes(volumes: np.ndarray, info: contract.VolumeInfo) -> np.ndarray:
+    """Network volumes [N, K, D, H, W] -> what a grid shows: the image channels and, with label maps, the label
+    map scaled to [-1, 1] as one more channel."""
+    if not info.label_values:
+        return volumes
+    maps = [contract.from_network(v, info)[1] for v in volumes]  # [D, H, W] label values each
+    scale = np.asarray(info.label_values, dtype=np.float32)
+    index = [np.searchsorted(scale, m).astype(np.float32) / max(len(scale) - 1, 1) * 2 - 1 for m in maps]
+    return np.concatenate([volumes[:, :len(info.channels)], np.stack(index)[:, None]], axis=1)

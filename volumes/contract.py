@@ -181,6 +181,47 @@ class IntensityMapping:
         return dict(kind=self.kind, lo=float(self.lo), hi=float(self.hi), dtype=self.dtype)
 
 #----------------------------------------------------------------------------
+# Label maps: stored integers <-> one-hot channels in [-1, 1] (the form the networks generate them in).
+
+
+def labels_to_unit(labels: Any, values: Sequence[int]) -> Any:
+    """Label maps [N, D, H, W] (NumPy or torch integers) -> one-hot [N, K, D, H, W] float32 in {-1, 1}, one channel
+    per value of `values` (background first); a value not in `values` gets no channel set."""
+    if isinstance(labels, np.ndarray):
+        return np.stack([labels == v for v in values], axis=1).astype(np.float32) * 2 - 1
+    import torch
+    return torch.stack([labels == v for v in values], dim=1).float() * 2 - 1
+
+
+def unit_to_labels(channels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """One-hot-like channels [K, D, H, W] (any real values) -> the label map [D, H, W]: the value of the largest
+    channel, as uint8 (uint16 above 255)."""
+    dtype = np.uint8 if max(values) <= 255 else np.uint16
+    return np.asarray(values, dtype=dtype)[np.argmax(np.asarray(channels), axis=0)]
+
+def to_network(stored: Any, info: VolumeInfo) -> Any:
+    """Stored volumes [N, C(+1), D, H, W] (NumPy or torch; with label maps, the map is channel C) -> the networks'
+    [N, info.num_channels, D, H, W] float32: image channels by to_unit, the label map as one-hot channels."""
+    C = len(info.channels)
+    image = to_unit(stored[:, :C], info.max_value)
+    if not info.label_values:
+        return image
+    labels = labels_to_unit(stored[:, C].astype(np.int64) if isinstance(stored, np.ndarray) else stored[:, C].long(),
+                            info.label_values)
+    if isinstance(stored, np.ndarray):
+        return np.concatenate([image, labels], axis=1)
+    import torch
+    return torch.cat([image, labels], dim=1)
+
+
+def from_network(volume: np.ndarray, info: VolumeInfo) -> tuple[np.ndarray, np.ndarray | None]:
+    """One network volume [info.num_channels, D, H, W] -> (image [C, D, H, W] in [-1, 1], label map [D, H, W] or
+    None): the label channels' argmax as label values."""
+    C = len(info.channels)
+    labels = unit_to_labels(volume[C:], info.label_values) if info.label_values else None
+    return volume[:C], labels
+
+#----------------------------------------------------------------------------
 # Geometry.
 
 _AXIS_LETTERS = (('L', 'R'), ('P', 'A'), ('S', 'I'))  # LPS world: +x left, +y posterior, +z superior.
@@ -260,6 +301,16 @@ class VolumeInfo:
     @property
     def orientation(self) -> str:
         return orientation_code(self.direction)
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """The label map's values, background 0 first: one network channel each (empty without label maps)."""
+        return (0, *sorted(self.label_names)) if self.label_names is not None else ()
+
+    @property
+    def num_channels(self) -> int:
+        """Channels of the network's volumes: the image channels, then one per label value (one-hot)."""
+        return len(self.channels) + len(self.label_values)
 
     def origin(self, shape_dhw: Sequence[int]) -> tuple[float, float, float]:
         """World position (mm) of the first voxel of a [D, H, W] grid centred at `centre`."""

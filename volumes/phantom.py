@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_SIZE_XYZ = (128, 128, 24)      # W x H x D, the size phantoms have when no size is asked for.
+LABEL_NAMES = {1: 'inner zone', 2: 'outer zone'}  # The organ mask: its inner zone and the rim around it.
 FIELD_OF_VIEW_MM = (64.0, 64.0, 72.0)  # Physical extent x, y, z; 128x128x24 gives 0.5 x 0.5 x 3 mm voxels.
 
 #----------------------------------------------------------------------------
@@ -57,7 +58,15 @@ def _smooth_field(rng: np.random.Generator, Z, Y, X, waves: int, max_cycles: flo
 
 def make_phantom(seed: int, size_xyz: tuple[int, int, int] = DEFAULT_SIZE_XYZ,
                  spacing_xyz: tuple[float, float, float] | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Make one phantom volume.
+    """One phantom volume and its spacing: make_labelled_phantom without the mask."""
+    volume, _, spacing = make_labelled_phantom(seed, size_xyz, spacing_xyz)
+    return volume, spacing
+
+
+def make_labelled_phantom(seed: int, size_xyz: tuple[int, int, int] = DEFAULT_SIZE_XYZ,
+                          spacing_xyz: tuple[float, float, float] | None = None,
+                          ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Make one phantom volume and the label map of its organ.
 
     Args:
         seed: Random seed; the same seed always gives the same volume.
@@ -65,8 +74,9 @@ def make_phantom(seed: int, size_xyz: tuple[int, int, int] = DEFAULT_SIZE_XYZ,
         spacing_xyz: Voxel spacing in mm; None: FIELD_OF_VIEW_MM / size, so any size covers the same anatomy.
 
     Returns:
-        (volume, spacing_xyz): float32 array [D, H, W] of non-negative intensities (tissue about 0.3-1.1, air near
-        the noise floor) and the spacing (x, y, z) in mm.
+        (volume, labels, spacing_xyz): float32 array [D, H, W] of non-negative intensities (tissue about 0.3-1.1,
+        air near the noise floor); uint8 label map [D, H, W] of the organ (LABEL_NAMES: 1 its inner zone, 2 the
+        rim around it, where the soft edges pass one half); the spacing (x, y, z) in mm.
     """
     size_xyz = tuple(int(s) for s in size_xyz)
     if len(size_xyz) != 3 or min(size_xyz) < 2:
@@ -83,10 +93,10 @@ def make_phantom(seed: int, size_xyz: tuple[int, int, int] = DEFAULT_SIZE_XYZ,
     body, rim = _body(rng, Z, Y, X, edge)
     volume = body * np.float32(0.35) * (1 + np.float32(0.12) * _smooth_field(rng, Z, Y, X, 4, 3.0))
     volume += rim * np.float32(rng.uniform(0.45, 0.6))  # Bright subcutaneous fat.
-    volume = _add_organs(volume, rng, Z, Y, X, edge)
+    volume, labels = _add_organs(volume, rng, Z, Y, X, edge)
     volume *= _bias_field(rng, Z, Y, X)
     volume = _rician_noise(volume, rng, sigma=float(rng.uniform(0.02, 0.04)))
-    return volume.astype(np.float32, copy=False), spacing_xyz
+    return volume.astype(np.float32, copy=False), labels, spacing_xyz
 
 
 def _body(rng: np.random.Generator, Z, Y, X, edge: float) -> tuple[np.ndarray, np.ndarray]:
@@ -101,8 +111,9 @@ def _body(rng: np.random.Generator, Z, Y, X, edge: float) -> tuple[np.ndarray, n
     return body.astype(np.float32), rim.astype(np.float32)
 
 
-def _add_organs(volume: np.ndarray, rng: np.random.Generator, Z, Y, X, edge: float) -> np.ndarray:
-    """Paint the central organ (with its inner zone), the dark structure behind it and an optional nodule."""
+def _add_organs(volume: np.ndarray, rng: np.random.Generator, Z, Y, X, edge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paint the central organ (with its inner zone), the dark structure behind it and an optional nodule; return
+    the volume and the organ's label map (1 inner zone, 2 rim)."""
     centre = (rng.uniform(-0.07, 0.07), rng.uniform(-0.07, 0.07), rng.uniform(-0.08, 0.08))
     axes = (rng.uniform(0.26, 0.34), rng.uniform(0.21, 0.28), rng.uniform(0.45, 0.6))
     angle = rng.uniform(-0.45, 0.45)
@@ -113,6 +124,7 @@ def _add_organs(volume: np.ndarray, rng: np.random.Generator, Z, Y, X, edge: flo
     inner_value = rim_value + rng.choice([-1, 1]) * rng.uniform(0.15, 0.25)  # Brighter or darker than the rim.
     organ_value = rim_value * (1 - inner) + inner_value * inner
     volume = volume * (1 - organ) + organ_value * organ
+    labels = np.where(organ > 0.5, np.where(inner > 0.5, 1, 2), 0).astype(np.uint8)
 
     # A dark tube behind the organ (posterior = +y in LPS), running through all slices.
     tube_axes = (rng.uniform(0.12, 0.17), rng.uniform(0.08, 0.11), 10.0)
@@ -127,7 +139,7 @@ def _add_organs(volume: np.ndarray, rng: np.random.Generator, Z, Y, X, edge: flo
         nodule = _soft_inside(_ellipsoid_radius(Z, Y, X, nodule_centre, (size, size, size * 2.5), 0.0),
                               edge / size)
         volume = volume * (1 - nodule) + np.float32(1.1) * nodule
-    return volume.astype(np.float32, copy=False)
+    return volume.astype(np.float32, copy=False), labels
 
 
 def _bias_field(rng: np.random.Generator, Z, Y, X) -> np.ndarray:
