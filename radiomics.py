@@ -72,7 +72,7 @@ def find_group(path: str, group: str, seg: str | None, options: features.Extract
     if not os.path.exists(path):
         raise ValueError(f'{group} volumes: {path} does not exist')
     if is_dataset(path):
-        if options.needs_mask:
+        if options.needs_mask and not sources.dataset_has_label_maps(path):
             raise ValueError(f'dataset {path} holds no label maps, and --roi {options.roi} needs masks: use --roi box, '
                              f'or pack the dataset with --seg')
         cases, _ = sources.zip_cases(path)  # A packed dataset holds volumes of one size.

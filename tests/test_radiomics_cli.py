@@ -107,6 +107,19 @@ def test_demo_dataset_zip_against_generated_volumes_without_masks(tmp_path):
     assert report['fake_vs_real']['per_feature']['original_firstorder_Mean']['ks_p'] is not None
 
 
+def test_a_labelled_dataset_zip_brings_its_label_maps(tmp_path):
+    data = str(tmp_path / 'labelled.zip')
+    dataset_tool.pack_dataset('phantom:5', data, size=SIZE, seg='phantom')
+    out = tmp_path / 'out'
+    # Label 1, the phantom organ's inner zone, is the ROI (PyRadiomics' default label); its shape is measured.
+    result = run_cli(f'--reals={data}', f'--fakes={data}', f'--outdir={out}', '--roi=mask',
+                     '--features=shape_VoxelVolume,firstorder_Mean')
+    assert result.returncode == 0, result.stderr
+    rows, _ = read_outputs(out)
+    volumes = [float(r[2]) for r in rows[1:]]
+    assert len(volumes) == 10 and min(volumes) > 0 and volumes[:5] == volumes[5:]  # The same zip twice.
+
+
 @pytest.mark.parametrize('case', ['off-grid mask', 'empty roi', 'unknown feature', 'sizes differ', 'missing mask',
                                   'bad params', 'zip without masks'])
 def test_bad_input_is_a_one_line_error(tmp_path, case):

@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from volumes import volume_io
+from volumes.contract import dhw_to_xyz
 
 DEFAULT_SEG_SUFFIX = '_seg'
 
@@ -59,37 +60,44 @@ _DATASETS: dict[str, object] = {}  # One open dataset per zip and process.
 
 @dataclasses.dataclass(frozen=True)
 class ZipCase:
-    """One volume of a dataset zip (its first channel), with the dataset's spacing and direction; no mask."""
+    """One volume of a dataset zip (its first channel) with the dataset's geometry, and its packed label map
+    when the dataset has them (dataset_tool.py --seg)."""
     name: str
     path: str
     index: int
 
-    def __call__(self) -> tuple[sitk.Image, None, str, None]:
+    def __call__(self) -> tuple[sitk.Image, sitk.Image | None, str, str | None]:
         dataset = _open_dataset(self.path)
-        volume = dataset[self.index][0]  # [C, D, H, W], stored units.
+        volume = dataset[self.index][0]  # [C(+1), D, H, W], stored units; with label maps, the last channel.
         info = dataset.volume_info
-        image = volume_io.array_to_image(volume[0], info.spacing, info.direction, info.origin(volume.shape[1:]))
-        return image, None, f'{self.path}:{self.name}', None
+        place = lambda array: volume_io.array_to_image(array, info.spacing, info.direction,  # noqa: E731
+                                                       info.origin(array.shape))
+        mask = place(volume[-1]) if dataset.load_seg else None
+        name = f'{self.path}:{self.name}'
+        return place(volume[0]), mask, name, f'{name} (label map)' if mask is not None else None
 
 
 def _open_dataset(path: str):
     from training.dataset import VolumeFolderDataset
     if path not in _DATASETS:
-        _DATASETS[path] = VolumeFolderDataset(path)
+        labelled = VolumeFolderDataset(path).has_label_maps
+        _DATASETS[path] = VolumeFolderDataset(path, load_seg=labelled)
     return _DATASETS[path]
+
+
+def dataset_has_label_maps(path: str) -> bool:
+    return _open_dataset(path).load_seg
 
 #----------------------------------------------------------------------------
 # Finding cases.
 
 
 def zip_cases(path: str) -> tuple[list[ZipCase], tuple[int, int, int]]:
-    """The volumes of a dataset zip (or dataset folder) and their size (x, y, z).
-
-    Today's packed datasets hold no label maps; when they do, this is the one place that pairs them.
-    """
+    """The volumes of a dataset zip (or dataset folder), each with its label map when the dataset has them, and
+    their size (x, y, z)."""
     dataset = _open_dataset(path)
     names = [os.path.splitext(os.path.basename(f))[0] for f in dataset.file_names]
-    size = tuple(int(s) for s in dataset.img_shape[::-1])
+    size = tuple(int(s) for s in dhw_to_xyz(dataset.img_shape))
     return [ZipCase(name, path, i) for i, name in enumerate(names)], size
 
 
