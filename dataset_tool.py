@@ -77,8 +77,11 @@ class PackOptions:
     grid: packing.GridOptions = packing.GridOptions()
     intensity: IntensityMapping = IntensityMapping()  # The --clip percentiles (or a window) and --dtype.
     labels: str | None = None                          # A CSV or JSON file of class labels.
+    class_labels: dict | None = None                   # Class labels by case key, when no file gives them.
     seg: str | None = None                             # The label maps' pattern (or 'phantom').
     label_names: dict[int, str] | None = None          # Names of the label values (--seg-names).
+    recorded_intensity: IntensityMapping | None = None  # What dataset.json says, when not `intensity` (repacking).
+    recorded: dict | None = None  # Repacking: channel and label names, channels_are_sequences of the old dataset.
     max_volumes: int | None = None
     on_error: str = 'fail'
     channels: list[str] | None = None                  # One glob per sequence.
@@ -92,9 +95,49 @@ def read_item(item: tuple[str, object], grid: packing.GridOptions, labels: bool 
         return volume_io.read_image(what)
     if kind == 'dicom':
         return volume_io.read_dicom_series(what)
+    if kind == 'packed':
+        return packed_image(*what, labels=labels)
     # Phantoms are drawn at the requested size directly, which saves a resampling when only --size is given.
     volume, mask, spacing = phantom.make_labelled_phantom(int(what), grid.size or phantom.DEFAULT_SIZE_XYZ)
     return volume_io.array_to_image(mask if labels else volume, spacing, volume_io.CANONICAL_DIRECTION)
+
+
+def packed_image(dataset, raw_idx: int, channel: int, labels: bool = False) -> sitk.Image:
+    """One channel (or the label map) of a volume of a packed dataset, placed in the world as it was packed."""
+    volume = dataset[raw_idx][0]  # [C(+1), D, H, W]: with label maps, the last channel.
+    centre, direction = dataset.case_geometry(raw_idx)
+    info = dataclasses.replace(dataset.volume_info, centre=centre, direction=direction)
+    array = volume[-1] if labels else volume[channel].astype(np.float32)
+    return volume_io.array_to_image(array, info.spacing, info.direction, info.origin(array.shape))
+
+
+def packed_cases(source: str, options: PackOptions) -> tuple[list[Case], PackOptions]:
+    """The volumes of a dataset packed earlier as cases, and the options that keep its intensity mapping, channel
+    names, class labels and label maps (repacking re-sizes or re-crops without the originals)."""
+    from training.dataset import VolumeFolderDataset
+    for option, value in [('--channels', options.channels), ('--labels', options.labels), ('--seg', options.seg),
+                          ('--seg-names', options.label_names)]:
+        if value is not None:
+            raise PackError(f'--source {source} is a packed dataset: it keeps its own channels, class labels and label '
+                            f'maps; leave {option} out')
+    try:
+        has_maps = VolumeFolderDataset(source).has_label_maps
+        dataset = VolumeFolderDataset(source, load_seg=has_maps)
+        class_labels = VolumeFolderDataset(source, use_labels=True)
+    except (OSError, ValueError) as e:
+        raise PackError(f'--source: {e}') from None
+    info = dataset.volume_info
+    cases = [Case(name, [('packed', (dataset, i, c)) for c in range(dataset.num_channels)], (f'#{i}',),
+                  ('packed', (dataset, i, 0)) if has_maps else None) for i, name in enumerate(dataset.case_names)]
+    stored = IntensityMapping('window', 0, info.max_value, info.dtype)  # Stored values pass through unchanged.
+    options = dataclasses.replace(options, intensity=stored, recorded_intensity=info.intensity,
+                                  recorded=dict(channels=list(info.channels), label_names=info.label_names,
+                                                sequences=dataset.channels_are_sequences),
+                                  seg='packed' if has_maps else None, labels=None)
+    if class_labels.has_labels:
+        labels = {f'#{i}': class_labels.get_details(i).raw_label.tolist() for i in range(len(dataset))}
+        options = dataclasses.replace(options, class_labels=labels)
+    return cases, options
 
 
 def process_case(case: Case, options: PackOptions) -> packing.PackedCase:
@@ -271,7 +314,22 @@ class FailedInputs(PackError):
         return '\n'.join(f'  failed {name}: {reason}' for name, reason in self.summary.skipped)
 
 
-def _find_cases(source: str, root: str | None, options: PackOptions) -> tuple[list[Case], list]:
+def is_packed_dataset(source: str) -> bool:
+    """A dataset made by this tool (its dataset.json names the format): a .zip or a folder."""
+    try:
+        if os.path.isdir(source):
+            with open(os.path.join(source, 'dataset.json')) as f:
+                return json.load(f).get('format') == DATASET_FORMAT
+        with zipfile.ZipFile(source) as z:
+            return json.loads(z.read('dataset.json')).get('format') == DATASET_FORMAT
+    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile):
+        return False
+
+
+def _find_cases(source: str, root: str | None, options: PackOptions) -> tuple[list[Case], list, PackOptions]:
+    if is_packed_dataset(source):
+        cases, options = packed_cases(source, options)
+        return cases, [], options
     ph = parse_phantom_source(source)
     if ph is not None:
         if options.channels:
@@ -285,13 +343,13 @@ def _find_cases(source: str, root: str | None, options: PackOptions) -> tuple[li
     if not cases and not problems:
         kinds = 'files matching --channels' if options.channels else 'volumes (NIfTI, NRRD, MHA/MHD, .npy or DICOM)'
         raise PackError(f'--source {source}: no {kinds} found')
-    return cases, problems
+    return cases, problems, options
 
 
 def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = None,
                  spacing: tuple[float, float, float] | None = None, fov: tuple[float, float, float] | None = None,
-                 orient: str = 'source', interpolation: str = 'linear', clip: tuple[float, float] = (0.5, 99.5),
-                 window: tuple[float, float] | None = None, dtype: str = 'uint8', labels: str | None = None,
+                 orient: str = 'source', interpolation: str = 'linear', clip: tuple[float, float] | None = None,
+                 window: tuple[float, float] | None = None, dtype: str | None = None, labels: str | None = None,
                  seg: str | None = None, seg_names: str | None = None, seg_interpolation: str = 'nearest',
                  crop: str = 'none', max_volumes: int | None = None, on_error: str = 'fail',
                  channels: list[str] | None = None, progress: bool = False, overwrite: bool = False) -> PackSummary:
@@ -306,10 +364,10 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
         orient: 'source' (keep each scan's axes, permuted and flipped towards LPS, and record their direction)
             or 'lps' (resample physically onto the world's axes).
         interpolation: Image interpolator: 'linear', 'bspline' or 'nearest'.
-        clip: Lower and upper intensity percentiles, per volume and channel.
+        clip: Lower and upper intensity percentiles, per volume and channel; None: 0.5 and 99.5.
         window: A fixed intensity window (lo, hi) in source units (e.g. Hounsfield units) instead of the
             percentiles: invertible, so generated volumes can be written back in those units.
-        dtype: 'uint8' or 'uint16'.
+        dtype: 'uint8' or 'uint16'; None: uint8.
         labels: A CSV or JSON label file, or None.
         seg: A pattern with one '*' (the case id) naming each volume's label map, or 'phantom' (the phantom's
             organ mask).
@@ -327,8 +385,11 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     Returns:
         The summary. Raises PackError when nothing could be written, or as on_error says.
     """
-    intensity = IntensityMapping('window', *window, dtype) if window is not None else \
-        IntensityMapping('percentile', clip[0], clip[1], dtype)
+    if is_packed_dataset(source) and (clip, window, dtype) != (None, None, None):
+        raise PackError(f'--source {source} is a packed dataset: it keeps its intensity mapping and stored type; '
+                        f'leave --clip, --window and --dtype out')
+    intensity = IntensityMapping('window', *window, dtype or 'uint8') if window is not None else \
+        IntensityMapping('percentile', *(clip or (0.5, 99.5)), dtype or 'uint8')
     options = PackOptions(grid=packing.GridOptions(size, spacing, fov, orient, interpolation, crop, seg_interpolation),
                           intensity=intensity, labels=labels, seg=seg,
                           label_names=load_label_names(seg_names) if seg_names else None, max_volumes=max_volumes,
@@ -338,9 +399,10 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     if seg_names is not None and seg is None:
         raise PackError('--seg-names names the values of label maps: give --seg')
     ph = parse_phantom_source(source)
+    repack = is_packed_dataset(source)
     writer = DatasetWriter(dest, overwrite=overwrite)
     try:
-        with (contextlib.nullcontext(None) if ph else source_root(source)) as root:
+        with (contextlib.nullcontext(None) if ph or repack else source_root(source)) as root:
             summary = _pack(source, root, writer, options)
         if summary.skipped and on_error == 'fail':
             raise FailedInputs(summary)
@@ -353,8 +415,8 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
 
 def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOptions) -> PackSummary:
     summary = PackSummary(dest=writer.dest)
-    cases, problems = _find_cases(source, root, options)
-    label_map = load_labels(options.labels) if options.labels else None
+    cases, problems, options = _find_cases(source, root, options)
+    label_map = load_labels(options.labels) if options.labels else options.class_labels
 
     def fail(name: str, reason: str) -> None:
         reason = reason.replace(root, source.rstrip('/\\')) if root and root != source else reason
@@ -362,7 +424,7 @@ def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOpt
             raise PackError(reason if name in reason else f'{name}: {reason}')
         summary.skipped.append((name, reason))
 
-    if label_map is not None:
+    if options.labels is not None:
         _check_label_names(label_map, options.labels, cases, options.on_error, summary)
     for name, reason in problems:
         fail(name, reason)
@@ -437,15 +499,19 @@ def _dataset_info(summary: PackSummary, packed: list, options: PackOptions, labe
     if options.seg is not None:
         label_names = options.label_names or ({v: f'label{v}' for v in sorted(label_values - {0})} if
                                                options.seg != 'phantom' else phantom.LABEL_NAMES)
+    sequences = bool(options.channels) and len(options.channels) > 1
+    if options.recorded is not None:  # Repacking keeps the names of the dataset it reads.
+        names, label_names, sequences = (options.recorded[k] for k in ('channels', 'label_names', 'sequences'))
     info = VolumeInfo(spacing=tuple(round(float(s), 6) for s in median), direction=direction, centre=centre,
-                      intensity=options.intensity, channels=names, label_names=label_names,
+                      intensity=options.recorded_intensity or options.intensity, channels=names,
+                      label_names=label_names,
                       orient=options.grid.orient, interpolation=options.grid.interpolation)
     labels = [[fname, label] for fname, _, label, _ in packed]
     return {
         'format': DATASET_FORMAT,
         'shape': summary.shape,
         'volume_info': info.to_dict(),
-        'channels_are_sequences': bool(options.channels) and len(options.channels) > 1,
+        'channels_are_sequences': sequences,
         'labels': labels if all(label is not None for _, label in labels) else None,
         'sources': [[fname, name] for fname, name, _, _ in packed],
         'grids': [[fname, list(grid.centre), list(grid.direction)] for fname, _, _, grid in packed],
@@ -509,7 +575,9 @@ def _parse_intensity(clip: str | None, window: str | None) -> dict:
             raise click.BadParameter(f'"{window}": expected LO,HI in source units with LO < HI, e.g. -1000,1000',
                                      param_hint='--window')
         return dict(window=pair)
-    pair = _pair(clip or '0.5,99.5')
+    if clip is None:
+        return dict(clip=None)  # The default percentiles.
+    pair = _pair(clip)
     if pair is None or not 0 <= pair[0] < pair[1] <= 100:
         raise click.BadParameter(f'"{clip}": expected two percentiles lo,hi with 0 <= lo < hi <= 100',
                                  param_hint='--clip')
@@ -554,7 +622,7 @@ def _exit_on_sigterm() -> Iterator[None]:
 @click.option('--clip', metavar='LO,HI', help='Clip each volume to its own intensity percentiles  [default: 0.5,99.5]')
 @click.option('--window', metavar='LO,HI', help='Clip to a fixed window in source units instead (e.g. -1000,1000 '
               'Hounsfield units); generated volumes come back in those units')
-@click.option('--dtype', type=click.Choice(DTYPES), default='uint8', show_default=True, help='Stored type')
+@click.option('--dtype', type=click.Choice(DTYPES), help='Stored type  [default: uint8]')
 @click.option('--labels', type=click.Path(exists=True, dir_okay=False), help='Labels: CSV (name,label...) or JSON')
 @click.option('--max-volumes', type=click.IntRange(min=1), metavar='INT', help='Stop after this many volumes')
 @click.option('--on-error', type=click.Choice(ON_ERROR), default='fail', show_default=True,
@@ -571,7 +639,7 @@ def _exit_on_sigterm() -> Iterator[None]:
 @click.option('--crop', type=click.Choice(packing.CROPS), default='none', show_default=True,
               help='Centre the box on the volume (none), on the label map\'s foreground (mask) or on the body')
 def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str | None, orient: str,
-         interpolation: str, clip: str | None, window: str | None, dtype: str, labels: str | None,
+         interpolation: str, clip: str | None, window: str | None, dtype: str | None, labels: str | None,
          max_volumes: int | None, on_error: str, overwrite: bool, channels: str | None, seg: str | None,
          seg_names: str | None, seg_interpolation: str, crop: str) -> None:
     options = dict(size=_size_option(size), spacing=_xyz_option(spacing, '--spacing'), fov=_xyz_option(fov, '--fov'),

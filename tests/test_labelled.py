@@ -188,3 +188,28 @@ def test_an_unlabelled_network_refuses_the_nnunet_layout(tmp_path):
     out = CliRunner().invoke(train.main, [f'--outdir={tmp_path / "r2"}', f'--data={tmp_path / "p.zip"}',
                                           '--seg=1', '--dry-run'])
     assert out.exit_code == 2 and 'holds no label maps; pack it with dataset_tool.py --seg' in out.output
+
+
+def test_repacking_a_packed_dataset_keeps_its_record_labels_and_maps(labelled_source, tmp_path):
+    (tmp_path / 'classes.csv').write_text('case0.nii.gz,1\ncase1.nii.gz,0\ncase2.nii.gz,1\n')
+    first = pack('--source', labelled_source / 'src', '--dest', tmp_path / 'a.zip', '--seg', '*_seg.nii.gz',
+                 '--seg-names', labelled_source / 'names.json', '--labels', tmp_path / 'classes.csv',
+                 '--window=0,1.2', '--size', '20x24x10')
+    assert first.exit_code == 0, first.output
+    again = pack('--source', tmp_path / 'a.zip', '--dest', tmp_path / 'b.zip', '--size', '10x12x5')
+    assert again.exit_code == 0, again.output
+    (info_a, arrays_a), (info_b, arrays_b) = read_zip(tmp_path / 'a.zip'), read_zip(tmp_path / 'b.zip')
+    record_a, record_b = info_a['volume_info'], info_b['volume_info']
+    for key in ('direction', 'centre', 'intensity', 'channels', 'label_names'):
+        assert record_a[key] == pytest.approx(record_b[key]) if key == 'centre' else record_a[key] == record_b[key]
+    assert record_b['spacing'] == pytest.approx([2 * s for s in record_a['spacing']])
+    assert info_b['labels'] == [[f'00000/vol0000000{i}.npy', c] for i, c in enumerate([1, 0, 1])]
+    assert info_b['sources'] == info_a['sources'] and info_b['grids'][1][1] == pytest.approx(info_a['grids'][1][1])
+    assert set(np.unique(arrays_b['00000/seg00000001.npy'])) == {0, 1, 2}
+    # Stored values pass through: the halved volume's mean stays the original's (no second clip and rescale).
+    a, b = arrays_a['00000/vol00000001.npy'].astype(float), arrays_b['00000/vol00000001.npy'].astype(float)
+    assert abs(a.mean() - b.mean()) < 0.02 * 255
+    refused = pack('--source', tmp_path / 'a.zip', '--dest', tmp_path / 'c.zip', '--seg', '*_seg.nii.gz')
+    assert refused.exit_code == 1 and 'is a packed dataset' in refused.output and 'leave --seg out' in refused.output
+    refused = pack('--source', tmp_path / 'a.zip', '--dest', tmp_path / 'c.zip', '--clip', '1,99')
+    assert refused.exit_code == 1 and 'keeps its intensity mapping' in refused.output

@@ -353,6 +353,13 @@ class VolumeFolderDataset(torch.utils.data.Dataset):
         recorded = {str(entry[0]): str(entry[1]) for entry in self._info.get('sources') or []}
         return [recorded.get(fname, fname) for fname in self._fnames]
 
+    def case_geometry(self, raw_idx: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(centre, direction) of packed volume raw_idx in world space, as dataset.json records them; the
+        record's when it records none per volume."""
+        recorded = {str(entry[0]): entry[1:] for entry in self._info.get('grids') or []}
+        centre, direction = recorded.get(self._fnames[raw_idx], (self._volume_info.centre, self._volume_info.direction))
+        return tuple(float(c) for c in centre), tuple(float(d) for d in direction)
+
     @property
     def channels_are_sequences(self) -> bool:
         """True when the channels are separate MR sequences (not colour components)."""
