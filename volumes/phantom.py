@@ -186,3 +186,27 @@ def organ_contrast(volume_dhw: np.ndarray) -> float:
     border = np.ones((h, w), dtype=bool)
     border[bh:h - bh, bw:w - bw] = False
     return float((central.mean() - slices[:, border].mean()) / (hi - lo))
+
+
+def organ_dice(volume_dhw: np.ndarray, labels_dhw: np.ndarray) -> float:
+    """How well a label map covers the bright organ of its volume: the Dice overlap, within the central box where
+    the phantom organ lies (the middle half of each axis, which leaves out the bright fat rim), between the label
+    map's organ (label > 0) and the voxels above Otsu's threshold of the volume there. About 0.8-0.9 for real
+    phantoms; near 0 for a mask in the wrong place or a volume without the organ.
+
+    Args:
+        volume_dhw: The volume [D, H, W] (any real dtype).
+        labels_dhw: Its label map [D, H, W].
+    """
+    import SimpleITK as sitk  # Here: the phantom itself needs only NumPy.
+    v = np.asarray(volume_dhw, dtype=np.float32)
+    d, h, w = v.shape
+    box = (slice(d // 4, max(d - d // 4, d // 4 + 1)), slice(h // 4, max(h - h // 4, h // 4 + 1)),
+           slice(w // 4, max(w - w // 4, w // 4 + 1)))
+    central = v[box]
+    if np.ptp(central) == 0:
+        return 0.0
+    bright = sitk.GetArrayFromImage(sitk.OtsuThreshold(sitk.GetImageFromArray(central), 0, 1)) > 0
+    organ = np.asarray(labels_dhw)[box] > 0
+    total = bright.sum() + organ.sum()
+    return float(2 * np.logical_and(bright, organ).sum() / total) if total else 0.0

@@ -70,3 +70,19 @@ def test_bad_arguments(kwargs, message):
         make_phantom(0, **kwargs)
     with pytest.raises(ValueError, match='non-empty'):
         organ_contrast(np.zeros((4, 4)))
+
+
+def test_the_organ_mask_marks_the_organ_and_its_dice_measures_that():
+    import numpy as np
+
+    from volumes import phantom
+    volume, labels, spacing = phantom.make_labelled_phantom(4, (32, 32, 16))
+    plain, plain_spacing = phantom.make_phantom(4, (32, 32, 16))
+    assert np.array_equal(volume, plain) and spacing == plain_spacing  # The mask draws no random numbers.
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) == {0, 1, 2} and phantom.LABEL_NAMES == {
+        1: 'inner zone', 2: 'outer zone'}
+    assert volume[labels > 0].mean() > 2 * volume[labels == 0].mean()  # The organ is bright.
+    dice = [phantom.organ_dice(*phantom.make_labelled_phantom(s, (32, 32, 16))[:2]) for s in range(6)]
+    assert min(dice) > 0.75  # Measured 0.77-0.94 over seeds 0-9.
+    assert phantom.organ_dice(volume, np.roll(labels, 10, axis=2)) < 0.2  # A mask in the wrong place.
+    assert phantom.organ_dice(np.ones_like(volume), labels) == 0.0
