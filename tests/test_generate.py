@@ -531,3 +531,23 @@ def test_projector_target_is_resampled_to_the_training_spacing(network, tmp_path
     assert target.shape == (1, *SHAPE)
     profile = target[0, D // 2, H // 2].numpy()  # along W
     assert int((profile > 0).sum()) == 8 and profile[W // 2] == pytest.approx(1, abs=1e-3)
+
+
+def test_a_windowed_network_writes_hounsfield_units(tmp_path):
+    G = tiny_generator()
+    ct = VolumeInfo(spacing=SPACING, intensity=IntensityMapping('window', -1000, 1000, 'uint16'))
+    G.volume_info = ct  # As a network trained on data packed with --window=-1000,1000 --dtype=uint16 carries it.
+    path = write_snapshot(tmp_path / 'ct.pkl', G, tmp_path / 'gone.zip')
+    result = invoke(generate.main, ['--network', path, '--seeds', '3', '--outdir', tmp_path / 'hu'])
+    assert result.exit_code == 0 and 'source units (-1000..1000, int16)' in result.output, result.output
+    image = nib.load(tmp_path / 'hu' / 'seed0003.nii.gz')
+    assert image.get_data_dtype() == np.int16
+    expected = np.rint(ct.intensity.to_source(stored_uint(G, 3, 'uint16'))).astype(np.int16)  # [D, H, W]
+    assert np.array_equal(np.asanyarray(image.dataobj), expected.transpose(2, 1, 0))
+    assert invoke(generate.main, ['--network', path, '--seeds', '3', '--units', 'stored', '--outdir',
+                                  tmp_path / 'st']).exit_code == 0
+    assert nib.load(tmp_path / 'st' / 'seed0003.nii.gz').get_data_dtype() == np.uint16
+    mr = write_snapshot(tmp_path / 'mr.pkl', tiny_generator(), tmp_path / 'gone.zip')  # Percentile-clipped.
+    result = invoke(generate.main, ['--network', mr, '--seeds', '1', '--units', 'source', '--outdir', tmp_path / 'mr'])
+    assert_one_line_error(result, '--units', 'per-volume percentiles')
+    assert not os.path.exists(tmp_path / 'mr')

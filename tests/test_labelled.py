@@ -213,3 +213,19 @@ def test_repacking_a_packed_dataset_keeps_its_record_labels_and_maps(labelled_so
     assert refused.exit_code == 1 and 'is a packed dataset' in refused.output and 'leave --seg out' in refused.output
     refused = pack('--source', tmp_path / 'a.zip', '--dest', tmp_path / 'c.zip', '--clip', '1,99')
     assert refused.exit_code == 1 and 'keeps its intensity mapping' in refused.output
+
+
+def test_crop_to_the_body_centres_the_box_on_it(tmp_path):
+    import SimpleITK as sitk
+    os.makedirs(tmp_path / 'src')
+    array = np.zeros((20, 40, 40), np.float32)  # [D, H, W]: a bright body off the centre of a dark field.
+    array[5:15, 22:36, 4:16] = 1.0
+    image = sitk.GetImageFromArray(array + np.random.default_rng(0).normal(0, 0.01, array.shape).astype(np.float32))
+    sitk.WriteImage(image, str(tmp_path / 'src' / 'body.nii.gz'))
+    result = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'd.zip', '--crop', 'body', '--fov', '16,16,12',
+                  '--clip', '0,100')
+    assert result.exit_code == 0, result.output
+    info, arrays = read_zip(tmp_path / 'd.zip')
+    assert np.allclose(info['grids'][0][1], [9.5, 28.5, 9.5], atol=0.6)  # The body's box centre (x, y, z) in mm.
+    inside = arrays['00000/vol00000000.npy'][0] > 128
+    assert inside.sum() == 10 * 14 * 12 and inside[6, 8, 8]  # The whole body, in the middle of the box.
