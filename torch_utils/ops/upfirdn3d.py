@@ -283,7 +283,12 @@ def downsample3d(x: torch.Tensor, f: FilterLike, down: IntXYZ = 2, padding: IntX
     return upfirdn3d(x, f, down=down, padding=pad, flip_filter=flip_filter, gain=gain, impl=impl)
 
 #----------------------------------------------------------------------------
-# Reference implementation: zero insertion by reshape + pad, F.pad for padding and crops, depthwise conv3d.
+# Reference implementation. A 1D pass is a polyphase FIR filter: each output sample is a weighted sum of a few
+# input samples, computed as a sum of (strided) slices of the input, so no zeros are inserted, the padding costs
+# only the border zeros that are read, and no convolution runs (a depthwise conv3d with a 1D kernel is several
+# times slower on the CPU). The op is wrapped in an autograd.Function that saves nothing of x: its backward is
+# the adjoint upfirdn3d, the same Function with up and down swapped, so derivatives of any order work without
+# keeping the activations of the passes.
 
 
 def _pad_axis(x: torch.Tensor, axis: int, pad0: int, pad1: int) -> torch.Tensor:
@@ -307,40 +312,83 @@ def _zero_insert(x: torch.Tensor, axis: int, up: int) -> torch.Tensor:
     return x.flatten(dim, dim + 1)  # [N, C, D, H, W * up]
 
 
+def _strided_slice(x: torch.Tensor, dim: int, start: int, count: int, step: int) -> torch.Tensor:
+    """Elements start, start + step, ... (count of them) along `dim`, as a view."""
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, start + (count - 1) * step + 1, step)
+    return x[tuple(index)]
+
+
+def _phase_terms(num_taps: int, up: int, down: int, pad0: int) -> list[list[tuple[int, int]]]:
+    """For each output phase q (outputs q, q + P, q + 2P, ... with P = up / gcd(up, down)): the (tap, input offset)
+    pairs that land on a nonzero sample of the zero-inserted, padded signal.
+
+    Output m reads padded sample m * down + s for correlation tap s, which is input sample
+    (m * down + s - pad0) / up when that divides; within a phase the offset grows by down / gcd per output.
+    """
+    period = up // math.gcd(up, down)
+    phases = []
+    for q in range(period):
+        phases.append([(s, (q * down + s - pad0) // up) for s in range(num_taps) if (q * down + s - pad0) % up == 0])
+    return phases
+
+
 def _ref_pass_1d(x: torch.Tensor, axis: int, f: torch.Tensor | None, up: int, down: int, pad0: int, pad1: int,
                  flip_filter: bool, gain: float) -> torch.Tensor:
-    """One upfirdn pass along one axis (f None: no filtering)."""
-    x = _zero_insert(x, axis, up)
-    x = _pad_axis(x, axis, pad0, pad1)
+    """One upfirdn pass along one axis (f None: no filtering, and `gain` is not applied)."""
     dim = _AXIS_DIM[axis]
+    length = x.shape[dim]
     if f is None:
-        return x[(slice(None),) * dim + (slice(None, None, down),)] if down > 1 else x
-    channels = x.shape[1]
+        taps = torch.ones([1], dtype=x.dtype, device=x.device)
+    else:
+        taps = f.to(device=x.device, dtype=x.dtype)
+        taps = taps if flip_filter else taps.flip(0)  # Correlation order: output m reads taps[s] * padded[m*down + s].
+        taps = taps * gain if gain != 1 else taps
+    out_len = (length * up + pad0 + pad1 - taps.shape[0] + down) // down
+    if up == 1 and down == 1 and taps.shape[0] == 1 and pad0 == 0 and pad1 == 0 and f is None:
+        return x
+    step = down // math.gcd(up, down)
+    phases = _phase_terms(taps.shape[0], up, down, pad0)
+    count = -(-out_len // len(phases))  # Outputs per phase; the last phases may compute one extra.
+    offsets = [offset for terms in phases for _, offset in terms]
+    lo = max(0, -min(offsets, default=0))
+    hi = max(0, max(offsets, default=0) + step * (count - 1) - (length - 1))
+    if lo or hi:
+        x = F.pad(x, [0, 0] * axis + [lo, hi])  # Only the border zeros some output reads.
+    outputs = []
+    for terms in phases:
+        y = None
+        for s, offset in terms:
+            part = _strided_slice(x, dim, offset + lo, count, step)
+            y = part * taps[s] if y is None else y.addcmul_(part, taps[s])
+        if y is None:  # No tap meets a nonzero sample (e.g. an unfiltered axis between inserted zeros).
+            shape = list(x.shape)
+            shape[dim] = count
+            y = x.new_zeros(shape)
+        outputs.append(y)
+    if len(outputs) == 1:
+        y = outputs[0]
+    else:
+        y = torch.stack(outputs, dim=dim + 1).flatten(dim, dim + 1)  # Interleave the phases along `dim`.
+    return y if y.shape[dim] == out_len else y.narrow(dim, 0, out_len)
+
+
+def _ref_full(x: torch.Tensor, f: torch.Tensor, up, down, padding, flip_filter: bool, gain: float) -> torch.Tensor:
+    """A non-separable 3D filter: zero insertion and padding, then one depthwise conv3d."""
+    for axis in range(3):
+        x = _zero_insert(x, axis, up[axis])
+        x = _pad_axis(x, axis, padding[2 * axis], padding[2 * axis + 1])
     w = f.to(device=x.device, dtype=x.dtype)
-    w = w if flip_filter else w.flip(0)  # conv3d correlates: flip for a true convolution.
+    w = w if flip_filter else w.flip([0, 1, 2])  # conv3d correlates: flip for a true convolution.
     w = w * gain if gain != 1 else w
-    shape = [1, 1, 1]
-    shape[2 - axis] = w.shape[0]
-    w = w.reshape(1, 1, *shape).repeat(channels, 1, 1, 1, 1)  # [C, 1, kz, ky, kx] with one non-unit k
-    stride = [1, 1, 1]
-    stride[2 - axis] = down
-    return F.conv3d(x, w, stride=stride, groups=channels)
+    w = w[np.newaxis, np.newaxis].repeat(x.shape[1], 1, 1, 1, 1)  # [C, 1, fz, fy, fx]
+    return F.conv3d(x, w, stride=[down[2], down[1], down[0]], groups=x.shape[1])
 
 
-@misc.profiled_function
-def _upfirdn3d_ref(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filter: bool,
-                   gain: float) -> torch.Tensor:
-    """Pure-PyTorch upfirdn3d on already parsed arguments."""
+def _ref_forward(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filter: bool, gain: float) -> torch.Tensor:
+    """The reference computation on parsed arguments; differentiable by autograd (also with respect to f)."""
     if isinstance(f, torch.Tensor) and f.ndim == 3:
-        for axis in range(3):
-            x = _zero_insert(x, axis, up[axis])
-            x = _pad_axis(x, axis, padding[2 * axis], padding[2 * axis + 1])
-        w = f.to(device=x.device, dtype=x.dtype)
-        w = w if flip_filter else w.flip([0, 1, 2])
-        w = w * gain if gain != 1 else w
-        w = w[np.newaxis, np.newaxis].repeat(x.shape[1], 1, 1, 1, 1)  # [C, 1, fz, fy, fx]
-        return F.conv3d(x, w, stride=[down[2], down[1], down[0]], groups=x.shape[1])
-
+        return _ref_full(x, f, up, down, padding, flip_filter, gain)
     filters = list(f) if isinstance(f, (list, tuple)) else [f] * 3
     gains = iter(_gain_per_pass(gain, sum(v is not None for v in filters)))
     # Shrinking axes first keeps the intermediate volumes small.
@@ -351,6 +399,58 @@ def _upfirdn3d_ref(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filte
     if all(v is None for v in filters) and gain != 1:
         x = x * gain
     return x
+
+
+def _adjoint_padding(in_shape, out_shape, fsizes, up, down, padding) -> tuple[int, ...]:
+    """Padding of the adjoint upfirdn3d (up and down swapped, filter flipped) that maps dy back onto x's shape."""
+    bpad = []
+    for axis in range(3):
+        size_in, size_out = in_shape[_AXIS_DIM[axis]], out_shape[_AXIS_DIM[axis]]
+        p0 = padding[2 * axis]
+        bpad += [fsizes[axis] - p0 - 1, size_in * up[axis] - size_out * down[axis] + p0 - up[axis] + 1]
+    return tuple(bpad)
+
+
+_ref_functions: dict[tuple, type] = {}
+
+
+def _upfirdn3d_ref_function(full: bool, up, down, padding, flip_filter: bool, gain: float) -> type:
+    """The autograd.Function of the reference path for one static configuration (cached)."""
+    key = (full, up, down, padding, flip_filter, gain)
+    if key in _ref_functions:
+        return _ref_functions[key]
+
+    class Upfirdn3dRef(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, *filters):  # pylint: disable=arguments-differ
+            ctx.save_for_backward(*filters)  # Constants; x itself is not needed by the linear backward.
+            ctx.in_shape = x.shape
+            f = filters[0] if full else list(filters)
+            return _ref_forward(x, f, up, down, padding, flip_filter, gain)
+
+        @staticmethod
+        def backward(ctx, dy):  # pylint: disable=arguments-differ
+            filters = ctx.saved_tensors
+            dx = None
+            if ctx.needs_input_grad[0]:
+                fsizes = _filter_sizes(filters[0] if full else list(filters))
+                bpad = _adjoint_padding(ctx.in_shape, dy.shape, fsizes, up, down, padding)
+                dx = _upfirdn3d_ref_function(full, down, up, bpad, not flip_filter, gain).apply(dy, *filters)
+            return (dx,) + (None,) * len(filters)
+
+    _ref_functions[key] = Upfirdn3dRef
+    return Upfirdn3dRef
+
+
+@misc.profiled_function
+def _upfirdn3d_ref(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filter: bool,
+                   gain: float) -> torch.Tensor:
+    """Pure-PyTorch upfirdn3d on already parsed arguments."""
+    full = isinstance(f, torch.Tensor) and f.ndim == 3
+    filters = (f,) if full else (tuple(f) if isinstance(f, (list, tuple)) else (f, f, f))
+    if torch.is_grad_enabled() and any(v is not None and v.requires_grad for v in filters):
+        return _ref_forward(x, f, up, down, padding, flip_filter, gain)  # A learned filter: plain autograd.
+    return _upfirdn3d_ref_function(full, tuple(up), tuple(down), tuple(padding), flip_filter, gain).apply(x, *filters)
 
 #----------------------------------------------------------------------------
 # CUDA implementation: an autograd.Function per static configuration; its backward is upfirdn3d again.
