@@ -333,44 +333,77 @@ def _phase_terms(num_taps: int, up: int, down: int, pad0: int) -> list[list[tupl
     return phases
 
 
+def _valid_range(offset: int, step: int, count: int, length: int) -> tuple[int, int]:
+    """The outputs i in [0, count) whose input index offset + step * i lies inside [0, length)."""
+    first = min(max(-(offset // step), 0), count)  # ceil(-offset / step), clipped.
+    stop = min(max(-((offset - length) // step), 0), count)  # ceil((length - offset) / step), clipped.
+    return first, max(stop, first)
+
+
 def _ref_pass_1d(x: torch.Tensor, axis: int, f: torch.Tensor | None, up: int, down: int, pad0: int, pad1: int,
                  flip_filter: bool, gain: float) -> torch.Tensor:
-    """One upfirdn pass along one axis (f None: no filtering, and `gain` is not applied)."""
+    """One upfirdn pass along one axis (f None: no filtering, and `gain` is not applied).
+
+    The output is allocated once and each phase writes its interleaved samples into it directly; taps that fall
+    on the zero padding are skipped, so no padded copy is made.
+    """
     dim = _AXIS_DIM[axis]
     length = x.shape[dim]
     if f is None:
+        if up == 1 and down == 1 and pad0 == 0 and pad1 == 0:
+            return x
         taps = torch.ones([1], dtype=x.dtype, device=x.device)
     else:
         taps = f.to(device=x.device, dtype=x.dtype)
         taps = taps if flip_filter else taps.flip(0)  # Correlation order: output m reads taps[s] * padded[m*down + s].
         taps = taps * gain if gain != 1 else taps
     out_len = (length * up + pad0 + pad1 - taps.shape[0] + down) // down
-    if up == 1 and down == 1 and taps.shape[0] == 1 and pad0 == 0 and pad1 == 0 and f is None:
-        return x
     step = down // math.gcd(up, down)
     phases = _phase_terms(taps.shape[0], up, down, pad0)
     count = -(-out_len // len(phases))  # Outputs per phase; the last phases may compute one extra.
-    offsets = [offset for terms in phases for _, offset in terms]
-    lo = max(0, -min(offsets, default=0))
-    hi = max(0, max(offsets, default=0) + step * (count - 1) - (length - 1))
-    if lo or hi:
-        x = F.pad(x, [0, 0] * axis + [lo, hi])  # Only the border zeros some output reads.
-    outputs = []
-    for terms in phases:
-        y = None
-        for s, offset in terms:
-            part = _strided_slice(x, dim, offset + lo, count, step)
-            y = part * taps[s] if y is None else y.addcmul_(part, taps[s])
-        if y is None:  # No tap meets a nonzero sample (e.g. an unfiltered axis between inserted zeros).
-            shape = list(x.shape)
-            shape[dim] = count
-            y = x.new_zeros(shape)
-        outputs.append(y)
-    if len(outputs) == 1:
-        y = outputs[0]
-    else:
-        y = torch.stack(outputs, dim=dim + 1).flatten(dim, dim + 1)  # Interleave the phases along `dim`.
+    shape = list(x.shape)
+    shape[dim] = count * len(phases)
+    y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    grouped = y.unflatten(dim, (count, len(phases)))  # e.g. x axis: [N, C, D, H, count, P]
+    for q, terms in enumerate(phases):
+        _accumulate_phase(grouped.select(dim + 1, q), x, dim, taps, terms, step, count, length)
     return y if y.shape[dim] == out_len else y.narrow(dim, 0, out_len)
+
+
+def _accumulate_phase(out: torch.Tensor, x: torch.Tensor, dim: int, taps: torch.Tensor, terms, step: int, count: int,
+                      length: int) -> None:
+    """out[i] = sum over (tap s, offset) of taps[s] * x[offset + step * i], reading zero outside x.
+
+    The core, where every term reads inside x, is written by one multiply and fused multiply-adds; only the
+    border outputs, some of whose taps read the padding, are zeroed and accumulate the terms that reach x.
+    """
+    ranges = [_valid_range(offset, step, count, length) for _, offset in terms]
+    core = (max((r[0] for r in ranges), default=0), min((r[1] for r in ranges), default=0))
+    if core[1] > core[0]:
+        first, stop = core
+        for k, (s, offset) in enumerate(terms):
+            part = _strided_slice(x, dim, offset + first * step, stop - first, step)
+            if k == 0:
+                torch.mul(part, taps[s], out=out.narrow(dim, first, stop - first))
+            else:
+                out.narrow(dim, first, stop - first).addcmul_(part, taps[s])
+        borders = [(0, first), (stop, count)]
+    else:
+        borders = [(0, count)]
+    for lo, hi in borders:
+        if hi <= lo:
+            continue
+        out.narrow(dim, lo, hi - lo).zero_()
+        for (s, offset), (first, stop) in zip(terms, ranges):
+            first, stop = max(first, lo), min(stop, hi)
+            if stop > first:
+                part = _strided_slice(x, dim, offset + first * step, stop - first, step)
+                out.narrow(dim, first, stop - first).addcmul_(part, taps[s])
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last_3d if x.ndim == 5 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
 
 
 def _ref_full(x: torch.Tensor, f: torch.Tensor, up, down, padding, flip_filter: bool, gain: float) -> torch.Tensor:
