@@ -361,6 +361,8 @@ def _ref_pass_1d(x: torch.Tensor, axis: int, f: torch.Tensor | None, up: int, do
     step = down // math.gcd(up, down)
     phases = _phase_terms(taps.shape[0], up, down, pad0)
     count = -(-out_len // len(phases))  # Outputs per phase; the last phases may compute one extra.
+    if torch.is_grad_enabled() and (x.requires_grad or taps.requires_grad):
+        return _pass_by_autograd(x, dim, taps, phases, step, count, out_len)
     shape = list(x.shape)
     shape[dim] = count * len(phases)
     y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
@@ -368,6 +370,23 @@ def _ref_pass_1d(x: torch.Tensor, axis: int, f: torch.Tensor | None, up: int, do
     for q, terms in enumerate(phases):
         _accumulate_phase(grouped.select(dim + 1, q), x, dim, taps, terms, step, count, length)
     return y if y.shape[dim] == out_len else y.narrow(dim, 0, out_len)
+
+
+def _pass_by_autograd(x: torch.Tensor, dim: int, taps: torch.Tensor, phases, step: int, count: int,
+                      out_len: int) -> torch.Tensor:
+    """The same pass from out-of-place ops only, for autograd (a filter that requires grad)."""
+    offsets = [offset for terms in phases for _, offset in terms]
+    lo = max(0, -min(offsets, default=0))
+    hi = max(0, max(offsets, default=0) + step * (count - 1) - (x.shape[dim] - 1))
+    x = F.pad(x, [0, 0] * (x.ndim - 1 - dim) + [lo, hi])  # The border zeros some output reads.
+    outputs = []
+    for terms in phases:
+        parts = [_strided_slice(x, dim, offset + lo, count, step) * taps[s] for s, offset in terms]
+        shape = list(x.shape)
+        shape[dim] = count
+        outputs.append(sum(parts[1:], parts[0]) if parts else x.new_zeros(shape))
+    y = torch.stack(outputs, dim=dim + 1).flatten(dim, dim + 1)  # Interleave the phases along `dim`.
+    return y.narrow(dim, 0, out_len)
 
 
 def _accumulate_phase(out: torch.Tensor, x: torch.Tensor, dim: int, taps: torch.Tensor, terms, step: int, count: int,
