@@ -3,6 +3,7 @@
 
     git clone https://github.com/fedorukol/3d-stylegan2-ada /tmp/peer     # never copied into this repository
     python benchmarks/peer_compare.py --peer /tmp/peer
+    python benchmarks/peer_compare.py --profile ours --cubes 32 --batches 2 --iters 2   # torch.profiler table
 
 Both projects build G and D at the same widths (channel_base, channel_max, z/w dim, mapping depth; defaults are
 this project's `demo` preset, the network a CPU user trains) and shapes (32^3 and 64^3 cubes, batch 1 and 2),
@@ -145,6 +146,21 @@ def run_child(project: str, root: str, shape: tuple[int, int, int], batch: int, 
     return dict(project=project, shape=list(shape), batch=batch, cpu=cpu, wall=wall, peak_mb=peak_mb,
                 rss_built_mb=rss_built)
 
+def profile_child(project: str, root: str, shape: tuple[int, int, int], batch: int, iters: int, widths: dict,
+                  rows: int = 15) -> None:
+    """torch.profiler over `iters` iterations after one warm-up: the top operators by self CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    G, D = _build(project, root, shape, batch, widths)
+    reals = torch.rand([batch, 1, *shape]) * 2 - 1
+    _iteration(G, D, reals, batch, widths['z_dim'])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(iters):
+            _iteration(G, D, reals, batch, widths['z_dim'])
+    print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=rows, max_name_column_width=44))
+
 #----------------------------------------------------------------------------
 # Parent side: interleaved subprocesses and the table.
 
@@ -221,12 +237,13 @@ def compare(peer: str, ours: str, cubes: list[int], batches: list[int], rounds: 
 
     if large:
         print('\nThis project alone at 256x256x24 (the peer builds only cubes), 1 timed iteration:\n')
-        print('| shape | batch | CPU s/iter | peak RSS MB | RSS before training MB | peak RSS per volume MB |')
+        print('| shape | batch | CPU s/iter | peak RSS MB | RSS before training MB | peak RSS per volume MB '
+              '(peak - before) / batch |')
         print('|---|---|---|---|---|---|')
         for batch in batches:
             r = _spawn('ours', ours, (24, 256, 256), batch, 1, widths, timeout)
             print(f'| 256x256x24 | {batch} | {r["cpu"][0]:.2f} | {r["peak_mb"]:.0f} | {r["rss_built_mb"]:.0f} | '
-                  f'{(r["peak_mb"] - r["rss_built_mb"]) / batch:.0f} (above the nets) |', flush=True)
+                  f'{(r["peak_mb"] - r["rss_built_mb"]) / batch:.0f} |', flush=True)
 
     key = (32, 2) if (32, 2) in summary else next(iter(summary))
     line = f'peer ratio: speed {summary[key][0]:.2f}x, memory {summary[key][2]:.2f}x'
@@ -251,13 +268,24 @@ def compare(peer: str, ours: str, cubes: list[int], batches: list[int], rounds: 
 @click.option('--map', 'map_layers', default=2, show_default=True, help='Mapping layers')
 @click.option('--large/--no-large', default=True, show_default=True, help='The 256x256x24 row (this project only)')
 @click.option('--timeout', default=1800.0, show_default=True, help='Seconds allowed per subprocess')
+@click.option('--profile', 'profile_project', type=click.Choice(['ours', 'peer']),
+              help='Instead of the comparison: torch.profiler top operators of one project, first cube, last batch')
 @click.option('--child', type=click.Choice(['ours', 'peer']), hidden=True)
 @click.option('--root', hidden=True)
 @click.option('--shape', hidden=True)
 @click.option('--batch', type=int, hidden=True)
 @click.option('--widths', hidden=True)
 def main(peer, ours, cubes, batches, rounds, iters, channel_base, channel_max, z_dim, map_layers, large, timeout,
-         child, root, shape, batch, widths):
+         profile_project, child, root, shape, batch, widths):
+    if profile_project:
+        root = ours if profile_project == 'ours' else peer
+        if root is None:
+            raise click.UsageError('--profile peer needs --peer DIR')
+        res, batch = int(cubes.split(',')[0]), int(batches.split(',')[-1])
+        widths = dict(channel_base=channel_base, channel_max=channel_max, z_dim=z_dim, w_dim=z_dim, map=map_layers)
+        print(f'{profile_project}, {res}^3, batch {batch}, {iters} iterations, 1 thread, load average {_load()}')
+        profile_child(profile_project, os.path.abspath(root), (res, res, res), batch, iters, widths)
+        return
     if child:
         shape = tuple(int(s) for s in shape.split('x'))
         result = run_child(child, root, shape, batch, iters, json.loads(widths))
