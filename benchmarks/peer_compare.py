@@ -245,7 +245,8 @@ def compare(peer: str, ours: str, cubes: list[int], batches: list[int], rounds: 
             print(f'| 256x256x24 | {batch} | {r["cpu"][0]:.2f} | {r["peak_mb"]:.0f} | {r["rss_built_mb"]:.0f} | '
                   f'{(r["peak_mb"] - r["rss_built_mb"]) / batch:.0f} |', flush=True)
 
-    key = (32, 2) if (32, 2) in summary else min(summary, key=lambda k: (k[0], -k[1]))  # Else: smallest cube, largest batch.
+    # 32^3 batch 2, else the smallest cube at its largest batch.
+    key = (32, 2) if (32, 2) in summary else min(summary, key=lambda k: (k[0], -k[1]))
     line = f'peer ratio: speed {summary[key][0]:.2f}x, memory {summary[key][2]:.2f}x'
     if key != (32, 2):
         line += f' (at {key[0]}^3 batch {key[1]}; 32^3 batch 2 was not run)'

@@ -52,8 +52,8 @@ def test_compare_end_to_end_with_a_stand_in_peer(tmp_path):
     rows = [line for line in out.splitlines() if line.startswith('| 8^3 |')]
     assert len(rows) == 4 + 2  # ours and peer at batch 1 and 2, then the two ratio rows
     last = out.strip().splitlines()[-1]
-    match = re.fullmatch(r'peer ratio: speed ([0-9.]+)x, memory ([0-9.]+)x \(at 8\^3 batch 2; 32\^3 batch 2 was not run\)',
-                         last)
+    match = re.fullmatch(r'peer ratio: speed ([0-9.]+)x, memory ([0-9.]+)x '
+                         r'\(at 8\^3 batch 2; 32\^3 batch 2 was not run\)', last)
     assert match, last
     # The same networks on both sides: memory within a few percent, speed within a factor of two.
     assert 0.5 < float(match.group(1)) < 2 and 0.9 < float(match.group(2)) < 1.1

@@ -286,7 +286,7 @@ def downsample3d(x: torch.Tensor, f: FilterLike, down: IntXYZ = 2, padding: IntX
 # Reference implementation. A 1D pass is a polyphase FIR filter: each output sample is a weighted sum of a few
 # input samples, computed as fused multiply-adds of (strided) slices of the input, so no zeros are inserted,
 # padding and crops are only index ranges, and no convolution runs (on the CPU a depthwise conv3d with a 1D
-# kernel is 4-5x slower, a one-channel conv2d over N*C*D folded into the batch 10-20x slower). The op is wrapped
+# kernel is 4-5x slower, a one-channel conv2d over N*C*D folded into the batch far slower still). The op is wrapped
 # in an autograd.Function that saves nothing of x: its backward is the adjoint upfirdn3d, the same Function with
 # up and down swapped, so derivatives of any order work without keeping the activations of the passes.
 

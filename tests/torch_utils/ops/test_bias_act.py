@@ -122,7 +122,8 @@ def test_ref_gradcheck(act):
 
 
 @pytest.mark.parametrize('act', ['linear', 'relu', 'lrelu'])
-@pytest.mark.parametrize('gain, alpha, clamp', [(-1.3, 0.1, None), (2.0, 0.0, None), (-0.7, 0.3, 0.4), (0.0, 0.2, None)])
+@pytest.mark.parametrize('gain, alpha, clamp', [(-1.3, 0.1, None), (2.0, 0.0, None), (-0.7, 0.3, 0.4),
+                                               (0.0, 0.2, None)])
 def test_ref_piecewise_gradients_from_the_output(act, gain, alpha, clamp):
     """linear/relu/lrelu derive their slope from the output: negative and zero gains, alpha 0 and clamping."""
     x, b, _ = draw([2, 3, 2, 2, 3], 1, act, seed=7)
