@@ -2,7 +2,7 @@
 """The end-to-end demo on built-in phantom data: pack, train, generate, preview, measure, check.
 
 Each step runs the project's own command line, exactly as a user would type it, so the demo also shows the
-workflow. On a 2-core CPU it finishes in about 5 minutes (see docs/performance.md).
+workflow. On an idle 2-core CPU it finishes in about 7 minutes, the installation included (docs/performance.md).
 
     python demo.py --outdir demo-out
 """
@@ -51,7 +51,7 @@ def check_organ_contrast(volume_dir: str, data_zip: str) -> tuple[float, float]:
 @click.command(cls=dnnlib.cli.Command)
 @click.option('--outdir', default='demo-out', show_default=True, help='Where everything is written')
 @click.option('--volumes', default=96, show_default=True, help='Phantom volumes to pack')
-@click.option('--kimg', default=3.0, show_default=True, help='Training length in thousands of volumes')
+@click.option('--kimg', default=2.0, show_default=True, help='Training length in thousands of volumes')
 @click.option('--size', default='32x32x16', show_default=True, help='Volume size XxYxZ')
 def main(outdir: str, volumes: int, kimg: float, size: str) -> None:
     outdir = os.path.abspath(outdir)

@@ -48,3 +48,12 @@ def print_table(rows: list[dict], columns: list[str]) -> str:
 
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (Linux), to print beside CPU timings on a shared machine."""
+    try:
+        with open('/proc/loadavg', encoding='ascii') as f:
+            return ' '.join(f.read().split()[:3])
+    except OSError:
+        return 'unknown'

@@ -106,7 +106,8 @@ def modulated_conv3d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1, 1)  # [NOIkkk]
 
     # Non-fused: modulate the activations instead of the weight, so one shared-weight conv serves the batch.
-    if not fused_modconv:
+    # (Also for an up-sampling layer on the CPU: torch runs a grouped transposed convolution group by group.)
+    if not fused_modconv or (x.device.type == 'cpu' and batch_size > 1 and max(np.atleast_1d(up)) > 1):
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1, 1)
         x = conv3d_resample.conv3d_resample(x=x, w=weight.to(x.dtype), f=resample_filter, up=up, down=down,
                                             padding=padding, flip_weight=flip_weight)

@@ -266,7 +266,10 @@ class SynthesisBlock(torch.nn.Module):
         memory_format = torch.channels_last_3d if self.channels_last and dtype != full_dtype \
             else torch.contiguous_format
         if fused_modconv is None:
-            fused_modconv = (not self.training) and (dtype == full_dtype or int(ws.shape[0]) == 1)
+            # On the CPU the grouped convolution is as fast and keeps no modulated copy of the activations for
+            # backward (docs/performance.md); on the GPU training keeps the non-fused path.
+            fused_modconv = ws.device.type == 'cpu' or \
+                ((not self.training) and (dtype == full_dtype or int(ws.shape[0]) == 1))
         in_shape = divide_shape(self.shape, self.up)
 
         # Main path.

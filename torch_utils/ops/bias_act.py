@@ -3,7 +3,8 @@
 
 The op computes `clamp(act(x + b) * gain, -clamp, clamp)`, with the bias broadcast along one dimension `dim`.
 Two implementations give the same result:
-  - a pure-PyTorch reference (`impl='ref'`, or any tensor not on a CUDA device), differentiated by autograd;
+  - a pure-PyTorch reference (`impl='ref'`, or any tensor not on a CUDA device), differentiated by autograd
+    (linear, relu and lrelu through an autograd.Function that saves only the output);
   - a CUDA plugin (`impl='cuda'` on a CUDA tensor) that does each pass in one element-wise kernel. Its
     autograd.Function computes the gradient with another autograd.Function, so second derivatives (needed by
     R1 and path-length regularisation) work on both paths. Third derivatives are not supported.
@@ -107,6 +108,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
         b = b.to(x.dtype)
     if impl == 'cuda' and ops.plugins_active() and x.device.type == 'cuda' and _init():
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
+    if act in _SLOPE_FROM_OUTPUT:
+        return _bias_act_ref_piecewise(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
     return _bias_act_ref(x, b, dim=dim, func=spec.func, alpha=alpha, gain=gain, clamp=clamp)
 
 
@@ -150,6 +153,70 @@ def _bias_act_ref(x: torch.Tensor, b: torch.Tensor | None, dim: int, func: Calla
     if clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
+
+#----------------------------------------------------------------------------
+# Reference path of the piecewise-linear activations (linear, relu, lrelu): one autograd.Function that computes
+# in place on one new tensor and saves only its output y. Their slope at each element follows from the sign of y
+# (and |y| against the clamp), so backward needs neither x nor x + b, and y is what the next layer keeps for its
+# own backward anyway: per layer, one activation-sized tensor less than autograd over the plain ops saves.
+# Backward is `dy * slope` with the slope a constant, so it is itself differentiable (R1, path length); the
+# second derivative through the slope is zero, as for the plain ops.
+
+_SLOPE_FROM_OUTPUT = ('linear', 'relu', 'lrelu')
+
+
+def _backward_from_output(dy: torch.Tensor, y: torch.Tensor | None, act: str, alpha: float, gain: float,
+                          clamp: float) -> torch.Tensor:
+    """dy times d y / d (x + b), the slope read from the output y (a constant: the second derivative is zero)."""
+    y = None if y is None else y.detach()
+    dx = dy
+    if act != 'linear' and gain > 0:
+        # act(t) * gain > 0 exactly where t > 0; one fused kernel each, themselves differentiable in dy.
+        dx = torch.ops.aten.leaky_relu_backward(dy, y, alpha, True) if act == 'lrelu' else \
+            torch.ops.aten.threshold_backward(dy, y, 0)
+    elif act != 'linear':
+        rising = y < 0  # A negative gain flips the sign of the output (gain 0: the gain below zeroes it all).
+        dx = torch.where(rising, dy, dy * (alpha if act == 'lrelu' else 0.0))
+    if gain != 1:
+        dx = dx * gain
+    if clamp >= 0:
+        dx = dx * (y.abs() < clamp)  # Clamped elements pass no gradient.
+    return dx
+
+
+class _BiasActPiecewise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, dim, act, alpha, gain, clamp):  # pylint: disable=arguments-differ
+        if b is not None:
+            y = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])  # [C] -> e.g. [1, C, 1, 1, 1]
+        else:
+            y = x.clone(memory_format=torch.preserve_format)
+        if act == 'lrelu':
+            F.leaky_relu_(y, alpha)
+        elif act == 'relu':
+            y.relu_()
+        if gain != 1:
+            y.mul_(gain)
+        if clamp >= 0:
+            y.clamp_(-clamp, clamp)
+        ctx.dim, ctx.act, ctx.alpha, ctx.gain, ctx.clamp = dim, act, alpha, gain, clamp
+        ctx.save_for_backward(y if act != 'linear' or clamp >= 0 else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):  # pylint: disable=arguments-differ
+        y, = ctx.saved_tensors
+        dx = _backward_from_output(dy, y, ctx.act, ctx.alpha, ctx.gain, ctx.clamp)
+        db = None
+        if ctx.needs_input_grad[1]:
+            db = dx.sum([i for i in range(dx.ndim) if i != ctx.dim])
+        return (dx if ctx.needs_input_grad[0] else None), db, None, None, None, None, None
+
+
+@misc.profiled_function
+def _bias_act_ref_piecewise(x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
+                            clamp: float) -> torch.Tensor:
+    return _BiasActPiecewise.apply(x, b, dim, act, alpha, gain, clamp)
 
 #----------------------------------------------------------------------------
 # CUDA implementation: helpers that give every operand the strides of a dense reference tensor.

@@ -29,9 +29,70 @@ def _conv3d(x: torch.Tensor, w: torch.Tensor, stride=1, padding=0, groups: int =
     """F.conv3d / F.conv_transpose3d; flip_weight=False flips the kernel (true convolution)."""
     if not flip_weight:
         w = w.flip([2, 3, 4])
+    stride, padding = _triple(stride), _triple(padding)
+    if _split_batch_of_one(x, w, groups):
+        split = _conv_transpose3d_split if transpose else _conv3d_split
+        return split(x, w, stride, padding, groups)
     if transpose:
         return F.conv_transpose3d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv3d(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def _triple(value) -> list[int]:
+    return [int(value)] * 3 if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+
+#----------------------------------------------------------------------------
+# Batch 1 on the CPU. For a single volume with groups=1 and fewer than 20481 values in [N*C, D, H] (every layer of
+# the networks at batch 1), torch runs conv3d, conv_transpose3d and their backward on its slow native kernels
+# instead of oneDNN: 5-7x slower than the same convolution on two volumes. Cutting the volume into two halves
+# along D (with the rows the kernel needs from the other half) and stacking them as a batch of 2 keeps the
+# convolution on oneDNN; the result is the same convolution (all ops are differentiable, so double backward too).
+
+_ONEDNN_MIN_VALUES = 20480  # torch picks oneDNN for N = 1 only when N * C * D * H exceeds this.
+
+
+def _split_batch_of_one(x: torch.Tensor, w: torch.Tensor, groups: int) -> bool:
+    return (x.device.type == 'cpu' and x.dtype == torch.float32 and x.shape[0] == 1 and groups == 1
+            and x.shape[2] >= 4 and w.shape[2:].numel() > 1 and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and x.shape[1] * x.shape[2] * x.shape[3] <= _ONEDNN_MIN_VALUES)
+
+
+def _conv3d_split(x: torch.Tensor, w: torch.Tensor, stride: list[int], padding: list[int],
+                  groups: int) -> torch.Tensor:
+    """F.conv3d of one volume as two overlapping halves along D, run as a batch of 2."""
+    kz, sz, pz = w.shape[2], stride[0], padding[0]
+    out_d = (x.shape[2] + 2 * pz - kz) // sz + 1
+    half = -(-out_d // 2)  # Output rows per half; an odd count gets one extra row, dropped at the end.
+    rows = (half - 1) * sz + kz  # Input rows one half reads.
+    x = F.pad(x, [0, 0, 0, 0, pz, pz + (2 * half - out_d) * sz])  # [1, I, D', H, W]
+    x = torch.cat([x.narrow(2, 0, rows), x.narrow(2, half * sz, rows)], dim=0)  # [2, I, rows, H, W]
+    y = F.conv3d(x, w, stride=stride, padding=[0, padding[1], padding[2]], groups=groups)  # [2, O, half, H', W']
+    y = y.transpose(0, 1).reshape(1, y.shape[1], 2 * half, *y.shape[3:])  # [1, O, 2 * half, H', W']
+    return y.narrow(2, 0, out_d)
+
+
+def _conv_transpose3d_split(x: torch.Tensor, w: torch.Tensor, stride: list[int], padding: list[int],
+                            groups: int) -> torch.Tensor:
+    """F.conv_transpose3d of one volume: each half of the input rows makes its part of the output, and the
+    rows where the two parts overlap (kernel taller than the stride) are added."""
+    kz, sz, pz = w.shape[2], stride[0], padding[0]
+    in_d = x.shape[2]
+    half = -(-in_d // 2)
+    x = F.pad(x, [0, 0, 0, 0, 0, 2 * half - in_d])  # [1, I, 2 * half, H, W]
+    x = torch.cat([x.narrow(2, 0, half), x.narrow(2, half, half)], dim=0)  # [2, I, half, H, W]
+    y = F.conv_transpose3d(x, w, stride=stride, padding=[0, padding[1], padding[2]], groups=groups)
+    first, second = y[:1], y[1:]  # Each [1, O, rows, H', W'], starting at output rows 0 and half * sz.
+    rows, offset = y.shape[2], half * sz
+    overlap = rows - offset
+    if overlap >= 0:
+        parts = [first.narrow(2, 0, offset), first.narrow(2, offset, overlap) + second.narrow(2, 0, overlap),
+                 second.narrow(2, overlap, rows - overlap)]
+    else:
+        gap = list(first.shape)
+        gap[2] = -overlap
+        parts = [first, first.new_zeros(gap), second]
+    y = torch.cat(parts, dim=2)  # [1, O, (2 * half - 1) * sz + kz, H', W'], the uncropped full output.
+    return y.narrow(2, pz, (in_d - 1) * sz - 2 * pz + kz)
 
 
 def _transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:

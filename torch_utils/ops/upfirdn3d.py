@@ -283,7 +283,12 @@ def downsample3d(x: torch.Tensor, f: FilterLike, down: IntXYZ = 2, padding: IntX
     return upfirdn3d(x, f, down=down, padding=pad, flip_filter=flip_filter, gain=gain, impl=impl)
 
 #----------------------------------------------------------------------------
-# Reference implementation: zero insertion by reshape + pad, F.pad for padding and crops, depthwise conv3d.
+# Reference implementation. A 1D pass is a polyphase FIR filter: each output sample is a weighted sum of a few
+# input samples, computed as fused multiply-adds of (strided) slices of the input, so no zeros are inserted,
+# padding and crops are only index ranges, and no convolution runs (on the CPU a depthwise conv3d with a 1D
+# kernel is 4-5x slower, a one-channel conv2d over N*C*D folded into the batch far slower still). The op is wrapped
+# in an autograd.Function that saves nothing of x: its backward is the adjoint upfirdn3d, the same Function with
+# up and down swapped, so derivatives of any order work without keeping the activations of the passes.
 
 
 def _pad_axis(x: torch.Tensor, axis: int, pad0: int, pad1: int) -> torch.Tensor:
@@ -307,40 +312,139 @@ def _zero_insert(x: torch.Tensor, axis: int, up: int) -> torch.Tensor:
     return x.flatten(dim, dim + 1)  # [N, C, D, H, W * up]
 
 
+def _strided_slice(x: torch.Tensor, dim: int, start: int, count: int, step: int) -> torch.Tensor:
+    """Elements start, start + step, ... (count of them) along `dim`, as a view."""
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, start + (count - 1) * step + 1, step)
+    return x[tuple(index)]
+
+
+def _phase_terms(num_taps: int, up: int, down: int, pad0: int) -> list[list[tuple[int, int]]]:
+    """For each output phase q (outputs q, q + P, q + 2P, ... with P = up / gcd(up, down)): the (tap, input offset)
+    pairs that land on a nonzero sample of the zero-inserted, padded signal.
+
+    Output m reads padded sample m * down + s for correlation tap s, which is input sample
+    (m * down + s - pad0) / up when that divides; within a phase the offset grows by down / gcd per output.
+    """
+    period = up // math.gcd(up, down)
+    phases = []
+    for q in range(period):
+        phases.append([(s, (q * down + s - pad0) // up) for s in range(num_taps) if (q * down + s - pad0) % up == 0])
+    return phases
+
+
+def _valid_range(offset: int, step: int, count: int, length: int) -> tuple[int, int]:
+    """The outputs i in [0, count) whose input index offset + step * i lies inside [0, length)."""
+    first = min(max(-(offset // step), 0), count)  # ceil(-offset / step), clipped.
+    stop = min(max(-((offset - length) // step), 0), count)  # ceil((length - offset) / step), clipped.
+    return first, max(stop, first)
+
+
 def _ref_pass_1d(x: torch.Tensor, axis: int, f: torch.Tensor | None, up: int, down: int, pad0: int, pad1: int,
                  flip_filter: bool, gain: float) -> torch.Tensor:
-    """One upfirdn pass along one axis (f None: no filtering)."""
-    x = _zero_insert(x, axis, up)
-    x = _pad_axis(x, axis, pad0, pad1)
+    """One upfirdn pass along one axis (f None: no filtering, and `gain` is not applied).
+
+    The output is allocated once and each phase writes its interleaved samples into it directly; taps that fall
+    on the zero padding are skipped, so no padded copy is made.
+    """
     dim = _AXIS_DIM[axis]
+    length = x.shape[dim]
     if f is None:
-        return x[(slice(None),) * dim + (slice(None, None, down),)] if down > 1 else x
-    channels = x.shape[1]
+        if up == 1 and down == 1 and pad0 == 0 and pad1 == 0:
+            return x
+        taps = torch.ones([1], dtype=x.dtype, device=x.device)
+    else:
+        taps = f.to(device=x.device, dtype=x.dtype)
+        taps = taps if flip_filter else taps.flip(0)  # Correlation order: output m reads taps[s] * padded[m*down + s].
+        taps = taps * gain if gain != 1 else taps
+    out_len = (length * up + pad0 + pad1 - taps.shape[0] + down) // down
+    step = down // math.gcd(up, down)
+    phases = _phase_terms(taps.shape[0], up, down, pad0)
+    count = -(-out_len // len(phases))  # Outputs per phase; the last phases may compute one extra.
+    if torch.is_grad_enabled() and (x.requires_grad or taps.requires_grad):
+        return _pass_by_autograd(x, dim, taps, phases, step, count, out_len)
+    shape = list(x.shape)
+    shape[dim] = count * len(phases)
+    y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    grouped = y.unflatten(dim, (count, len(phases)))  # e.g. x axis: [N, C, D, H, count, P]
+    for q, terms in enumerate(phases):
+        _accumulate_phase(grouped.select(dim + 1, q), x, dim, taps, terms, step, count, length)
+    return y if y.shape[dim] == out_len else y.narrow(dim, 0, out_len)
+
+
+def _pass_by_autograd(x: torch.Tensor, dim: int, taps: torch.Tensor, phases, step: int, count: int,
+                      out_len: int) -> torch.Tensor:
+    """The same pass from out-of-place ops only, for autograd (a filter that requires grad)."""
+    offsets = [offset for terms in phases for _, offset in terms]
+    lo = max(0, -min(offsets, default=0))
+    hi = max(0, max(offsets, default=0) + step * (count - 1) - (x.shape[dim] - 1))
+    x = F.pad(x, [0, 0] * (x.ndim - 1 - dim) + [lo, hi])  # The border zeros some output reads.
+    outputs = []
+    for terms in phases:
+        parts = [_strided_slice(x, dim, offset + lo, count, step) * taps[s] for s, offset in terms]
+        shape = list(x.shape)
+        shape[dim] = count
+        outputs.append(sum(parts[1:], parts[0]) if parts else x.new_zeros(shape))
+    y = torch.stack(outputs, dim=dim + 1).flatten(dim, dim + 1)  # Interleave the phases along `dim`.
+    return y.narrow(dim, 0, out_len)
+
+
+def _accumulate_phase(out: torch.Tensor, x: torch.Tensor, dim: int, taps: torch.Tensor, terms, step: int, count: int,
+                      length: int) -> None:
+    """out[i] = sum over (tap s, offset) of taps[s] * x[offset + step * i], reading zero outside x.
+
+    The core, where every term reads inside x, is written by one multiply and fused multiply-adds; only the
+    border outputs, some of whose taps read the padding, are zeroed and accumulate the terms that reach x.
+    """
+    ranges = [_valid_range(offset, step, count, length) for _, offset in terms]
+    core = (max((r[0] for r in ranges), default=0), min((r[1] for r in ranges), default=0))
+    if dim == x.ndim - 1 and core != (0, count):
+        # Along the innermost axis a border is a column of single elements, slow to touch: zero the whole
+        # output once and let every term add over its own valid range instead.
+        core = (0, 0)
+    if core[1] > core[0]:
+        first, stop = core
+        for k, (s, offset) in enumerate(terms):
+            part = _strided_slice(x, dim, offset + first * step, stop - first, step)
+            if k == 0:
+                torch.mul(part, taps[s], out=out.narrow(dim, first, stop - first))
+            else:
+                out.narrow(dim, first, stop - first).addcmul_(part, taps[s])
+        borders = [(0, first), (stop, count)]
+    else:
+        borders = [(0, count)]
+    for lo, hi in borders:
+        if hi <= lo:
+            continue
+        out.narrow(dim, lo, hi - lo).zero_()
+        for (s, offset), (first, stop) in zip(terms, ranges):
+            first, stop = max(first, lo), min(stop, hi)
+            if stop > first:
+                part = _strided_slice(x, dim, offset + first * step, stop - first, step)
+                out.narrow(dim, first, stop - first).addcmul_(part, taps[s])
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last_3d if x.ndim == 5 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
+
+
+def _ref_full(x: torch.Tensor, f: torch.Tensor, up, down, padding, flip_filter: bool, gain: float) -> torch.Tensor:
+    """A non-separable 3D filter: zero insertion and padding, then one depthwise conv3d."""
+    for axis in range(3):
+        x = _zero_insert(x, axis, up[axis])
+        x = _pad_axis(x, axis, padding[2 * axis], padding[2 * axis + 1])
     w = f.to(device=x.device, dtype=x.dtype)
-    w = w if flip_filter else w.flip(0)  # conv3d correlates: flip for a true convolution.
+    w = w if flip_filter else w.flip([0, 1, 2])  # conv3d correlates: flip for a true convolution.
     w = w * gain if gain != 1 else w
-    shape = [1, 1, 1]
-    shape[2 - axis] = w.shape[0]
-    w = w.reshape(1, 1, *shape).repeat(channels, 1, 1, 1, 1)  # [C, 1, kz, ky, kx] with one non-unit k
-    stride = [1, 1, 1]
-    stride[2 - axis] = down
-    return F.conv3d(x, w, stride=stride, groups=channels)
+    w = w[np.newaxis, np.newaxis].repeat(x.shape[1], 1, 1, 1, 1)  # [C, 1, fz, fy, fx]
+    return F.conv3d(x, w, stride=[down[2], down[1], down[0]], groups=x.shape[1])
 
 
-@misc.profiled_function
-def _upfirdn3d_ref(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filter: bool,
-                   gain: float) -> torch.Tensor:
-    """Pure-PyTorch upfirdn3d on already parsed arguments."""
+def _ref_forward(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filter: bool, gain: float) -> torch.Tensor:
+    """The reference computation on parsed arguments; differentiable by autograd (also with respect to f)."""
     if isinstance(f, torch.Tensor) and f.ndim == 3:
-        for axis in range(3):
-            x = _zero_insert(x, axis, up[axis])
-            x = _pad_axis(x, axis, padding[2 * axis], padding[2 * axis + 1])
-        w = f.to(device=x.device, dtype=x.dtype)
-        w = w if flip_filter else w.flip([0, 1, 2])
-        w = w * gain if gain != 1 else w
-        w = w[np.newaxis, np.newaxis].repeat(x.shape[1], 1, 1, 1, 1)  # [C, 1, fz, fy, fx]
-        return F.conv3d(x, w, stride=[down[2], down[1], down[0]], groups=x.shape[1])
-
+        return _ref_full(x, f, up, down, padding, flip_filter, gain)
     filters = list(f) if isinstance(f, (list, tuple)) else [f] * 3
     gains = iter(_gain_per_pass(gain, sum(v is not None for v in filters)))
     # Shrinking axes first keeps the intermediate volumes small.
@@ -351,6 +455,58 @@ def _upfirdn3d_ref(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filte
     if all(v is None for v in filters) and gain != 1:
         x = x * gain
     return x
+
+
+def _adjoint_padding(in_shape, out_shape, fsizes, up, down, padding) -> tuple[int, ...]:
+    """Padding of the adjoint upfirdn3d (up and down swapped, filter flipped) that maps dy back onto x's shape."""
+    bpad = []
+    for axis in range(3):
+        size_in, size_out = in_shape[_AXIS_DIM[axis]], out_shape[_AXIS_DIM[axis]]
+        p0 = padding[2 * axis]
+        bpad += [fsizes[axis] - p0 - 1, size_in * up[axis] - size_out * down[axis] + p0 - up[axis] + 1]
+    return tuple(bpad)
+
+
+_ref_functions: dict[tuple, type] = {}
+
+
+def _upfirdn3d_ref_function(full: bool, up, down, padding, flip_filter: bool, gain: float) -> type:
+    """The autograd.Function of the reference path for one static configuration (cached)."""
+    key = (full, up, down, padding, flip_filter, gain)
+    if key in _ref_functions:
+        return _ref_functions[key]
+
+    class Upfirdn3dRef(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, *filters):  # pylint: disable=arguments-differ
+            ctx.save_for_backward(*filters)  # Constants; x itself is not needed by the linear backward.
+            ctx.in_shape = x.shape
+            f = filters[0] if full else list(filters)
+            return _ref_forward(x, f, up, down, padding, flip_filter, gain)
+
+        @staticmethod
+        def backward(ctx, dy):  # pylint: disable=arguments-differ
+            filters = ctx.saved_tensors
+            dx = None
+            if ctx.needs_input_grad[0]:
+                fsizes = _filter_sizes(filters[0] if full else list(filters))
+                bpad = _adjoint_padding(ctx.in_shape, dy.shape, fsizes, up, down, padding)
+                dx = _upfirdn3d_ref_function(full, down, up, bpad, not flip_filter, gain).apply(dy, *filters)
+            return (dx,) + (None,) * len(filters)
+
+    _ref_functions[key] = Upfirdn3dRef
+    return Upfirdn3dRef
+
+
+@misc.profiled_function
+def _upfirdn3d_ref(x: torch.Tensor, f: FilterLike, up, down, padding, flip_filter: bool,
+                   gain: float) -> torch.Tensor:
+    """Pure-PyTorch upfirdn3d on already parsed arguments."""
+    full = isinstance(f, torch.Tensor) and f.ndim == 3
+    filters = (f,) if full else (tuple(f) if isinstance(f, (list, tuple)) else (f, f, f))
+    if torch.is_grad_enabled() and any(v is not None and v.requires_grad for v in filters):
+        return _ref_forward(x, f, up, down, padding, flip_filter, gain)  # A learned filter: plain autograd.
+    return _upfirdn3d_ref_function(full, tuple(up), tuple(down), tuple(padding), flip_filter, gain).apply(x, *filters)
 
 #----------------------------------------------------------------------------
 # CUDA implementation: an autograd.Function per static configuration; its backward is upfirdn3d again.

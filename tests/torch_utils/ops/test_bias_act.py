@@ -121,6 +121,38 @@ def test_ref_gradcheck(act):
         assert torch.autograd.gradgradcheck(fn, inputs)
 
 
+@pytest.mark.parametrize('act', ['linear', 'relu', 'lrelu'])
+@pytest.mark.parametrize('gain, alpha, clamp', [(-1.3, 0.1, None), (2.0, 0.0, None), (-0.7, 0.3, 0.4),
+                                               (0.0, 0.2, None)])
+def test_ref_piecewise_gradients_from_the_output(act, gain, alpha, clamp):
+    """linear/relu/lrelu derive their slope from the output: negative and zero gains, alpha 0 and clamping."""
+    x, b, _ = draw([2, 3, 2, 2, 3], 1, act, seed=7)
+    inputs = (x.clone().requires_grad_(), b.clone().requires_grad_())
+    fn = lambda x, b: bias_act(x, b, act=act, gain=gain, alpha=alpha, clamp=clamp, impl='ref')  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+    # Against autograd over the plain ops.
+    spec = activation_funcs[act]
+    plain = lambda x, b: ba._bias_act_ref(x, b, 1, spec.func, alpha, gain, -1 if clamp is None else clamp)  # noqa
+    for got, want in zip(torch.autograd.grad(fn(*inputs).square().sum(), inputs),
+                         torch.autograd.grad(plain(*inputs).square().sum(), inputs)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('act, clamp, kept', [('lrelu', None, 'y'), ('relu', 1.0, 'y'), ('linear', None, None),
+                                              ('linear', 1.0, 'y')])
+def test_ref_piecewise_saves_only_the_output(act, clamp, kept):
+    x, b, _ = draw([2, 3, 4, 5, 6], 1, act, seed=8)
+    x.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = bias_act(x, b, act=act, clamp=clamp, impl='ref')
+    if kept is None:
+        assert saved == []
+    else:
+        assert len(saved) == 1 and saved[0].data_ptr() == y.data_ptr()
+
+
 @pytest.mark.parametrize('dim', [1, 2, -1])
 def test_ref_keeps_channels_last_3d(dim):
     x, b, _ = draw([2, 3, 4, 5, 6], dim, seed=3)

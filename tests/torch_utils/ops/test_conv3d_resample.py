@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torch_utils.ops import conv3d_resample as R
 from torch_utils.ops import upfirdn3d
 from torch_utils.ops.conv3d_resample import conv3d_resample, conv3d_resample_generic
 
@@ -121,6 +122,65 @@ def test_gradcheck_and_gradgradcheck(up, down, groups):
     # fast_mode checks random projections of the Jacobians: the 108 weights make the full check slow on a CPU.
     assert torch.autograd.gradcheck(fn, [x, w], fast_mode=True)
     assert torch.autograd.gradgradcheck(fn, [x, w], fast_mode=True)
+
+
+#----------------------------------------------------------------------------
+# A batch of one on the CPU runs as two halves along D (a batch of 2, which torch computes with oneDNN).
+
+SPLIT_CASES = [  # (depth, kernel, stride, padding) along D; H and W use other values
+    (8, 3, 1, 1), (7, 3, 1, 1), (9, 3, 2, 0), (10, 3, 2, 1), (6, 4, 2, 1), (5, 1, 1, 0), (11, 2, 3, 0), (4, 3, 1, 2),
+]
+
+
+@pytest.mark.parametrize('depth, k, stride, pad', SPLIT_CASES)
+def test_split_halves_equal_the_convolution(depth, k, stride, pad):
+    gen = torch.Generator().manual_seed(depth * 10 + k)
+    x = torch.randn([1, 3, depth, 5, 6], dtype=torch.float64, generator=gen)
+    w = torch.randn([4, 3, k, 3, 2], dtype=torch.float64, generator=gen)
+    strides, pads = [stride, 1, 2], [pad, 1, 0]
+    torch.testing.assert_close(R._conv3d_split(x, w, strides, pads, 1), F.conv3d(x, w, stride=strides, padding=pads),
+                               rtol=1e-12, atol=1e-12)
+    if pad < k:  # conv_transpose3d needs padding below the kernel size.
+        wt = torch.randn([3, 4, k, 3, 2], dtype=torch.float64, generator=gen)
+        torch.testing.assert_close(R._conv_transpose3d_split(x, wt, strides, pads, 1),
+                                   F.conv_transpose3d(x, wt, stride=strides, padding=pads), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('transpose', [False, True])
+def test_split_halves_gradcheck_and_gradgradcheck(transpose):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn([1, 2, 5, 3, 3], dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn([2, 2, 3, 2, 2], dtype=torch.float64, generator=gen, requires_grad=True)
+    split = R._conv_transpose3d_split if transpose else R._conv3d_split
+    fn = lambda x, w: split(x, w, [2, 1, 1], [1, 0, 1], 1)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, [x, w], fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, [x, w], fast_mode=True)
+
+
+@pytest.mark.parametrize('up, down', [(1, 1), (2, 1), ([2, 2, 1], 1), (1, 2), (1, [1, 2, 2])])
+def test_batch_of_one_float32_runs_as_halves(up, down, monkeypatch):
+    calls = []
+    for name in ('_conv3d_split', '_conv_transpose3d_split'):
+        original = getattr(R, name)
+        monkeypatch.setattr(R, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn([1, 4, 8, 6, 7], generator=gen, requires_grad=True)
+    w = torch.randn([5, 4, 3, 3, 3], generator=gen, requires_grad=True)
+    f = upfirdn3d.setup_filter(FILTER)
+    flip = max(upfirdn3d._parse_xyz(up, 'up')) == 1
+    y = conv3d_resample(x, w, f, up=up, down=down, padding=1, flip_weight=flip)
+    assert calls == ['_conv_transpose3d_split' if up != 1 else '_conv3d_split']
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    expected = conv3d_resample_generic(x64, w64, f.double(), up=up, down=down, padding=1, flip_weight=flip)
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-4)
+    dy = torch.randn(y.shape, generator=gen)
+    got = torch.autograd.grad(y, [x, w], dy)
+    want = torch.autograd.grad(expected, [x64, w64], dy.double())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-4)
+    calls.clear()
+    conv3d_resample(torch.randn([2, 4, 8, 6, 7]), w.detach(), f, up=up, down=down, padding=1, flip_weight=flip)
+    assert not calls  # a batch of 2 is left to torch
 
 
 @pytest.mark.parametrize('kwargs, match', [

@@ -262,6 +262,42 @@ def test_helpers_gradcheck_and_gradgradcheck(helper):
     assert torch.autograd.gradgradcheck(fn, [x])
 
 
+def _saved_tensors(fn, *inputs) -> list[torch.Tensor]:
+    """The tensors autograd keeps for the backward of fn(*inputs)."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fn(*inputs)
+    return saved
+
+
+@pytest.mark.parametrize('case', GRAD_CASES)
+def test_ref_keeps_no_activation_for_backward(case):
+    """The reference path saves the filters only (its backward is the adjoint op), never x or a pass result."""
+    case = dict(case)
+    f = _grad_filter(case.pop('f'))
+    x = torch.randn([2, 3, 6, 7, 8], dtype=torch.float64, requires_grad=True)
+    saved = _saved_tensors(lambda x: U.upfirdn3d(x, f, impl='ref', **case), x)
+    filters = [v for v in (f if isinstance(f, list) else [f]) if v is not None]
+    assert saved and all(any(t is v for v in filters) for t in saved)
+
+
+def test_ref_learned_filter_gets_gradients():
+    """A filter that requires grad goes through plain autograd, so it gets a gradient too."""
+    x = torch.randn([1, 2, 3, 4, 5], dtype=torch.float64, requires_grad=True)
+    f = _taps(3, 11).requires_grad_()
+    fn = lambda x, f: U.upfirdn3d(x, [f, None, f], up=[2, 1, 1], down=[1, 1, 2], padding=1, impl='ref')  # noqa: E731
+    assert torch.autograd.gradcheck(fn, [x, f])
+    assert torch.autograd.gradgradcheck(fn, [x, f])
+
+
+def test_ref_third_derivative():
+    """The backward is the same Function again, so derivatives of any order exist (here the third)."""
+    x = torch.randn([1, 1, 3, 4, 4], dtype=torch.float64, requires_grad=True)
+    f = U.setup_filter([1, 3, 3, 1]).double()
+    fn = lambda x: U.upsample3d(x, f, up=[2, 2, 1], impl='ref').square()  # noqa: E731
+    assert torch.autograd.gradgradcheck(lambda x: torch.autograd.grad(fn(x).sum(), [x], create_graph=True)[0], [x])
+
+
 def test_backward_formula_is_the_adjoint():
     """The padding rule the CUDA backward uses, checked on the reference path: <A x, y> == <x, A^T y>."""
     torch.manual_seed(7)
