@@ -689,7 +689,7 @@ def compute_feature_stats_for_generator(opts: MetricOptions, featurizer: Featuri
         raise ValueError(f'num_gen must be positive, got {num_gen}')
     dataset = open_dataset(opts)
     G = prepare_generator(opts, dataset)
-    views = featurizer.views(G.img_channels)
+    views = featurizer.views(image_channels(G))
     stats = _new_stats(views, {v: num_gen * featurizer.rows_per_volume(v, G.img_shape) for v in views}, stats_kwargs)
     with seeded_rng(opts), progress_bar(opts, num_gen, f'generated ({featurizer.name})') as bar:
         sample = volume_sampler(opts, G, dataset)

@@ -168,10 +168,10 @@ def compute_msssim(opts: metric_utils.MetricOptions, num_pairs: int, batch: int 
         raise ValueError('MS-SSIM of real pairs needs a dataset of at least 2 volumes')
     G = metric_utils.prepare_generator(opts, dataset)
     with metric_utils.seeded_rng(opts, stream=1):
-        gen = _pair_sums(opts, _generated_pairs(opts, G, dataset, num_pairs, batch), G.img_channels)
+        gen = _pair_sums(opts, _generated_pairs(opts, G, dataset, num_pairs, batch), dataset.num_channels)
     real = _pair_sums(opts, _real_pairs(opts, dataset, num_pairs, batch), dataset.num_channels)
     names = metric_utils.channel_names_of(dataset)
-    gen_values = {('volume', c): float(gen[c] / gen[-1]) for c in range(G.img_channels)}
+    gen_values = {('volume', c): float(gen[c] / gen[-1]) for c in range(dataset.num_channels)}
     real_values = {('volume', c): float(real[c] / real[-1]) for c in range(dataset.num_channels)}
     values = metric_utils.combine_views(gen_values, names)
     values.update(metric_utils.combine_views(real_values, names, prefix='real'))

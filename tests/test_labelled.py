@@ -159,6 +159,10 @@ def test_joint_training_generates_label_maps_and_an_nnunet_dataset(tmp_path):
     assert image.shape == seg.shape == (16, 16, 8) and np.allclose(image.affine, seg.affine)
     assert seg.get_data_dtype() == np.uint8 and set(np.unique(np.asanyarray(seg.dataobj))) <= {0, 1, 2}
     assert 'stored units of the training data (uint8' in out.output  # Percentile-clipped: says so.
+    # The metrics measure the image channels only, against the images of the labelled dataset.
+    import calc_metrics
+    results = calc_metrics.calc_metrics(str(snapshot), ['mmd_full', 'msssim_gen4'])
+    assert set(results[0].results) == {'mmd_full'} and set(results[1].results) == {'msssim_gen4', 'msssim_gen4_real'}
 
     nn = tmp_path / 'nnunet'
     out = CliRunner().invoke(generate.main, ['--network', str(snapshot), '--count', '3', '--outdir', str(nn),
