@@ -3,7 +3,7 @@
 maps, export an nnU-Net dataset, preview, measure, check.
 
 Each step runs the project's own command line, exactly as a user would type it, so the demo also shows the
-workflow. On an idle 2-core CPU it finishes in about 7 minutes, the installation included (docs/performance.md).
+workflow. On an idle 2-core CPU it finishes in about 6 minutes, the installation included (docs/performance.md).
 
     python demo.py --outdir demo-out
 """
