@@ -113,8 +113,8 @@ def _zyx(values) -> list[int]:
 def _total_padding(padding, f_up: FilterLike, f_down: FilterLike, up, down) -> list[int]:
     """User padding plus the filter padding that upsample3d / downsample3d would add when they are active."""
     pad = list(padding)
-    sizes_up = upfirdn3d._filter_sizes(f_up)
-    sizes_down = upfirdn3d._filter_sizes(f_down)
+    sizes_up = upfirdn3d.filter_sizes(f_up)
+    sizes_down = upfirdn3d.filter_sizes(f_down)
     for axis in range(3):
         if max(up) > 1:
             fs, u = sizes_up[axis], up[axis]
@@ -160,11 +160,11 @@ def conv3d_resample(x: torch.Tensor, w: torch.Tensor, f: FilterLike = None, up: 
                          f'and w {list(w.shape)}, got {list(x.shape)}')
     if groups < 1 or w.shape[0] % groups != 0:
         raise ValueError(f'conv3d_resample: groups={groups} must be >= 1 and divide the {w.shape[0]} outputs')
-    up = upfirdn3d._parse_xyz(up, 'up')
-    down = upfirdn3d._parse_xyz(down, 'down')
-    f_up = upfirdn3d._select_axes(f, up)
-    f_down = upfirdn3d._select_axes(f, down)
-    pad = _total_padding(upfirdn3d._parse_padding(padding), f_up, f_down, up, down)
+    up = upfirdn3d.parse_xyz(up, 'up')
+    down = upfirdn3d.parse_xyz(down, 'down')
+    f_up = upfirdn3d.select_axes(f, up)
+    f_down = upfirdn3d.select_axes(f, down)
+    pad = _total_padding(upfirdn3d.parse_padding(padding), f_up, f_down, up, down)
     any_up, any_down = max(up) > 1, max(down) > 1
     kz, ky, kx = w.shape[2:]
     up_gain = float(np.prod(up))
@@ -220,11 +220,11 @@ def conv3d_resample_generic(x: torch.Tensor, w: torch.Tensor, f: FilterLike = No
 
     Slow but obviously right: conv3d_resample's fast paths are tested against it.
     """
-    up = upfirdn3d._parse_xyz(up, 'up')
-    down = upfirdn3d._parse_xyz(down, 'down')
-    f_up = upfirdn3d._select_axes(f, up)
-    f_down = upfirdn3d._select_axes(f, down)
-    pad = _total_padding(upfirdn3d._parse_padding(padding), f_up, f_down, up, down)
+    up = upfirdn3d.parse_xyz(up, 'up')
+    down = upfirdn3d.parse_xyz(down, 'down')
+    f_up = upfirdn3d.select_axes(f, up)
+    f_down = upfirdn3d.select_axes(f, down)
+    pad = _total_padding(upfirdn3d.parse_padding(padding), f_up, f_down, up, down)
     x = upfirdn3d.upfirdn3d(x, f_up if max(up) > 1 else None, up=up, padding=pad, gain=float(np.prod(up)),
                             flip_filter=flip_filter)
     x = _conv3d(x, w, groups=groups, flip_weight=flip_weight)

@@ -57,7 +57,7 @@ def _init() -> bool:
 # Argument parsing.
 
 
-def _parse_xyz(value: IntXYZ, name: str) -> tuple[int, int, int]:
+def parse_xyz(value: IntXYZ, name: str) -> tuple[int, int, int]:
     """An int or an x, y, z 3-list of ints >= 1."""
     values = [value] * 3 if isinstance(value, (int, np.integer)) else list(value)
     if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
@@ -65,7 +65,7 @@ def _parse_xyz(value: IntXYZ, name: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)
 
 
-def _parse_padding(padding: IntXYZ) -> tuple[int, int, int, int, int, int]:
+def parse_padding(padding: IntXYZ) -> tuple[int, int, int, int, int, int]:
     """An int, a symmetric [px, py, pz] or an explicit [x0, x1, y0, y1, z0, z1]."""
     values = [padding] if isinstance(padding, (int, np.integer)) else list(padding)
     if not all(isinstance(v, (int, np.integer)) for v in values) or len(values) not in (1, 3, 6):
@@ -111,7 +111,7 @@ def _check_filter(f: FilterLike) -> FilterLike:
     return f
 
 
-def _filter_sizes(f: FilterLike) -> tuple[int, int, int]:
+def filter_sizes(f: FilterLike) -> tuple[int, int, int]:
     """Filter taps along x, y, z (1 for an unfiltered axis)."""
     if f is None:
         return (1, 1, 1)
@@ -122,7 +122,7 @@ def _filter_sizes(f: FilterLike) -> tuple[int, int, int]:
     return (int(f.shape[2]), int(f.shape[1]), int(f.shape[0]))
 
 
-def _select_axes(f: FilterLike, factors: Sequence[int]) -> FilterLike:
+def select_axes(f: FilterLike, factors: Sequence[int]) -> FilterLike:
     """Restrict a 1D filter to the axes whose resampling factor is > 1; other filter forms are used as given."""
     f = _check_filter(f)
     if isinstance(f, torch.Tensor) and f.ndim == 1:
@@ -224,8 +224,8 @@ def upfirdn3d(x: torch.Tensor, f: FilterLike, up: IntXYZ = 1, down: IntXYZ = 1, 
         raise ValueError(f"impl must be 'cuda' or 'ref', got {impl!r}")
     _check_input(x)
     f = _check_filter(f)
-    up, down, padding = _parse_xyz(up, 'up'), _parse_xyz(down, 'down'), _parse_padding(padding)
-    _output_sizes(x, _filter_sizes(f), up, down, padding)
+    up, down, padding = parse_xyz(up, 'up'), parse_xyz(down, 'down'), parse_padding(padding)
+    _output_sizes(x, filter_sizes(f), up, down, padding)
     if impl == 'cuda' and ops.plugins_active() and x.device.type == 'cuda' and _init():
         return _upfirdn3d_cuda_apply(x, f, up, down, padding, bool(flip_filter), float(gain))
     return _upfirdn3d_ref(x, f, up, down, padding, bool(flip_filter), float(gain))
@@ -238,8 +238,8 @@ def filter3d(x: torch.Tensor, f: FilterLike, padding: IntXYZ = 0, flip_filter: b
     A 1D filter runs along all three axes. Extra `padding` (int, [px, py, pz] or 6-list) is added on top.
     """
     f = _check_filter(f)
-    padding = _parse_padding(padding)
-    fsizes = _filter_sizes(f)
+    padding = parse_padding(padding)
+    fsizes = filter_sizes(f)
     pad = []
     for axis in range(3):
         pad += [padding[2 * axis] + fsizes[axis] // 2, padding[2 * axis + 1] + (fsizes[axis] - 1) // 2]
@@ -254,10 +254,10 @@ def upsample3d(x: torch.Tensor, f: FilterLike, up: IntXYZ = 2, padding: IntXYZ =
     per-axis list or a 3D filter is used as given. Each filtered axis is padded by [(f + up - 1) // 2,
     (f - up) // 2] plus `padding`; the gain is multiplied by ux * uy * uz to keep the DC level.
     """
-    up = _parse_xyz(up, 'up')
-    f = _select_axes(f, up)
-    padding = _parse_padding(padding)
-    fsizes = _filter_sizes(f)
+    up = parse_xyz(up, 'up')
+    f = select_axes(f, up)
+    padding = parse_padding(padding)
+    fsizes = filter_sizes(f)
     pad = []
     for axis in range(3):
         fs, u = fsizes[axis], up[axis]
@@ -272,10 +272,10 @@ def downsample3d(x: torch.Tensor, f: FilterLike, down: IntXYZ = 2, padding: IntX
     A 1D filter is applied only along the axes with down > 1; a per-axis list or a 3D filter is used as given.
     Each filtered axis is padded by [(f - down + 1) // 2, (f - down) // 2] plus `padding`.
     """
-    down = _parse_xyz(down, 'down')
-    f = _select_axes(f, down)
-    padding = _parse_padding(padding)
-    fsizes = _filter_sizes(f)
+    down = parse_xyz(down, 'down')
+    f = select_axes(f, down)
+    padding = parse_padding(padding)
+    fsizes = filter_sizes(f)
     pad = []
     for axis in range(3):
         fs, d = fsizes[axis], down[axis]
@@ -489,7 +489,7 @@ def _upfirdn3d_ref_function(full: bool, up, down, padding, flip_filter: bool, ga
             filters = ctx.saved_tensors
             dx = None
             if ctx.needs_input_grad[0]:
-                fsizes = _filter_sizes(filters[0] if full else list(filters))
+                fsizes = filter_sizes(filters[0] if full else list(filters))
                 bpad = _adjoint_padding(ctx.in_shape, dy.shape, fsizes, up, down, padding)
                 dx = _upfirdn3d_ref_function(full, down, up, bpad, not flip_filter, gain).apply(dy, *filters)
             return (dx,) + (None,) * len(filters)
@@ -533,7 +533,7 @@ def _cuda_forward(x: torch.Tensor, filters: tuple, full: bool, up, down, padding
     if full:
         g = _kernel_filter(filters[0], x, flip_filter, 3)
         return _plugin.upfirdn3d_full(x, g, *up, *down, *padding, gain)
-    sizes = _filter_sizes(list(filters))
+    sizes = filter_sizes(list(filters))
     passes = [a for a in range(3) if not _identity_pass(sizes[a], up[a], down[a], padding[2 * a], padding[2 * a + 1])]
     if not passes:
         return x * gain
@@ -561,7 +561,7 @@ def _upfirdn3d_cuda(full: bool, up, down, padding, flip_filter: bool, gain: floa
         @staticmethod
         def backward(ctx, dy):  # pylint: disable=arguments-differ
             filters = ctx.saved_tensors
-            fsizes = _filter_sizes(filters[0] if full else list(filters))
+            fsizes = filter_sizes(filters[0] if full else list(filters))
             bpad = []
             for axis in range(3):
                 size_in, size_out = ctx.in_shape[_AXIS_DIM[axis]], dy.shape[_AXIS_DIM[axis]]

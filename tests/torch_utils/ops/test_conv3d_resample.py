@@ -118,7 +118,7 @@ def test_gradcheck_and_gradgradcheck(up, down, groups):
     w = torch.randn([2, 2 // groups, 3, 3, 3], dtype=torch.float64, generator=gen, requires_grad=True)
     f = upfirdn3d.setup_filter(FILTER).double()
     fn = lambda x, w: conv3d_resample(x, w, f, up=up, down=down, padding=1, groups=groups,  # noqa: E731
-                                      flip_weight=max(upfirdn3d._parse_xyz(up, 'up')) == 1)
+                                      flip_weight=max(upfirdn3d.parse_xyz(up, 'up')) == 1)
     # fast_mode checks random projections of the Jacobians: the 108 weights make the full check slow on a CPU.
     assert torch.autograd.gradcheck(fn, [x, w], fast_mode=True)
     assert torch.autograd.gradgradcheck(fn, [x, w], fast_mode=True)
@@ -167,7 +167,7 @@ def test_batch_of_one_float32_runs_as_halves(up, down, monkeypatch):
     x = torch.randn([1, 4, 8, 6, 7], generator=gen, requires_grad=True)
     w = torch.randn([5, 4, 3, 3, 3], generator=gen, requires_grad=True)
     f = upfirdn3d.setup_filter(FILTER)
-    flip = max(upfirdn3d._parse_xyz(up, 'up')) == 1
+    flip = max(upfirdn3d.parse_xyz(up, 'up')) == 1
     y = conv3d_resample(x, w, f, up=up, down=down, padding=1, flip_weight=flip)
     assert calls == ['_conv_transpose3d_split' if up != 1 else '_conv3d_split']
     x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()

@@ -306,7 +306,7 @@ def test_backward_formula_is_the_adjoint():
     x = torch.randn([1, 2, 3, 5, 4], dtype=torch.float64)
     y = U.upfirdn3d(x, f, up=up, down=down, padding=pad, flip_filter=flip, impl='ref')
     dy = torch.randn_like(y)
-    sizes = U._filter_sizes(f)
+    sizes = U.filter_sizes(f)
     bpad = []
     for axis in range(3):
         n_in, n_out = x.shape[AXIS_DIM[axis]], y.shape[AXIS_DIM[axis]]
@@ -372,8 +372,8 @@ def test_cuda_function_wiring_with_stand_in_plugin(case, monkeypatch):
     case = dict(case)
     f = None if case['f'] is None else _grad_filter(case.pop('f'))
     case.pop('f', None)
-    args = (U._parse_xyz(case.get('up', 1), 'up'), U._parse_xyz(case.get('down', 1), 'down'),
-            U._parse_padding(case.get('padding', 0)), case.get('flip_filter', False), case.get('gain', 1.0))
+    args = (U.parse_xyz(case.get('up', 1), 'up'), U.parse_xyz(case.get('down', 1), 'down'),
+            U.parse_padding(case.get('padding', 0)), case.get('flip_filter', False), case.get('gain', 1.0))
     x = torch.randn([1, 1, 3, 3, 4], dtype=torch.float64, requires_grad=True)
     fn_cuda = lambda x: U._upfirdn3d_cuda_apply(x, U._check_filter(f), *args)  # noqa: E731
     fn_ref = lambda x: U._upfirdn3d_ref(x, U._check_filter(f), *args)  # noqa: E731
@@ -420,8 +420,8 @@ def _max_rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _plugin_path(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
     """The CUDA path's autograd.Function, on whatever device the loaded plugin runs."""
-    return U._upfirdn3d_cuda_apply(x, U._check_filter(f), U._parse_xyz(up, 'up'), U._parse_xyz(down, 'down'),
-                                   U._parse_padding(padding), bool(flip_filter), float(gain))
+    return U._upfirdn3d_cuda_apply(x, U._check_filter(f), U.parse_xyz(up, 'up'), U.parse_xyz(down, 'down'),
+                                   U.parse_padding(padding), bool(flip_filter), float(gain))
 
 
 def compare_with_ref(fn, case, dtype, memory_format, device) -> None:
