@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import os
 import re
+import shutil
+from typing import Callable, Iterable
 
 import click
 
@@ -56,6 +60,47 @@ def parse_seeds(text: str, param_hint: str = '--seeds') -> list[int]:
             raise click.BadParameter(f'more than {MAX_SEEDS} seeds', param_hint=param_hint)
         seeds.extend(range(lo, hi + 1))
     return seeds
+
+#----------------------------------------------------------------------------
+# Output folders: one run per folder.
+
+
+def prepare_outdir(outdir: str, overwrite: bool, owned: Iterable[str], param_hint: str = '--outdir') -> str:
+    """Make `outdir` ready for one run of a tool and return it with `~` expanded.
+
+    A folder that already holds anything is refused (a second run would mix its files with the first's) unless
+    `overwrite`: then every entry whose name matches one of the glob patterns `owned` (the files and folders the
+    tool itself writes, e.g. 'seed*.nii.gz', 'imagesTr') is removed first; other entries are left alone.
+    """
+    path = os.path.expanduser(outdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise click.BadParameter(f'"{outdir}" is a file; expected a folder', param_hint=param_hint)
+    from dnnlib.util import remove_stale_temporaries
+    remove_stale_temporaries(path)  # Left by a run killed while it wrote.
+    entries = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    if entries and not overwrite:
+        raise click.BadParameter(f'"{outdir}" already holds {len(entries)} entr{"y" if len(entries) == 1 else "ies"} '
+                                 f'(e.g. {entries[0]}); choose a new folder, or pass --overwrite to remove this '
+                                 f'tool\'s earlier outputs there first', param_hint=param_hint)
+    patterns = list(owned)
+    try:
+        for name in entries:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+                target = os.path.join(path, name)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                else:
+                    os.remove(target)
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise click.BadParameter(f'cannot prepare "{outdir}": {e.strerror or e}', param_hint=param_hint) from None
+    return path
+
+
+def overwrite_option(what: str = 'this tool\'s earlier outputs in --outdir') -> Callable:
+    """The --overwrite flag of a tool that writes into an output folder."""
+    return click.option('--overwrite', is_flag=True, help=f'Remove {what} first (a used folder is refused '
+                        f'otherwise)')
 
 #----------------------------------------------------------------------------
 # Usage errors on one line.
