@@ -12,8 +12,8 @@ stays tilted in the world, and dataset.json records its direction cosines and th
 generated volumes are written with them and overlay the real scans in a viewer. --orient=lps resamples each scan
 physically onto the world's L, P, S axes instead (the same box, centre and spacing), so every volume is axis-aligned.
 
-The output is a zip (or folder) of uncompressed .npy volumes [C, D, H, W] named 00000/vol00000000.npy, plus
-dataset.json with the shape, the volume record (spacing, direction, centre, intensity mapping, channel names),
+The output is a packed dataset (its format: volumes/packed.py): a zip (or folder) of uncompressed .npy volumes
+[C, D, H, W] named 00000/vol00000000.npy, plus dataset.json with the shape, the volume record (spacing, direction, centre, intensity mapping, channel names),
 the class labels, and each volume's source and grid. It is written to a temporary name next to --dest, checked
 and renamed at the end, so a failed or interrupted run leaves nothing.
 
@@ -36,15 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import io
-import json
 import os
-import shutil
 import signal
 import sys
 import threading
-import zipfile
 from typing import Iterator
 
 import click
@@ -53,19 +48,15 @@ import SimpleITK as sitk
 import tqdm
 
 import dnnlib
-from volumes.contract import (DATASET_FORMAT, INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
+from volumes.contract import (INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
                             format_size, parse_size, parse_xyz)
-from volumes import packing, phantom, volume_io
+from volumes import packed, packing, phantom, volume_io
 from volumes.sources import (Case, PackError, attach_label_maps, case_label, channel_names, folder_cases,
                              load_label_names, load_labels, parse_phantom_source, phantom_cases, sequence_cases,
                              source_root, unmatched_labels)
 
 DTYPES = ('uint8', 'uint16')
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: the same inputs give the same archive.
-
-
 ON_ERROR = ('fail', 'skip', 'stop')
-
 
 #----------------------------------------------------------------------------
 # One case: read, reorient, resample, clip, scale.
@@ -102,31 +93,30 @@ def read_item(item: tuple[str, object], grid: packing.GridOptions, labels: bool 
     return volume_io.array_to_image(mask if labels else volume, spacing, volume_io.CANONICAL_DIRECTION)
 
 
-def packed_image(dataset, raw_idx: int, channel: int, labels: bool = False) -> sitk.Image:
+def packed_image(dataset: packed.PackedDataset, index: int, channel: int, labels: bool = False) -> sitk.Image:
     """One channel (or the label map) of a volume of a packed dataset, placed in the world as it was packed."""
-    volume = dataset[raw_idx][0]  # [C(+1), D, H, W]: with label maps, the last channel.
-    centre, direction = dataset.case_geometry(raw_idx)
+    centre, direction = dataset.case_geometry(index)
     info = dataclasses.replace(dataset.volume_info, centre=centre, direction=direction)
-    array = volume[-1] if labels else volume[channel].astype(np.float32)
+    array = dataset.label_map(index) if labels else dataset.volume(index)[channel].astype(np.float32)  # [D, H, W]
     return volume_io.array_to_image(array, info.spacing, info.direction, info.origin(array.shape))
 
 
 def packed_cases(source: str, options: PackOptions) -> tuple[list[Case], PackOptions]:
     """The volumes of a dataset packed earlier as cases, and the options that keep its intensity mapping, channel
     names, class labels and label maps (repacking re-sizes or re-crops without the originals)."""
-    from training.dataset import VolumeFolderDataset
     for option, value in [('--channels', options.channels), ('--labels', options.labels), ('--seg', options.seg),
                           ('--seg-names', options.label_names)]:
         if value is not None:
             raise PackError(f'--source {source} is a packed dataset: it keeps its own channels, class labels and label '
                             f'maps; leave {option} out')
     try:
-        has_maps = VolumeFolderDataset(source).has_label_maps
-        dataset = VolumeFolderDataset(source, load_seg=has_maps)
-        class_labels = VolumeFolderDataset(source, use_labels=True)
+        dataset = packed.PackedDataset(source)
+        if dataset.has_label_maps:
+            dataset.check_label_maps()
+        class_labels = dataset.class_labels()
     except (OSError, ValueError) as e:
         raise PackError(f'--source: {e}') from None
-    info = dataset.volume_info
+    has_maps, info = dataset.has_label_maps, dataset.volume_info
     cases = [Case(name, [('packed', (dataset, i, c)) for c in range(dataset.num_channels)], (f'#{i}',),
                   ('packed', (dataset, i, 0)) if has_maps else None) for i, name in enumerate(dataset.case_names)]
     stored = IntensityMapping('window', 0, info.max_value, info.dtype)  # Stored values pass through unchanged.
@@ -134,9 +124,9 @@ def packed_cases(source: str, options: PackOptions) -> tuple[list[Case], PackOpt
                                   recorded=dict(channels=list(info.channels), label_names=info.label_names,
                                                 sequences=dataset.channels_are_sequences),
                                   seg='packed' if has_maps else None, labels=None)
-    if class_labels.has_labels:
-        labels = {f'#{i}': class_labels.get_details(i).raw_label.tolist() for i in range(len(dataset))}
-        options = dataclasses.replace(options, class_labels=labels)
+    if class_labels is not None:
+        options = dataclasses.replace(options, class_labels={f'#{i}': label.tolist()
+                                                             for i, label in enumerate(class_labels)})
     return cases, options
 
 
@@ -148,136 +138,6 @@ def process_case(case: Case, options: PackOptions) -> packing.PackedCase:
     labels = read_item(case.seg, options.grid, labels=True) if case.seg is not None else None
     labels_name = str(case.seg[1]) if case.seg is not None and case.seg[0] == 'file' else f'{case.name} (label map)'
     return packing.pack_images(images, options.grid, options.intensity, names, labels, labels_name)
-
-#----------------------------------------------------------------------------
-# Output: a zip or a folder, written under a temporary name and renamed at the end.
-
-
-class DatasetWriter:
-    """Writes members to a temporary zip or folder beside dest; commit() checks it and renames it into place,
-    abort() removes it. The temporary name is dnnlib's, so a later run removes what a killed run left."""
-
-    def __init__(self, dest: str, overwrite: bool = False) -> None:
-        self.dest = os.path.abspath(os.path.expanduser(dest))
-        self.is_zip = self.dest.lower().endswith('.zip')
-        self.overwrite = overwrite
-        self.members = 0
-        parent = os.path.dirname(self.dest)
-        if self.is_zip and os.path.isdir(self.dest):
-            raise PackError(f'--dest {dest} is a folder; a .zip destination must be a file')
-        if self.is_zip and os.path.exists(self.dest) and not overwrite:
-            raise PackError(f'--dest {dest} exists; pass --overwrite to replace it')
-        if not self.is_zip and os.path.exists(self.dest):
-            if not os.path.isdir(self.dest):
-                raise PackError(f'--dest {dest} exists and is not a folder (use a .zip name or an empty folder)')
-            if os.listdir(self.dest) and not overwrite:
-                raise PackError(f'--dest {dest} is not empty; pass --overwrite to replace it')
-        self.tmp, self._zip = None, None
-        blocker = _existing_file_in_path(parent)
-        if blocker:
-            raise PackError(f'--dest {dest}: {blocker} is a file, not a folder')
-        with self._dest_errors():
-            os.makedirs(parent, exist_ok=True)
-            dnnlib.util.remove_stale_temporaries(parent)
-            self.tmp = dnnlib.util.temporary_path(self.dest)
-            if self.is_zip:
-                self._zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
-            else:
-                os.mkdir(self.tmp)
-
-    @contextlib.contextmanager
-    def _dest_errors(self) -> Iterator[None]:
-        """Turn a filesystem error (no permission, a file in the path, disk full) into a PackError naming dest."""
-        try:
-            yield
-        except (OSError, zipfile.BadZipFile) as e:
-            self.abort()
-            raise PackError(f'cannot write --dest {self.dest}: {dnnlib.util.describe_os_error(e)}') from None
-
-    def add(self, fname: str, data: bytes) -> None:
-        """Store one member (a '/'-separated relative name)."""
-        with self._dest_errors():
-            if self.is_zip:
-                info = zipfile.ZipInfo(fname, date_time=_ZIP_DATE)
-                self._zip.writestr(info, data, compress_type=zipfile.ZIP_STORED)
-            else:
-                path = os.path.join(self.tmp, *fname.split('/'))
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, 'wb') as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-            self.members += 1
-
-    def commit(self) -> None:
-        """Check the finished output (every member read back, CRCs compared) and move it to dest."""
-        with self._dest_errors():
-            if self.is_zip:
-                self._zip.close()
-                with open(self.tmp, 'rb+') as f:
-                    os.fsync(f.fileno())
-                self._verify_zip()
-            os.chmod(self.tmp, (0o777 if not self.is_zip else 0o666) & ~_umask())
-            old = None
-            if not self.is_zip and os.path.isdir(self.dest) and os.listdir(self.dest):  # Only with overwrite.
-                old = dnnlib.util.temporary_path(self.dest)
-                os.replace(self.dest, old)
-            os.replace(self.tmp, self.dest)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-            dnnlib.util.fsync_folder(os.path.dirname(self.dest))
-            self.tmp = None
-
-    def _verify_zip(self) -> None:
-        with zipfile.ZipFile(self.tmp) as z:
-            bad = z.testzip()
-            count = len(z.namelist())
-        if bad is not None or count != self.members:
-            raise OSError(errno.EIO, f'the archive does not read back ({bad or f"{count} of {self.members} members"}); '
-                          f'is the disk full?')
-
-    def abort(self) -> None:
-        """Remove the partial output."""
-        if self.tmp is None:
-            return
-        if self.is_zip:
-            with contextlib.suppress(Exception):
-                self._zip.close()
-            with contextlib.suppress(OSError):
-                os.remove(self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp = None
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def _existing_file_in_path(folder: str) -> str | None:
-    """The first existing non-folder on the way down to folder, or None."""
-    while folder and not os.path.exists(folder):
-        folder = os.path.dirname(folder) if os.path.dirname(folder) != folder else ''
-    return folder if folder and not os.path.isdir(folder) else None
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """An array as the bytes of an uncompressed .npy file."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def volume_fname(index: int) -> str:
-    """The member name of volume index: 00000/vol00000000.npy, 1000 volumes per folder."""
-    return f'{index // 1000:05d}/vol{index:08d}.npy'
-
-
-def labels_fname(index: int) -> str:
-    """The member name of the label map of volume index: 00000/seg00000000.npy."""
-    return f'{index // 1000:05d}/seg{index:08d}.npy'
 
 #----------------------------------------------------------------------------
 # The whole run.
@@ -314,20 +174,8 @@ class FailedInputs(PackError):
         return '\n'.join(f'  failed {name}: {reason}' for name, reason in self.summary.skipped)
 
 
-def is_packed_dataset(source: str) -> bool:
-    """A dataset made by this tool (its dataset.json names the format): a .zip or a folder."""
-    try:
-        if os.path.isdir(source):
-            with open(os.path.join(source, 'dataset.json')) as f:
-                return json.load(f).get('format') == DATASET_FORMAT
-        with zipfile.ZipFile(source) as z:
-            return json.loads(z.read('dataset.json')).get('format') == DATASET_FORMAT
-    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile):
-        return False
-
-
 def _find_cases(source: str, root: str | None, options: PackOptions) -> tuple[list[Case], list, PackOptions]:
-    if is_packed_dataset(source):
+    if packed.is_packed(source):
         cases, options = packed_cases(source, options)
         return cases, [], options
     ph = parse_phantom_source(source)
@@ -385,7 +233,7 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     Returns:
         The summary. Raises PackError when nothing could be written, or as on_error says.
     """
-    if is_packed_dataset(source) and (clip, window, dtype) != (None, None, None):
+    if packed.is_packed(source) and (clip, window, dtype) != (None, None, None):
         raise PackError(f'--source {source} is a packed dataset: it keeps its intensity mapping and stored type; '
                         f'leave --clip, --window and --dtype out')
     intensity = IntensityMapping('window', *window, dtype or 'uint8') if window is not None else \
@@ -399,8 +247,8 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     if seg_names is not None and seg is None:
         raise PackError('--seg-names names the values of label maps: give --seg')
     ph = parse_phantom_source(source)
-    repack = is_packed_dataset(source)
-    writer = DatasetWriter(dest, overwrite=overwrite)
+    repack = packed.is_packed(source)
+    writer = packed.PackedWriter(dest, overwrite=overwrite)
     try:
         with (contextlib.nullcontext(None) if ph or repack else source_root(source)) as root:
             summary = _pack(source, root, writer, options)
@@ -413,7 +261,7 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     return summary
 
 
-def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOptions) -> PackSummary:
+def _pack(source: str, root: str | None, writer: packed.PackedWriter, options: PackOptions) -> PackSummary:
     summary = PackSummary(dest=writer.dest)
     cases, problems, options = _find_cases(source, root, options)
     label_map = load_labels(options.labels) if options.labels else options.class_labels
@@ -429,7 +277,7 @@ def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOpt
     for name, reason in problems:
         fail(name, reason)
 
-    packed = []  # (file name, case name, class label, grid) of every volume written.
+    done = []  # (file name, case name, class label, grid) of every volume written.
     label_values: set[int] = set()  # Every label value found in the label maps.
     for case in tqdm.tqdm(cases, desc='Packing', unit='vol', disable=None if options.progress else True):
         if options.max_volumes is not None and summary.written >= options.max_volumes:
@@ -456,11 +304,8 @@ def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOpt
                 continue
             label_values |= values
         summary.shape = list(result.volume.shape)
-        fname = volume_fname(summary.written)
-        writer.add(fname, npy_bytes(result.volume))
-        if result.labels is not None:
-            writer.add(labels_fname(summary.written), npy_bytes(result.labels))
-        packed.append((fname, case.name, label, result.grid))
+        fname = writer.add_volume(summary.written, result.volume, result.labels)
+        done.append((fname, case.name, label, result.grid))
         summary.written += 1
 
     if summary.written == 0:
@@ -468,7 +313,7 @@ def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOpt
                         + (f', e.g. {summary.skipped[0][0]}: {summary.skipped[0][1]})' if summary.skipped else ')'))
     if options.seg is not None and not label_values - {0}:
         raise PackError('the label maps hold nothing but the background 0; nothing to learn labels from')
-    writer.add('dataset.json', json.dumps(_dataset_info(summary, packed, options, label_values)).encode())
+    writer.add_record(_dataset_info(summary, done, options, label_values))
     return summary
 
 
@@ -483,10 +328,10 @@ def _check_label_names(label_map: dict, labels_path: str, cases: list[Case], on_
         summary.warnings.append(message)
 
 
-def _dataset_info(summary: PackSummary, packed: list, options: PackOptions, label_values: set[int]) -> dict:
+def _dataset_info(summary: PackSummary, done: list, options: PackOptions, label_values: set[int]) -> dict:
     """dataset.json: the shape, the volume record (volumes.contract.VolumeInfo) and, per volume, its source, class
     label and grid (centre and direction in world space)."""
-    grids = [grid for *_, grid in packed]
+    grids = [grid for *_, grid in done]
     spacings = np.asarray([grid.spacing for grid in grids])
     median = np.median(spacings, axis=0)
     spread = np.max(np.abs(spacings / median - 1))
@@ -506,15 +351,14 @@ def _dataset_info(summary: PackSummary, packed: list, options: PackOptions, labe
                       intensity=options.recorded_intensity or options.intensity, channels=names,
                       label_names=label_names,
                       orient=options.grid.orient, interpolation=options.grid.interpolation)
-    labels = [[fname, label] for fname, _, label, _ in packed]
+    labels = [[fname, label] for fname, _, label, _ in done]
     return {
-        'format': DATASET_FORMAT,
         'shape': summary.shape,
         'volume_info': info.to_dict(),
         'channels_are_sequences': sequences,
         'labels': labels if all(label is not None for _, label in labels) else None,
-        'sources': [[fname, name] for fname, name, _, _ in packed],
-        'grids': [[fname, list(grid.centre), list(grid.direction)] for fname, _, _, grid in packed],
+        'sources': [[fname, name] for fname, name, _, _ in done],
+        'grids': [[fname, list(grid.centre), list(grid.direction)] for fname, _, _, grid in done],
     }
 
 #----------------------------------------------------------------------------
@@ -655,7 +499,7 @@ def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str
     except FailedInputs as e:
         click.echo(e.details())
         raise click.ClickException(str(e)) from None
-    except PackError as e:
+    except (PackError, packed.WriteError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.report())
 

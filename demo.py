@@ -46,11 +46,11 @@ def generated_volumes(volume_dir: str) -> list[tuple[np.ndarray, np.ndarray]]:
 def check(volume_dir: str, data_zip: str) -> None:
     """The generated volumes show the phantom's bright organ, and their label maps cover it, as the real ones do
     (volumes.phantom.organ_contrast and organ_dice, against the same measures of the real phantoms)."""
-    from training.dataset import VolumeFolderDataset
+    from volumes.packed import PackedDataset
     from volumes.phantom import organ_contrast, organ_dice
     fakes = generated_volumes(volume_dir)
-    dataset = VolumeFolderDataset(data_zip, load_seg=True)
-    reals = [(volume[0].astype(np.float32), volume[1]) for volume, _ in (dataset[i] for i in range(len(dataset)))]
+    dataset = PackedDataset(data_zip)
+    reals = [(dataset.volume(i)[0].astype(np.float32), dataset.label_map(i)) for i in range(len(dataset))]
     measures = {name: [float(np.mean([fn(*pair) for pair in pairs])) for pairs in (fakes, reals)]
                 for name, fn in [('organ contrast', lambda v, _: organ_contrast(v)), ('label map Dice', organ_dice)]}
     print('\n=== Check')

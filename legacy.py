@@ -205,10 +205,10 @@ def export_command(network_pkl: str, dest: str, data: str | None) -> None:
         raise click.BadParameter(f'"{dest}" is a folder; expected a file name such as G.pt', param_hint='--dest')
     network = load_network_or_exit(network_pkl)
     if data is not None:
-        from training.dataset import VolumeFolderDataset
+        from volumes.packed import PackedDataset
         G = network['G_ema']
         try:
-            dataset = VolumeFolderDataset(data)
+            dataset = PackedDataset(data)
         except (OSError, ValueError) as e:
             raise click.BadParameter(one_line(e), param_hint='--data') from None
         if tuple(dataset.img_shape) != tuple(G.img_shape) or dataset.num_channels != G.img_channels:

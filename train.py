@@ -66,19 +66,15 @@ def load_preset(name: str) -> dict:
 def open_dataset(data: str, use_labels: bool, seg: bool | None) -> tuple[dict, object]:
     """The training set's kwargs and the dataset; seg None: learn the label maps when the dataset has them."""
     kwargs = dnnlib.EasyDict(class_name='training.dataset.VolumeFolderDataset', path=data, use_labels=use_labels,
-                             max_size=None, xflip=False)
-    if seg is not False:
-        try:
-            kwargs.load_seg = dnnlib.util.construct_class_by_name(**kwargs).has_label_maps
-        except (OSError, ValueError, KeyError) as e:
-            raise click.BadParameter(str(e) if data in str(e) else f'{data}: {e}', param_hint='--data') from None
-        if seg and not kwargs.load_seg:
-            raise click.BadParameter(f'{data} holds no label maps; pack it with dataset_tool.py --seg',
-                                     param_hint='--seg')
+                             max_size=None, xflip=False, load_seg=None if seg is None else seg)
     try:
         dataset = dnnlib.util.construct_class_by_name(**kwargs)
     except (OSError, ValueError, KeyError) as e:
+        if seg and 'holds no label maps' in str(e):
+            raise click.BadParameter(f'{data} holds no label maps; pack it with dataset_tool.py --seg',
+                                     param_hint='--seg') from None
         raise click.BadParameter(str(e) if data in str(e) else f'{data}: {e}', param_hint='--data') from None
+    kwargs.load_seg = dataset.load_seg  # Resolved, as training_options.json records it.
     kwargs.img_shape = list(dataset.img_shape)
     kwargs.max_size = len(dataset)
     return kwargs, dataset

@@ -233,7 +233,7 @@ def test_qc_data_of_another_shape_is_a_clear_error(network, tmp_path):
     np.save(real / 'vol0.npy', np.zeros([1, 4, 4, 4], np.uint8))
     assert_one_line_error(invoke(generate.main, ['--network', network['pkl'], '--seeds', '0', '--qc-data', real,
                                                  '--qc-ssim', 0.5, '--outdir', tmp_path / 'out']),
-                          '--qc-data', 'not the requested (8, 12, 16)')
+                          '--qc-data', 'size 4x4x4', 'the network makes 16x12x8')
     assert not os.path.exists(tmp_path / 'out')
 
 #----------------------------------------------------------------------------

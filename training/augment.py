@@ -527,7 +527,7 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
     Example:
         python -m training.augment --data prostate.zip --augpipe bgc --p 0.5 --out grid.png
     """
-    from training.dataset import VolumeFolderDataset
+    from volumes.packed import PackedDataset
     from training.visualize import volume_grid
 
     if not out.lower().endswith('.png'):
@@ -535,12 +535,12 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise click.BadParameter(f'"{out}": its folder does not exist', param_hint='--out')
     try:
-        dataset = VolumeFolderDataset(data)
+        dataset = PackedDataset(data)
     except (ValueError, OSError) as e:
         raise click.ClickException(f'--data: {e}' if data in str(e) else f'--data {data}: {e}') from None
     num = min(num, len(dataset))
-    volumes = np.stack([dataset[i][0] for i in range(num)])  # [N, C, D, H, W] in the stored dtype.
-    x = torch.from_numpy(to_unit(volumes, dataset.max_value))  # [N, C, D, H, W] in [-1, 1]
+    volumes = np.stack([dataset.volume(i) for i in range(num)])  # [N, C, D, H, W] in the stored dtype.
+    x = torch.from_numpy(to_unit(volumes, dataset.volume_info.max_value))  # [N, C, D, H, W] in [-1, 1]
 
     pipe = AugmentPipe(**AUGPIPE_SPECS[augpipe], channels_are_sequences=dataset.channels_are_sequences)
     pipe.p.fill_(prob)

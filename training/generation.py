@@ -21,7 +21,7 @@ import tqdm
 import dnnlib
 import legacy
 from training import visualize
-from volumes.contract import IntensityMapping, VolumeInfo, from_network, from_unit
+from volumes.contract import IntensityMapping, VolumeInfo, format_size, from_network, from_unit
 from volumes import volume_io
 
 
@@ -280,16 +280,19 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
     in their stored dtype in CPU memory and go to `device` a batch at a time, where the SSIM is computed.
     """
     from metrics.ms_ssim import best_slice_ssim
-    from training.dataset import VolumeFolderDataset
+    from volumes.packed import PackedDataset
     try:
-        dataset = VolumeFolderDataset(qc_data, img_shape=G.img_shape)
+        dataset = PackedDataset(qc_data)
     except (OSError, ValueError) as e:
         raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
+    if dataset.img_shape != tuple(G.img_shape):
+        raise click.BadParameter(f'{qc_data} holds volumes of size {format_size(dataset.img_shape)}; the network '
+                                 f'makes {format_size(G.img_shape)}', param_hint='--qc-data')
     if dataset.num_channels != len(G.volume_info.channels):
         raise click.BadParameter(f'{qc_data} has {dataset.num_channels} channels; the network makes '
                                  f'{len(G.volume_info.channels)}', param_hint='--qc-data')
     try:
-        reals = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))]))  # [N, C, D, H, W]
+        reals = torch.from_numpy(np.stack([dataset.volume(i) for i in range(len(dataset))]))  # [N, C, D, H, W]
     except (OSError, ValueError) as e:
         raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
     info = dataset.volume_info

@@ -27,7 +27,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-DATASET_FORMAT = 'stylegan2-ada-3d/1'               # The "format" of a packed dataset's dataset.json.
 WRITE_FORMATS = ('nii.gz', 'nii', 'nrrd', 'npy')  # What generated volumes can be written as.
 STORED_DTYPES = {'uint8': 255, 'uint16': 65535}    # Stored dtype -> its largest value.
 LPS_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from volumes import volume_io
 from volumes.contract import dhw_to_xyz
+from volumes.packed import PackedDataset
 
 DEFAULT_SEG_SUFFIX = '_seg'
 
@@ -55,7 +56,7 @@ class FileCase:
         return tuple(int(s) for s in reader.GetSize())
 
 
-_DATASETS: dict[str, object] = {}  # One open dataset per zip and process.
+_DATASETS: dict[str, PackedDataset] = {}  # One open dataset per zip and process.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,25 +69,26 @@ class ZipCase:
 
     def __call__(self) -> tuple[sitk.Image, sitk.Image | None, str, str | None]:
         dataset = _open_dataset(self.path)
-        volume = dataset[self.index][0]  # [C(+1), D, H, W], stored units; with label maps, the last channel.
+        volume = dataset.volume(self.index)  # [C, D, H, W] in stored units
         info = dataset.volume_info
         place = lambda array: volume_io.array_to_image(array, info.spacing, info.direction,  # noqa: E731
                                                        info.origin(array.shape))
-        mask = place(volume[-1]) if dataset.load_seg else None
+        mask = place(dataset.label_map(self.index)) if dataset.has_label_maps else None
         name = f'{self.path}:{self.name}'
         return place(volume[0]), mask, name, f'{name} (label map)' if mask is not None else None
 
 
-def _open_dataset(path: str):
-    from training.dataset import VolumeFolderDataset
+def _open_dataset(path: str) -> PackedDataset:
     if path not in _DATASETS:
-        labelled = VolumeFolderDataset(path).has_label_maps
-        _DATASETS[path] = VolumeFolderDataset(path, load_seg=labelled)
+        dataset = PackedDataset(path)
+        if dataset.has_label_maps:
+            dataset.check_label_maps()
+        _DATASETS[path] = dataset
     return _DATASETS[path]
 
 
 def dataset_has_label_maps(path: str) -> bool:
-    return _open_dataset(path).load_seg
+    return _open_dataset(path).has_label_maps
 
 #----------------------------------------------------------------------------
 # Finding cases.

@@ -101,20 +101,19 @@ def test_dataloader_workers_match_direct_reads(packed):
 
 def test_a_new_process_opens_its_own_zip_handle(packed, monkeypatch):
     ds = VolumeFolderDataset(str(packed / 'ph.zip'))
-    assert ds._zipfile is None  # Closed after the constructor's reads, so forked workers inherit none.
+    assert ds.packed._zipfile is None  # Closed after the constructor's reads, so forked workers inherit none.
     expected = ds[2][0]
-    handle = ds._zipfile
-    assert ds._get_zipfile() is handle
+    handle = ds.packed._zipfile
+    assert ds.packed._zip() is handle
     monkeypatch.setattr(os, 'getpid', lambda: -1)  # As in a forked worker.
-    assert ds._get_zipfile() is not handle and np.array_equal(ds[2][0], expected)
+    assert ds.packed._zip() is not handle and np.array_equal(ds[2][0], expected)
     assert handle.fp is not None  # The parent's handle is left alone.
 
 
 def test_pickle_drops_the_zip_handle(packed):
     ds = VolumeFolderDataset(str(packed / 'ph.zip'))
     ds[0]
-    state = ds.__getstate__()
-    assert state['_zipfile'] is None
+    assert ds.packed.__getstate__()['_zipfile'] is None
     copy = pickle.loads(pickle.dumps(ds))
     assert np.array_equal(copy[5][0], ds[5][0])
 
