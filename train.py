@@ -24,11 +24,8 @@ Examples:
 from __future__ import annotations
 
 import copy
-import glob
 import json
 import os
-import re
-import shutil
 import signal
 import sys
 
@@ -36,7 +33,7 @@ import click
 
 import dnnlib
 from dnnlib.cli import FiniteFloatRange
-from training import presets, volume_shape
+from training import presets, runs, volume_shape
 from volumes import contract
 
 # Imported at first use, so that --help answers at once.
@@ -234,8 +231,8 @@ def resume_options(opts, c) -> str:
         if '://' not in opts.resume and not os.path.isfile(opts.resume):
             raise click.BadParameter(f'no such file: {opts.resume}', param_hint='--resume')
         c.resume_pkl = opts.resume
-        state = re.sub(rf'network-snapshot-({training_loop.SNAPSHOT_TAG})\.pkl$', r'training-state-\1.pt', opts.resume)
-        if state != opts.resume and os.path.isfile(state):
+        state = runs.state_of_snapshot(opts.resume)
+        if state is not None:
             c.resume_state = state  # A snapshot of ours: resume exactly.
         else:
             c.ada_kimg = 100  # Fine-tuning from other weights: let ADA react faster, as the official.
@@ -243,25 +240,6 @@ def resume_options(opts, c) -> str:
         return '-resumecustom'
     return ''
 
-
-def find_latest_snapshot(outdir: str) -> tuple[str, str, str] | None:
-    """(run_dir, snapshot, state) of the newest snapshot with a training state in the newest run of `outdir`."""
-    runs = sorted((d for d in glob.glob(os.path.join(outdir, '[0-9]' * 5 + '-*')) if os.path.isdir(d)),
-                  key=lambda d: int(os.path.basename(d)[:5]), reverse=True)
-    for run_dir in runs:
-        tags = [m.group(1) for name in os.listdir(run_dir)
-                if (m := re.fullmatch(rf'training-state-({training_loop.SNAPSHOT_TAG})\.pt', name))]
-        for tag in sorted(tags, key=training_loop.parse_snapshot_tag, reverse=True):
-            snapshot = os.path.join(run_dir, f'network-snapshot-{tag}.pkl')
-            if os.path.isfile(snapshot):
-                return run_dir, snapshot, os.path.join(run_dir, f'training-state-{tag}.pt')
-    return None
-
-
-def next_run_dir(outdir: str, desc: str) -> str:
-    ids = [int(m.group()) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])
-           if os.path.isdir(os.path.join(outdir, name)) and (m := re.match(r'^\d+', name))]
-    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
 
 #----------------------------------------------------------------------------
 # Launch.
@@ -284,7 +262,7 @@ def run_process(rank: int, c: dict, run_dir: str, env: dict | None = None) -> No
         if rank == 0:
             print(err)
         raise SystemExit(3) from None
-    except (training_loop.TrainingError, dnnlib.util.WriteError) as err:  # Damaged data, a full disk, ...
+    except (runs.TrainingError, dnnlib.util.WriteError) as err:  # Damaged data, a full disk, ...
         print(f'Error: {err}', file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     finally:
@@ -397,13 +375,13 @@ def main(ctx: click.Context, **kwargs) -> None:
     rank = distributed.get_rank()
     latest = None
     if opts.resume == 'latest':
-        latest = distributed.broadcast_object(find_latest_snapshot(opts.outdir) if rank == 0 else None)
+        latest = distributed.broadcast_object(runs.find_latest_snapshot(opts.outdir) if rank == 0 else None)
         if latest is None and rank == 0:
             print(f'--resume=latest: no snapshot with a training state in {opts.outdir}; starting a new run')
     if latest is not None:
         run_dir, c.resume_pkl, c.resume_state = latest
     else:
-        run_dir = distributed.broadcast_object(next_run_dir(opts.outdir, desc) if rank == 0 else None)
+        run_dir = distributed.broadcast_object(runs.next_run_dir(opts.outdir, desc) if rank == 0 else None)
     c.run_dir = run_dir
     # Everything that can fail is checked before any run directory is made or touched; all ranks stop alike.
     error = distributed.broadcast_object(check_before_start(c, integrity=not opts.dry_run) if rank == 0 else None)
@@ -421,7 +399,7 @@ def main(ctx: click.Context, **kwargs) -> None:
 
     try:
         os.makedirs(run_dir, exist_ok=latest is not None)
-        write_options(c, run_dir, resumed=latest is not None)
+        runs.write_options(c, run_dir, resumed=latest is not None)
     except OSError as e:
         raise click.ClickException(dnnlib.util.write_error_message(run_dir, e)) from None
     distributed.barrier()
@@ -432,7 +410,7 @@ def main(ctx: click.Context, **kwargs) -> None:
             spawn_local(c, run_dir, gpus)
     except BaseException:
         if latest is None:
-            remove_if_nothing_saved(run_dir)
+            runs.remove_if_nothing_saved(run_dir)
         raise
 
 
@@ -447,7 +425,7 @@ def check_before_start(c: dnnlib.EasyDict, integrity: bool) -> str | None:
             training_loop.check_resume(c.resume_pkl, c.get('resume_state'), training_set, c.G_kwargs, c.D_kwargs)
     except ValueError as e:
         return f'--data: {e}'
-    except training_loop.ResumeError as e:
+    except runs.ResumeError as e:
         return str(e)
     return None
 
@@ -464,29 +442,6 @@ def print_options(c: dnnlib.EasyDict, opts, run_dir: str, gpus: int) -> None:
     print(f'Conditional model:  {c.training_set_kwargs.use_labels}\n')
     print('Generator blocks (the discriminator mirrors them):')
     print(block_schedule(c.training_set_kwargs.img_shape, c.G_kwargs.synthesis_kwargs).describe() + '\n')
-
-
-def write_options(c: dnnlib.EasyDict, run_dir: str, resumed: bool) -> None:
-    """training_options.json records how the run started; a resume with other options (e.g. a longer --kimg) adds
-    training_options-resumed-<snapshot>.json beside it instead of overwriting it."""
-    path = os.path.join(run_dir, 'training_options.json')
-    if resumed and os.path.isfile(path):
-        with open(path) as f:
-            first = json.load(f)
-        ignored = ('resume_pkl', 'resume_state', 'run_dir')
-        if {k: v for k, v in first.items() if k not in ignored} == \
-                {k: v for k, v in json.loads(json.dumps(c)).items() if k not in ignored}:
-            return
-        tag = re.search(r'training-state-(.+)\.pt$', c.resume_state).group(1)
-        path = os.path.join(run_dir, f'training_options-resumed-{tag}.json')
-    dnnlib.util.atomic_write_text(path, json.dumps(c, indent=2))
-
-
-def remove_if_nothing_saved(run_dir: str) -> None:
-    """A new run that failed before its first snapshot leaves no directory behind (its error has been shown)."""
-    if os.path.isdir(run_dir) and not glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        print(f'Removed {run_dir}: the run stopped before its first snapshot.')
 
 
 if __name__ == '__main__':

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import json
 import os
-import pickle
 import random
 import re
 import resource
 import signal
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from training import visualize
+from training.runs import (ResumeError, TrainingError, check_state_file, load_training_state, save_snapshot,
+                              snapshot_tag, trim_stats)
 from volumes import contract
 
 #----------------------------------------------------------------------------
@@ -190,14 +192,6 @@ class TrainingDiverged(RuntimeError):  # Not a TrainingError: train.py exits wit
     """Too many minibatches in a row had non-finite gradients."""
 
 
-class TrainingError(RuntimeError):
-    """A failure the user can act on; train.py prints its one-line message without a traceback."""
-
-
-class ResumeError(TrainingError):
-    """The --resume files cannot be read, or do not fit the new options."""
-
-
 class TrainingDataError(TrainingError):
     """A training volume cannot be read (a damaged archive)."""
 
@@ -263,64 +257,6 @@ def training_state(phases, progress: dict, augment_pipe, loss, label_rng, ada_st
         rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
                  label=label_rng.get_state(),
                  cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
-
-
-SNAPSHOT_TAG = r'(\d{6})(?:_(\d{3}))?'  # What snapshot_tag writes; parse_snapshot_tag reads it back.
-
-
-def snapshot_tag(cur_nimg: int) -> str:
-    """The name part of a snapshot after cur_nimg images: '000400' at 400 kimg as the official layout, and
-    '000000_512' (kimg, then the images beyond it) when cur_nimg is not a whole kimg, so snapshots of runs with
-    ticks shorter than 1 kimg never share a name. Names sort in training order."""
-    kimg, rest = divmod(int(cur_nimg), 1000)
-    return f'{kimg:06d}' if rest == 0 else f'{kimg:06d}_{rest:03d}'
-
-
-def parse_snapshot_tag(tag: str) -> int:
-    """The image count of a snapshot tag (the inverse of snapshot_tag)."""
-    match = re.fullmatch(SNAPSHOT_TAG, tag)
-    if match is None:
-        raise ValueError(f'"{tag}" is not a snapshot tag such as 000400 or 000000_512')
-    return int(match.group(1)) * 1000 + int(match.group(2) or 0)
-
-
-def state_file(run_dir: str, tag: str, rank: int) -> str:
-    """training-state-{tag}.pt for rank 0, training-state-{tag}-rank{r}.pt for the others (own RNG states)."""
-    return os.path.join(run_dir, f'training-state-{tag}' + (f'-rank{rank}' if rank > 0 else '') + '.pt')
-
-
-def load_training_state(resume_state: str, rank: int) -> dict:
-    """This rank's saved state; a run resumed on a different number of processes reuses rank 0's state but keeps
-    the fresh per-rank random streams."""
-    path = resume_state[:-len('.pt')] + f'-rank{rank}.pt' if rank > 0 else resume_state
-    if os.path.isfile(path):
-        return _read_state(path)
-    print(f'Rank {rank}: no "{path}"; resuming from rank 0\'s state with fresh random streams')
-    return dict(_read_state(resume_state), rng=None)
-
-
-def _read_state(path: str) -> dict:
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # A damaged file fails inside torch's unpickler or zip reader in many ways.
-        raise ResumeError(f'Cannot resume: {path} is damaged ({type(e).__name__}: {" ".join(str(e).split())[:160]}); '
-                          f'move it and its network snapshot away to resume from the one before') from None
-    if not isinstance(state, dict) or not {'progress', 'optimizers', 'rng'} <= set(state):
-        raise ResumeError(f'Cannot resume: {path} is not a training state written by this project')
-    return state
-
-
-def check_state_file(path: str) -> None:
-    """Raise ResumeError unless the training-state file reads back whole (its zip records and their CRCs)."""
-    import zipfile
-    try:
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        bad = f'{type(e).__name__}: {e}'
-    if bad is not None:
-        raise ResumeError(f'Cannot resume: {path} is damaged ({bad}); move it and its network snapshot away to '
-                          f'resume from the one before')
 
 
 def restore_training_state(state: dict, phases, augment_pipe, loss, label_rng) -> dict:
@@ -442,34 +378,6 @@ def save_image_snapshot(G_ema, grid: dnnlib.EasyDict, path: str, stats_tfevents=
         stats_tfevents.add_image('fakes', array, global_step=cur_nimg, dataformats='HW' if array.ndim == 2 else 'HWC')
 
 
-def save_network_snapshot(snapshot: dict, run_dir: str, tag: str, rank: int, state: dict) -> str:
-    """The snapshot pickle (rank 0), then each rank's training state: a state always has its snapshot."""
-    snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{tag}.pkl')
-    if rank == 0:
-        dnnlib.util.atomic_write(snapshot_pkl, lambda f: pickle.dump(snapshot, f))
-    dnnlib.util.atomic_write(state_file(run_dir, tag, rank), lambda f: torch.save(state, f))
-    return snapshot_pkl
-
-
-def trim_stats(path: str, cur_nimg: int) -> None:
-    """Drop the stats.jsonl lines of ticks after cur_nimg: a run killed after its last snapshot trains those ticks
-    again when it resumes, and each tick must appear once."""
-    if not os.path.isfile(path):
-        return
-    with open(path) as f:
-        lines = f.read().splitlines(keepends=True)
-    keep = [line for line in lines if _tick_nimg(line) is not None and _tick_nimg(line) <= cur_nimg]
-    if keep != lines:
-        dnnlib.util.atomic_write_text(path, ''.join(keep))
-
-
-def _tick_nimg(line: str) -> int | None:
-    try:
-        return round(json.loads(line)['Progress/kimg']['mean'] * 1000)
-    except (ValueError, KeyError, TypeError):
-        return None  # Not a whole stats line.
-
-
 def open_logs(run_dir: str):
     stats_jsonl = os.path.join(run_dir, 'stats.jsonl')
     try:
@@ -500,229 +408,302 @@ def evaluate_metrics(metrics: list[str], metric_kwargs: dict, snapshot: dict, tr
 
 
 def training_loop(
-    run_dir: str = '.',                 # Output directory.
-    training_set_kwargs: dict = {},     # Options for the training set (class_name, path, ...).
-    data_loader_kwargs: dict = {},      # Options for torch.utils.data.DataLoader.
-    G_kwargs: dict = {},                # Options for the generator.
-    D_kwargs: dict = {},                # Options for the discriminator.
-    G_opt_kwargs: dict = {},            # Options for the generator's optimiser.
-    D_opt_kwargs: dict = {},            # Options for the discriminator's optimiser.
-    augment_kwargs: dict | None = None,  # Options for the augment pipe; None = no augmentation.
-    loss_kwargs: dict = {},             # Options for the loss.
-    metrics: list[str] = [],            # Metrics to evaluate at network snapshots.
-    metric_kwargs: dict = {},           # Extra options for the metrics (detector locations).
-    random_seed: int = 0,               # Global random seed.
-    num_gpus: int = 1,                  # Number of processes taking part.
-    rank: int = 0,                      # Rank of this process, in [0, num_gpus).
-    batch_size: int = 4,                # Total batch over all processes.
-    batch_gpu: int = 4,                 # Chunk per process per accumulation round.
-    ema_kimg: float = 10,               # Half-life of G_ema, in thousands of images.
-    ema_rampup: float | None = None,    # G_ema ramp-up: half-life capped at cur_nimg * ema_rampup; None = off.
-    G_reg_interval: int | None = 4,     # Lazy path-length regularisation every N minibatches; None = every one.
-    D_reg_interval: int | None = 16,    # Lazy R1 every N minibatches; None = every one.
-    augment_p: float = 0,               # Initial augment probability.
-    ada_target: float | None = None,    # ADA target for sign(D(real)); None = fixed p.
-    ada_interval: int = 4,              # Minibatches between p updates.
-    ada_kimg: float = 500,              # p can move by 1 within this many kimg.
-    total_kimg: float = 25000,          # Training length in thousands of real images.
-    kimg_per_tick: float = 4,           # Progress interval.
-    image_snapshot_ticks: int | None = 50,    # Ticks between image grids; None = never.
-    network_snapshot_ticks: int | None = 50,  # Ticks between network snapshots; None = never.
-    resume_pkl: str | None = None,      # Network snapshot to start from.
-    resume_state: str | None = None,    # Training state saved with that snapshot: an exact resume.
-    cudnn_benchmark: bool = True,       # torch.backends.cudnn.benchmark.
-    allow_tf32: bool = False,           # TF32 for matmul and convolutions.
-    grid_planes: list[str] = ['axial'],  # Planes shown in the slice grids.
-    max_nonfinite: int = 50,            # Stop after this many minibatches in a row with non-finite gradients.
-    abort_fn: Callable[[], bool] | None = None,     # Returns True to stop training early.
-    progress_fn: Callable[[float, float], None] | None = None,  # Called as (cur_kimg, total_kimg).
+    run_dir: str = '.',                          # Output directory.
+    # Data.
+    training_set_kwargs: dict | None = None,     # The training set: class_name, path, ...
+    data_loader_kwargs: dict | None = None,      # Options for torch.utils.data.DataLoader.
+    # Networks.
+    G_kwargs: dict | None = None,                # The generator.
+    D_kwargs: dict | None = None,                # The discriminator.
+    ema_kimg: float = 10,                        # Half-life of G_ema [kimg].
+    ema_rampup: float | None = None,             # G_ema's half-life capped at cur_nimg * ema_rampup; None = off.
+    # Optimisation.
+    G_opt_kwargs: dict | None = None,            # The generator's optimiser.
+    D_opt_kwargs: dict | None = None,            # The discriminator's optimiser.
+    loss_kwargs: dict | None = None,             # The loss.
+    G_reg_interval: int | None = 4,              # Lazy path-length regularisation [minibatches]; None = every one.
+    D_reg_interval: int | None = 16,             # Lazy R1 [minibatches]; None = every one.
+    batch_size: int = 4,                         # Total batch over all processes [volumes].
+    batch_gpu: int = 4,                          # Chunk per process per accumulation round [volumes].
+    total_kimg: float = 25000,                   # Training length [kimg of real volumes shown].
+    # Augmentation.
+    augment_kwargs: dict | None = None,          # The augment pipe; None = no augmentation.
+    augment_p: float = 0,                        # Initial augment probability.
+    ada_target: float | None = None,             # ADA's target for sign(D(real)); None = a fixed p.
+    ada_interval: int = 4,                       # Between updates of p [minibatches].
+    ada_kimg: float = 500,                       # p can move by 1 within this many kimg.
+    # Outputs.
+    kimg_per_tick: float = 4,                    # Progress interval [kimg].
+    image_snapshot_ticks: int | None = 50,       # Between slice grids [ticks]; None = never.
+    network_snapshot_ticks: int | None = 50,     # Between network snapshots [ticks]; None = never.
+    grid_planes: Sequence[str] = ('axial',),     # Planes shown in the slice grids.
+    metrics: Sequence[str] = (),                 # Metrics evaluated at network snapshots.
+    metric_kwargs: dict | None = None,           # Extra options for the metrics (detector locations).
+    # Resume and stopping.
+    resume_pkl: str | None = None,               # Network snapshot to start from.
+    resume_state: str | None = None,             # The training state saved with it: an exact resume.
+    max_nonfinite: int = 50,                     # Stop after this many minibatches in a row of non-finite gradients.
+    abort_fn: Callable[[], bool] | None = None,  # Returns True to stop training early.
+    progress_fn: Callable[[float, float], None] | None = None,  # Called as (cur_kimg, total_kimg) at every tick.
+    # Processes and performance.
+    random_seed: int = 0,                        # Global random seed.
+    num_gpus: int = 1,                           # Processes taking part.
+    rank: int = 0,                               # This process, in [0, num_gpus).
+    cudnn_benchmark: bool = True,                # torch.backends.cudnn.benchmark.
+    allow_tf32: bool = False,                    # TF32 for matmuls and convolutions.
 ) -> None:
-    options = dict(locals())  # Every argument above, passed on unchanged.
+    """Train on this process (one rank of a possibly distributed run) until total_kimg, a SIGTERM or abort_fn."""
+    opts = dnnlib.EasyDict(locals())
     with StopRequest() as stop_request:
-        _train(stop_request, **options)
-
-
-def _train(stop_request: StopRequest, *, run_dir, training_set_kwargs, data_loader_kwargs, G_kwargs, D_kwargs,
-           G_opt_kwargs, D_opt_kwargs, augment_kwargs, loss_kwargs, metrics, metric_kwargs, random_seed, num_gpus,
-           rank, batch_size, batch_gpu, ema_kimg, ema_rampup, G_reg_interval, D_reg_interval, augment_p, ada_target,
-           ada_interval, ada_kimg, total_kimg, kimg_per_tick, image_snapshot_ticks, network_snapshot_ticks,
-           resume_pkl, resume_state, cudnn_benchmark, allow_tf32, grid_planes, max_nonfinite, abort_fn,
-           progress_fn) -> None:
-    start_time = time.time()
-    if rank == 0:
-        dnnlib.util.remove_stale_temporaries(run_dir)  # Left by a process killed while it wrote.
-    device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
-    setup_torch(random_seed, num_gpus, rank, cudnn_benchmark, allow_tf32)
-    label_rng = np.random.RandomState(random_seed * num_gpus + rank + 1)
-
-    # Networks, augment pipe, loss and phases.
-    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
-    if rank == 0:
-        print(f'Training set: {training_set.name}, {len(training_set)} volumes of shape {training_set.image_shape}, '
-              f'label_dim {training_set.label_dim}')
-    G, D, G_ema = build_networks(training_set, G_kwargs, D_kwargs, device)
-    augment_pipe = None
-    if augment_kwargs is not None and (augment_p > 0 or ada_target is not None):
-        augment_pipe = dnnlib.util.construct_class_by_name(
-            **augment_kwargs, channels_are_sequences=training_set.channels_are_sequences,
-            label_channels=len(training_set.volume_info.label_values))
-        augment_pipe = augment_pipe.train().requires_grad_(False).to(device)
-        augment_pipe.p.copy_(torch.as_tensor(augment_p))
-    if resume_pkl is not None and rank == 0:
-        print(f'Resuming from "{resume_pkl}"')
-        resume_data = read_resume_networks(resume_pkl)
-        reason = resume_mismatch(resume_data, G, D, exact=resume_state is not None)
-        if reason is not None:
-            raise ResumeError(f'Cannot resume from {resume_pkl}: {reason}')
-        load_resume_networks(resume_data, G, D, G_ema, augment_pipe)
-    if num_gpus > 1:
-        sync_from_rank0([G, D, G_ema, augment_pipe])
-    if rank == 0:
-        print_summaries(G, D, G_ema, training_set, batch_gpu, device)
-    ddp_modules, loss_modules = wrap_ddp(G, D, augment_pipe, num_gpus, device)
-    loss = dnnlib.util.construct_class_by_name(device=device, **loss_modules, **loss_kwargs)
-    phases = build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
-
-    progress = dict(cur_nimg=0, cur_tick=0, batch_idx=0)
-    ada_stats = training_stats.Collector(regex='Loss/signs/real') if augment_pipe is not None and \
-        ada_target is not None else None
-    if resume_state is not None:
-        state = load_training_state(resume_state, rank)
-        progress = restore_training_state(state, phases, augment_pipe, loss, label_rng)
-        if ada_stats is not None:
-            ada_stats.add_pending(state.get('ada_pending', {}))
-        if rank == 0:
-            print(f"Resumed training state at kimg {progress['cur_nimg'] / 1000:.3f}, tick {progress['cur_tick']}")
-            trim_stats(os.path.join(run_dir, 'stats.jsonl'), progress['cur_nimg'])
-        if progress['cur_nimg'] >= total_kimg * 1000:  # E.g. a requeued job whose run had finished.
-            if rank == 0:
-                print(f"Nothing to train: the run is at kimg {progress['cur_nimg'] / 1000:.3f} of {total_kimg}.")
+        run = start_run(opts)
+        if run is None:
             return
-    data_iterator = make_data_iterator(training_set, rank, num_gpus, random_seed, batch_size,
-                                       skip=progress['batch_idx'] * (batch_size // num_gpus),
-                                       data_loader_kwargs=data_loader_kwargs)
+        while not run.done:
+            train_minibatch(run, stop_request.requested)
+            if run.tick_due():
+                end_tick(run)
+        if run.stats_tfevents is not None:
+            run.stats_tfevents.close()
+        if opts.rank == 0:
+            print('\nExiting...')
 
-    # Grids, logs.
-    grid = None
-    if rank == 0:
-        grid_size, grid_reals, grid_labels = setup_grid(training_set, random_seed)
-        grid_gen = torch.Generator().manual_seed(random_seed)
-        grid_z = torch.randn([len(grid_labels), G.z_dim], generator=grid_gen)
-        info = training_set.volume_info
-        grid = dnnlib.EasyDict(size=grid_size, planes=grid_planes, spacing=info.spacing, info=info,
-                               z=grid_z.to(device).split(batch_gpu),
-                               c=torch.from_numpy(grid_labels).to(device).split(batch_gpu))
-        if resume_state is None or not os.path.isfile(os.path.join(run_dir, 'reals.png')):
-            reals = visualize.display_volumes(contract.to_network(grid_reals, info), info)
-            visualize.save_volume_grid(reals, os.path.join(run_dir, 'reals.png'), grid.size, drange=(-1, 1),
-                                       planes=grid.planes, spacing=grid.spacing)
-        if resume_state is None:
-            save_image_snapshot(G_ema, grid, os.path.join(run_dir, 'fakes_init.png'))
-    stats_collector = training_stats.Collector(regex='.*')
-    stats_metrics: dict = {}
-    stats_jsonl, stats_tfevents = open_logs(run_dir) if rank == 0 else (None, None)
-    timing_events = {phase.name: (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                     for phase in phases} if device.type == 'cuda' and rank == 0 else None
 
-    if rank == 0:
-        print(f'Training for {total_kimg} kimg...\n')
-    tick_start_nimg = progress['cur_nimg']
-    tick_start_time = time.time()
-    maintenance_time = tick_start_time - start_time
-    if progress_fn is not None:
-        progress_fn(progress['cur_nimg'] / 1000, total_kimg)
-    nonfinite_in_a_row = 0
-    last_snapshot = resume_pkl
+@dataclasses.dataclass(eq=False)
+class Run:
+    """What the loop carries from one minibatch to the next; start_run sets it up."""
+    opts: dnnlib.EasyDict                   # training_loop's arguments.
+    device: torch.device
+    training_set: torch.utils.data.Dataset
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_ema: torch.nn.Module
+    augment_pipe: torch.nn.Module | None
+    loss: object
+    phases: list[dnnlib.EasyDict]
+    ddp_modules: list
+    label_rng: np.random.RandomState       # Draws the labels of generated volumes.
+    progress: dict                          # cur_nimg, cur_tick, batch_idx: what a resume continues from.
+    ada_stats: training_stats.Collector | None
+    data_iterator: object = None
+    grid: dnnlib.EasyDict | None = None     # Rank 0: the latents and labels of the slice grids.
+    stats_collector: training_stats.Collector | None = None
+    stats_jsonl: str | None = None
+    stats_tfevents: object = None
+    timing_events: dict | None = None
+    stats_metrics: dict = dataclasses.field(default_factory=dict)
+    start_time: float = 0.0
+    tick_start_time: float = 0.0
+    tick_start_nimg: int = 0
+    maintenance_time: float = 0.0
+    nonfinite_in_a_row: int = 0
+    last_snapshot: str | None = None
+    stop: bool = False                      # A SIGTERM reached some rank: snapshot and leave.
+    done: bool = False
 
-    while True:
-        # Train one minibatch.
-        with torch.autograd.profiler.record_function('data_fetch'):
-            batch = fetch_batch(data_iterator, training_set, phases, batch_size, batch_gpu, G.z_dim, label_rng,
-                                device)
-        nonfinite = run_phases(phases, loss, ddp_modules, progress['batch_idx'], *batch, timing_events)
-        stop, nonfinite = agree_on_flags(stop_request.requested, nonfinite, num_gpus)
-        training_stats.report0('Loss/nonfinite_steps', float(nonfinite))
-        nonfinite_in_a_row = nonfinite_in_a_row + 1 if nonfinite else 0
-        if nonfinite_in_a_row == 1 and rank == 0:
-            print(f"Warning: non-finite gradients at kimg {progress['cur_nimg'] / 1000:.3f}; the step used 0 in their "
-                  f'place. Training stops after {max_nonfinite} such minibatches in a row.')
-        if nonfinite_in_a_row >= max_nonfinite:
-            raise TrainingDiverged(divergence_message(nonfinite_in_a_row, progress['cur_nimg'], last_snapshot))
-        with torch.autograd.profiler.record_function('Gema'):
-            update_ema(G, G_ema, progress['cur_nimg'], batch_size, ema_kimg, ema_rampup)
-        progress['cur_nimg'] += batch_size
-        progress['batch_idx'] += 1
+    def tick_due(self) -> bool:
+        """The tick ends after this minibatch: the first one, every kimg_per_tick, at the end and on a stop."""
+        self.done = self.stop or self.progress['cur_nimg'] >= self.opts.total_kimg * 1000
+        return self.done or self.progress['cur_tick'] == 0 or \
+            self.progress['cur_nimg'] >= self.tick_start_nimg + self.opts.kimg_per_tick * 1000
 
-        # Adapt the augment probability from sign(D(real)).
-        if ada_stats is not None and progress['batch_idx'] % ada_interval == 0:
-            from training.augment import update_ada_p
-            ada_stats.update()
-            new_p = update_ada_p(float(augment_pipe.p), ada_stats['Loss/signs/real'], target=ada_target,
-                                 batch_size=batch_size, interval=ada_interval, ada_kimg=ada_kimg)
-            augment_pipe.p.copy_(torch.as_tensor(new_p))
 
-        # End of tick?
-        done = stop or progress['cur_nimg'] >= total_kimg * 1000
-        if not done and progress['cur_tick'] != 0 and \
-                progress['cur_nimg'] < tick_start_nimg + kimg_per_tick * 1000:
-            continue
+def start_run(opts: dnnlib.EasyDict) -> Run | None:
+    """Networks, loss, phases (resumed where asked), the data stream, the grids and the logs; None when a resumed
+    run has nothing left to train."""
+    start_time = time.time()
+    if opts.rank == 0:
+        dnnlib.util.remove_stale_temporaries(opts.run_dir)  # Left by a process killed while it wrote.
+    device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
+    setup_torch(opts.random_seed, opts.num_gpus, opts.rank, opts.cudnn_benchmark, opts.allow_tf32)
+    training_set = dnnlib.util.construct_class_by_name(**opts.training_set_kwargs)
+    if opts.rank == 0:
+        print(f'Training set: {training_set.name}, {len(training_set)} volumes of size '
+              f'{contract.format_size(training_set.img_shape)} with {training_set.num_channels} channel(s), '
+              f'label_dim {training_set.label_dim}')
+    G, D, G_ema = build_networks(training_set, opts.G_kwargs or {}, opts.D_kwargs or {}, device)
+    augment_pipe = build_augment_pipe(opts, training_set, device)
+    if opts.resume_pkl is not None and opts.rank == 0:
+        resume_networks(opts.resume_pkl, opts.resume_state is not None, G, D, G_ema, augment_pipe)
+    if opts.num_gpus > 1:
+        sync_from_rank0([G, D, G_ema, augment_pipe])
+    if opts.rank == 0:
+        print_summaries(G, D, G_ema, training_set, opts.batch_gpu, device)
+    ddp_modules, loss_modules = wrap_ddp(G, D, augment_pipe, opts.num_gpus, device)
+    run = Run(opts=opts, device=device, training_set=training_set, G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
+              loss=dnnlib.util.construct_class_by_name(device=device, **loss_modules, **(opts.loss_kwargs or {})),
+              phases=build_phases(G, D, opts.G_opt_kwargs or {}, opts.D_opt_kwargs or {}, opts.G_reg_interval,
+                                  opts.D_reg_interval),
+              ddp_modules=ddp_modules, label_rng=np.random.RandomState(opts.random_seed * opts.num_gpus + opts.rank + 1),
+              progress=dict(cur_nimg=0, cur_tick=0, batch_idx=0), start_time=start_time,
+              ada_stats=training_stats.Collector(regex='Loss/signs/real') if augment_pipe is not None and
+              opts.ada_target is not None else None, last_snapshot=opts.resume_pkl)
+    if opts.resume_state is not None and not resume_progress(run):
+        return None
+    run.data_iterator = make_data_iterator(training_set, opts.rank, opts.num_gpus, opts.random_seed, opts.batch_size,
+                                           skip=run.progress['batch_idx'] * (opts.batch_size // opts.num_gpus),
+                                           data_loader_kwargs=opts.data_loader_kwargs or {})
+    if opts.rank == 0:
+        run.grid = setup_grids(run)
+        run.stats_jsonl, run.stats_tfevents = open_logs(opts.run_dir)
+    run.stats_collector = training_stats.Collector(regex='.*')
+    run.timing_events = {phase.name: (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                         for phase in run.phases} if device.type == 'cuda' and opts.rank == 0 else None
+    if opts.rank == 0:
+        print(f'Training for {opts.total_kimg} kimg...\n')
+    run.tick_start_nimg, run.tick_start_time = run.progress['cur_nimg'], time.time()
+    run.maintenance_time = run.tick_start_time - start_time
+    if opts.progress_fn is not None:
+        opts.progress_fn(run.progress['cur_nimg'] / 1000, opts.total_kimg)
+    return run
 
-        # Tick maintenance.
-        line = status_line(progress, tick_start_time, start_time, tick_start_nimg, maintenance_time, augment_pipe,
-                           device)
-        if rank == 0:
-            print(line)
-        if stop and rank == 0:
+
+def build_augment_pipe(opts: dnnlib.EasyDict, training_set, device: torch.device) -> torch.nn.Module | None:
+    """The augment pipe at its initial p, or None when nothing augments."""
+    if opts.augment_kwargs is None or (opts.augment_p <= 0 and opts.ada_target is None):
+        return None
+    pipe = dnnlib.util.construct_class_by_name(**opts.augment_kwargs,
+                                               channels_are_sequences=training_set.channels_are_sequences,
+                                               label_channels=len(training_set.volume_info.label_values))
+    pipe = pipe.train().requires_grad_(False).to(device)
+    pipe.p.copy_(torch.as_tensor(opts.augment_p))
+    return pipe
+
+
+def resume_networks(resume_pkl: str, exact: bool, G, D, G_ema, augment_pipe) -> None:
+    """Load a snapshot's weights into the new networks (rank 0; the others receive them by broadcast)."""
+    print(f'Resuming from "{resume_pkl}"')
+    resume_data = read_resume_networks(resume_pkl)
+    reason = resume_mismatch(resume_data, G, D, exact=exact)
+    if reason is not None:
+        raise ResumeError(f'Cannot resume from {resume_pkl}: {reason}')
+    load_resume_networks(resume_data, G, D, G_ema, augment_pipe)
+
+
+def resume_progress(run: Run) -> bool:
+    """Restore the optimisers, progress, augment p and random streams of an exact resume; False when the run has
+    already finished (a requeued job)."""
+    opts = run.opts
+    state = load_training_state(opts.resume_state, opts.rank)
+    run.progress = restore_training_state(state, run.phases, run.augment_pipe, run.loss, run.label_rng)
+    if run.ada_stats is not None:
+        run.ada_stats.add_pending(state.get('ada_pending', {}))
+    if opts.rank == 0:
+        print(f"Resumed training state at kimg {run.progress['cur_nimg'] / 1000:.3f}, tick {run.progress['cur_tick']}")
+        trim_stats(os.path.join(opts.run_dir, 'stats.jsonl'), run.progress['cur_nimg'])
+    if run.progress['cur_nimg'] >= opts.total_kimg * 1000:
+        if opts.rank == 0:
+            print(f"Nothing to train: the run is at kimg {run.progress['cur_nimg'] / 1000:.3f} of {opts.total_kimg}.")
+        return False
+    return True
+
+
+def setup_grids(run: Run) -> dnnlib.EasyDict:
+    """The slice grids' fixed latents and labels; reals.png and, for a new run, fakes_init.png."""
+    opts, info = run.opts, run.training_set.volume_info
+    grid_size, grid_reals, grid_labels = setup_grid(run.training_set, opts.random_seed)
+    grid_z = torch.randn([len(grid_labels), run.G.z_dim], generator=torch.Generator().manual_seed(opts.random_seed))
+    grid = dnnlib.EasyDict(size=grid_size, planes=list(opts.grid_planes), spacing=info.spacing, info=info,
+                           z=grid_z.to(run.device).split(opts.batch_gpu),
+                           c=torch.from_numpy(grid_labels).to(run.device).split(opts.batch_gpu))
+    if opts.resume_state is None or not os.path.isfile(os.path.join(opts.run_dir, 'reals.png')):
+        reals = visualize.display_volumes(contract.to_network(grid_reals, info), info)
+        visualize.save_volume_grid(reals, os.path.join(opts.run_dir, 'reals.png'), grid.size, drange=(-1, 1),
+                                   planes=grid.planes, spacing=grid.spacing)
+    if opts.resume_state is None:
+        save_image_snapshot(run.G_ema, grid, os.path.join(opts.run_dir, 'fakes_init.png'))
+    return grid
+
+
+def train_minibatch(run: Run, stop_requested: bool) -> None:
+    """One minibatch through every due phase, G_ema, and ADA's update of p; stops a diverged run."""
+    opts, progress = run.opts, run.progress
+    with torch.autograd.profiler.record_function('data_fetch'):
+        batch = fetch_batch(run.data_iterator, run.training_set, run.phases, opts.batch_size, opts.batch_gpu,
+                            run.G.z_dim, run.label_rng, run.device)
+    nonfinite = run_phases(run.phases, run.loss, run.ddp_modules, progress['batch_idx'], *batch, run.timing_events)
+    run.stop, nonfinite = agree_on_flags(stop_requested, nonfinite, opts.num_gpus)
+    training_stats.report0('Loss/nonfinite_steps', float(nonfinite))
+    run.nonfinite_in_a_row = run.nonfinite_in_a_row + 1 if nonfinite else 0
+    if run.nonfinite_in_a_row == 1 and opts.rank == 0:
+        print(f"Warning: non-finite gradients at kimg {progress['cur_nimg'] / 1000:.3f}; the step used 0 in their "
+              f'place. Training stops after {opts.max_nonfinite} such minibatches in a row.')
+    if run.nonfinite_in_a_row >= opts.max_nonfinite:
+        raise TrainingDiverged(divergence_message(run.nonfinite_in_a_row, progress['cur_nimg'], run.last_snapshot))
+    with torch.autograd.profiler.record_function('Gema'):
+        update_ema(run.G, run.G_ema, progress['cur_nimg'], opts.batch_size, opts.ema_kimg, opts.ema_rampup)
+    progress['cur_nimg'] += opts.batch_size
+    progress['batch_idx'] += 1
+    if run.ada_stats is not None and progress['batch_idx'] % opts.ada_interval == 0:
+        from training.augment import update_ada_p
+        run.ada_stats.update()
+        new_p = update_ada_p(float(run.augment_pipe.p), run.ada_stats['Loss/signs/real'], target=opts.ada_target,
+                             batch_size=opts.batch_size, interval=opts.ada_interval, ada_kimg=opts.ada_kimg)
+        run.augment_pipe.p.copy_(torch.as_tensor(new_p))
+
+
+def end_tick(run: Run) -> None:
+    """The tick's status line and statistics, then the slice grid, the snapshot and the metrics when due."""
+    opts, progress = run.opts, run.progress
+    line = status_line(progress, run.tick_start_time, run.start_time, run.tick_start_nimg, run.maintenance_time,
+                       run.augment_pipe, run.device)
+    if opts.rank == 0:
+        print(line)
+        if run.stop:
             print('\nReceived SIGTERM: writing a snapshot to resume from, then exiting.')
-        if abort_fn is not None and abort_fn():
-            done = True
-            if rank == 0:
-                print('\nAborting...')
-        maintenance_start = time.time()
-        tag = snapshot_tag(progress['cur_nimg'])
-        tick = progress['cur_tick']
-        progress['cur_tick'] += 1  # The saved state resumes at the next tick.
+    if opts.abort_fn is not None and opts.abort_fn():
+        run.done = True
+        if opts.rank == 0:
+            print('\nAborting...')
+    maintenance_start = time.time()
+    tag = snapshot_tag(progress['cur_nimg'])
+    tick = progress['cur_tick']
+    progress['cur_tick'] += 1  # The saved state resumes at the next tick.
 
-        # The tick's stats line goes before its snapshot: a run killed in between logs the tick again when it
-        # resumes from the previous snapshot, and trim_stats has removed the first copy.
-        if timing_events is not None:
-            torch.cuda.synchronize(device)
-            for name, (start, end) in timing_events.items():
-                training_stats.report0('Timing/' + name, start.elapsed_time(end))
-        stats_collector.update()
-        stats_dict = stats_collector.as_dict()
-        if stats_jsonl is not None:
-            dnnlib.util.append_text(stats_jsonl, json.dumps(dict(stats_dict, timestamp=time.time())) + '\n')
+    # The tick's stats line goes before its snapshot: a run killed in between logs the tick again when it resumes
+    # from the previous snapshot, and trim_stats has removed the first copy.
+    stats_dict = collect_tick_stats(run)
+    if opts.rank == 0 and not run.stop and opts.image_snapshot_ticks is not None and \
+            (run.done or tick % opts.image_snapshot_ticks == 0):
+        save_image_snapshot(run.G_ema, run.grid, os.path.join(opts.run_dir, f'fakes{tag}.png'), run.stats_tfevents,
+                            progress['cur_nimg'])
+    if run.stop or (opts.network_snapshot_ticks is not None and (run.done or tick % opts.network_snapshot_ticks == 0)):
+        save_snapshot_and_metrics(run, tag)
+    if run.stats_tfevents is not None:
+        write_tfevents(run.stats_tfevents, stats_dict, run.stats_metrics, progress['cur_nimg'],
+                       time.time() - run.start_time)
+    if opts.progress_fn is not None:
+        opts.progress_fn(progress['cur_nimg'] / 1000, opts.total_kimg)
+    run.tick_start_nimg, run.tick_start_time = progress['cur_nimg'], time.time()
+    run.maintenance_time = run.tick_start_time - maintenance_start
 
-        if rank == 0 and not stop and image_snapshot_ticks is not None and \
-                (done or tick % image_snapshot_ticks == 0):
-            save_image_snapshot(G_ema, grid, os.path.join(run_dir, f'fakes{tag}.png'), stats_tfevents,
-                                progress['cur_nimg'])
-        if stop or (network_snapshot_ticks is not None and (done or tick % network_snapshot_ticks == 0)):
-            snapshot = make_snapshot(training_set_kwargs, G, D, G_ema, augment_pipe, num_gpus)
-            last_snapshot = save_network_snapshot(snapshot, run_dir, tag, rank, training_state(
-                phases, progress, augment_pipe, loss, label_rng, ada_stats))
-            if metrics and not stop:  # A preempted job has seconds left, not the minutes metrics take.
-                if rank == 0:
-                    print('Evaluating metrics...')
-                stats_metrics.update(evaluate_metrics(metrics, metric_kwargs, snapshot, training_set_kwargs,
-                                                      num_gpus, rank, device, run_dir, last_snapshot))
-            del snapshot
-        if stats_tfevents is not None:
-            write_tfevents(stats_tfevents, stats_dict, stats_metrics, progress['cur_nimg'], time.time() - start_time)
-        if progress_fn is not None:
-            progress_fn(progress['cur_nimg'] / 1000, total_kimg)
 
-        tick_start_nimg = progress['cur_nimg']
-        tick_start_time = time.time()
-        maintenance_time = tick_start_time - maintenance_start
-        if done:
-            break
+def collect_tick_stats(run: Run) -> dict:
+    """The tick's statistics from every rank (phase timings on the GPU), appended to stats.jsonl."""
+    if run.timing_events is not None:
+        torch.cuda.synchronize(run.device)
+        for name, (start, end) in run.timing_events.items():
+            training_stats.report0('Timing/' + name, start.elapsed_time(end))
+    run.stats_collector.update()
+    stats_dict = run.stats_collector.as_dict()
+    if run.stats_jsonl is not None:
+        dnnlib.util.append_text(run.stats_jsonl, json.dumps(dict(stats_dict, timestamp=time.time())) + '\n')
+    return stats_dict
 
-    if stats_tfevents is not None:
-        stats_tfevents.close()
-    if rank == 0:
-        print('\nExiting...')
+
+def save_snapshot_and_metrics(run: Run, tag: str) -> None:
+    """The network snapshot with this rank's training state, then the metrics (not when preempted: a job then has
+    seconds left, not the minutes metrics take)."""
+    opts = run.opts
+    snapshot = make_snapshot(opts.training_set_kwargs, run.G, run.D, run.G_ema, run.augment_pipe, opts.num_gpus)
+    state = training_state(run.phases, run.progress, run.augment_pipe, run.loss, run.label_rng, run.ada_stats)
+    run.last_snapshot = save_snapshot(snapshot, opts.run_dir, tag, opts.rank, state)
+    if opts.metrics and not run.stop:
+        if opts.rank == 0:
+            print('Evaluating metrics...')
+        run.stats_metrics.update(evaluate_metrics(list(opts.metrics), opts.metric_kwargs or {}, snapshot,
+                                                  opts.training_set_kwargs, opts.num_gpus, opts.rank, run.device,
+                                                  opts.run_dir, run.last_snapshot))
+
 
 
 @torch.no_grad()

@@ -167,19 +167,19 @@ def tensorboard_steps(run_dir, tag: str) -> list[int]:
 
 
 def test_snapshot_tags_name_images_under_a_whole_kimg_and_sort_in_order():
-    from training import training_loop
-    tags = [training_loop.snapshot_tag(n) for n in (4, 512, 1000, 1004, 400_000)]
+    from training import runs
+    tags = [runs.snapshot_tag(n) for n in (4, 512, 1000, 1004, 400_000)]
     assert tags == ['000000_004', '000000_512', '000001', '000001_004', '000400']
-    assert sorted(tags) == tags and [training_loop.parse_snapshot_tag(t) for t in tags] == [4, 512, 1000, 1004, 400_000]
+    assert sorted(tags) == tags and [runs.parse_snapshot_tag(t) for t in tags] == [4, 512, 1000, 1004, 400_000]
     with pytest.raises(ValueError, match='not a snapshot tag'):
-        training_loop.parse_snapshot_tag('4k')
+        runs.parse_snapshot_tag('4k')
 
 
 def test_trim_stats_drops_the_ticks_after_the_resumed_snapshot(tmp_path):
-    from training import training_loop
+    from training import runs
     path = tmp_path / 'stats.jsonl'
     path.write_text(''.join(json.dumps({'Progress/kimg': {'mean': n / 1000}}) + '\n' for n in (4, 8, 12, 16)))
-    training_loop.trim_stats(str(path), 8)
+    runs.trim_stats(str(path), 8)
     assert [round(json.loads(line)['Progress/kimg']['mean'] * 1000) for line in open(path)] == [4, 8]
 
 
