@@ -56,8 +56,8 @@ from volumes.contract import WRITE_FORMATS
                    '--window; auto: source units where they can be recovered')
 @click.option('--layout', type=click.Choice(['files', 'nnunet']), default='files', show_default=True,
               help='files: NAME.nii.gz (and NAME_seg.nii.gz, the packed label values); nnunet: a raw nnU-Net v2 '
-                   'dataset (imagesTr, labelsTr with the labels renumbered 0, 1, 2, ... as nnU-Net needs, dataset.json, '
-                   'and label_mapping.json from those numbers back to the packed values)')
+                   'dataset (imagesTr, labelsTr with the labels renumbered 0, 1, 2, ... as nnU-Net needs, '
+                   'dataset.json, and label_mapping.json from those numbers back to the packed values)')
 @click.option('--preview', help='Also write a PNG of the middle axial, coronal and sagittal slices', is_flag=True)
 @click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ')
 @click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH')

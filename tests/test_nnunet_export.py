@@ -127,14 +127,16 @@ def test_nnunet_v2_integrity_check_passes(export, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert 'verify_dataset_integrity Done' in result.stdout
     assert 'Error' not in result.stdout and 'Warning' not in result.stdout, result.stdout[-3000:]  # Also no warning.
-    # The export before the fix, with the packed values 1, 7, 8, 9 as labels, is refused by the same check.
+    # The export before the fix, with the packed values 1, 7, 8, 9 as labels, is refused by the same check (which
+    # tests the labels before it starts its worker processes, so it can run here).
     old = tmp_path / 'old'
     shutil.copytree(export / 'nnunet', old)
     description = json.loads((old / 'dataset.json').read_text())
     description['labels'] = {'background': 0, **{name: value for value, name in PACKED_NAMES.items()}}
     (old / 'dataset.json').write_text(json.dumps(description))
-    result = nnunet_check(old, tmp_path)
-    assert result.returncode != 0 and 'consecutive' in result.stderr, result.stderr[-3000:]
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    with pytest.raises(AssertionError, match='consecutive order'):
+        verify_dataset_integrity(str(old), num_processes=1)
 
 
 def test_counts_follow_the_files_after_an_overwrite(labelled, export, tmp_path):
@@ -183,3 +185,28 @@ def test_label_names_nnunet_cannot_tell_apart_are_refused(labelled, tmp_path, na
                                                 str(tmp_path / 'nn')])
     assert result.exit_code == 2 and fragment in result.output and '--layout' in result.output, result.output
     assert not os.path.exists(tmp_path / 'nn')
+
+
+def test_a_case_written_by_someone_else_stops_the_export(labelled, tmp_path):
+    # dataset.json must count what is there: a case another process put into imagesTr and labelsTr is not
+    # counted silently.
+    import click
+
+    from training import generation
+    writer = generation.OutputWriter(str(tmp_path), 'nii.gz', labelled['info'], layout='nnunet')
+    G = tiny_network(labelled['info'])
+    with torch.no_grad():
+        volume = G(torch.zeros([1, G.z_dim]), torch.zeros([1, 0]), noise_mode='const')[0].numpy()
+    writer.write(volume, 'seed0000')
+    ours = {'imagesTr': 'seed0000_0000.nii.gz', 'labelsTr': 'seed0000.nii.gz'}
+    theirs = {'imagesTr': 'other_0000.nii.gz', 'labelsTr': 'other.nii.gz'}
+    for folder in ours:
+        shutil.copy(tmp_path / folder / ours[folder], tmp_path / folder / theirs[folder])
+    with pytest.raises(click.ClickException, match='holds 2 cases in imagesTr and 2 in labelsTr, but this run '
+                                                   'wrote 1'):
+        writer.close()
+    assert not os.path.exists(tmp_path / 'dataset.json')
+    for folder in theirs:
+        os.remove(tmp_path / folder / theirs[folder])
+    writer.close()
+    assert json.loads((tmp_path / 'dataset.json').read_text())['numTraining'] == 1
