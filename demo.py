@@ -84,17 +84,17 @@ def main(outdir: str, volumes: int, kimg: float, size: str) -> None:
     snapshot = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))[-1]
     export = os.path.join(outdir, 'G.pt')
     run('Export the generator safely', ['legacy.py', 'export', f'--network={snapshot}', f'--dest={export}'])
-    volumes_dir = os.path.join(outdir, 'generated')
+    volumes_dir = os.path.join(outdir, 'generated')  # --overwrite below: a second demo replaces its outputs.
     run('Generate volumes', ['generate.py', f'--network={export}', '--count=16', '--trunc=1', f'--outdir={volumes_dir}',
-                             '--preview'])
+                             '--preview', '--overwrite'])
     run('Style mixing', ['style_mixing.py', f'--network={export}', '--rows=0-2', '--cols=10-12', '--styles=0-3',
-                         f'--outdir={os.path.join(outdir, "mixing")}'])
+                         f'--outdir={os.path.join(outdir, "mixing")}', '--overwrite'])
     run('Measure', ['calc_metrics.py', f'--network={snapshot}', '--metrics=mmd_full,msssim_gen100',
                     f'--data={data}'])
 
     nnunet = os.path.join(outdir, 'nnunet', 'Dataset501_PhantomSynth')
     run('Export labelled volumes as an nnU-Net dataset', ['generate.py', f'--network={export}', '--count=16',
-                                                          '--layout=nnunet', f'--outdir={nnunet}'])
+                                                          '--layout=nnunet', f'--outdir={nnunet}', '--overwrite'])
 
     check(volumes_dir, data)
     print(f'Demo finished in {time.time() - start:.0f} s. Outputs in {outdir}: reals/fakes grids in {run_dir}, '

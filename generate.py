@@ -16,6 +16,10 @@ Examples:
   python generate.py --network=G.pt --count=5000 --batch=16 --outdir=synth --qc-data=prostate.zip --qc-ssim=0.4
 
 \b
+  # A raw nnU-Net v2 dataset of 750 labelled volumes, replacing an earlier export in that folder.
+  python generate.py --network=G.pt --count=750 --layout=nnunet --outdir=Dataset501_Synth --overwrite
+
+\b
   # Render a latent (and the noise) found by projector.py.
   python generate.py --network=G.pt --projected-w=proj/projected_w.npz --outdir=out
 """
@@ -51,18 +55,21 @@ from volumes.contract import WRITE_FORMATS
               help='Write the stored integers, or source units (e.g. Hounsfield units) for data packed with '
                    '--window; auto: source units where they can be recovered')
 @click.option('--layout', type=click.Choice(['files', 'nnunet']), default='files', show_default=True,
-              help='files: NAME.nii.gz (and NAME_seg.nii.gz); nnunet: a raw nnU-Net v2 dataset (imagesTr, labelsTr, '
-                   'dataset.json)')
+              help='files: NAME.nii.gz (and NAME_seg.nii.gz, the packed label values); nnunet: a raw nnU-Net v2 '
+                   'dataset (imagesTr, labelsTr with the labels renumbered 0, 1, 2, ... as nnU-Net needs, '
+                   'dataset.json, and label_mapping.json from those numbers back to the packed values)')
 @click.option('--preview', help='Also write a PNG of the middle axial, coronal and sagittal slices', is_flag=True)
 @click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ')
 @click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH')
 @click.option('--qc-ssim', help='Keep volumes whose best slice-wise SSIM to a real volume is at least this',
               type=FiniteFloatRange(min=-1, max=1))
-@click.option('--outdir', help='Where to write the volumes', required=True, metavar='DIR')
+@click.option('--outdir', help='Where to write the volumes (a new or empty folder)', required=True, metavar='DIR')
+@dnnlib.cli.overwrite_option('generate.py\'s earlier outputs in --outdir (seed*, proj00*, imagesTr, labelsTr, '
+                             'dataset.json, label_mapping.json)')
 def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi: float, class_idx: int | None,
          noise_mode: str, batch: int, fmt: str, units: str, layout: str, preview: bool, projected_w: str | None,
-         qc_data: str | None, qc_ssim: float | None, outdir: str) -> None:
-    # Everything is checked before the output folder is made, so bad input leaves nothing behind.
+         qc_data: str | None, qc_ssim: float | None, outdir: str, overwrite: bool) -> None:
+    # Everything is checked before the output folder is made or cleared, so bad input leaves it as it was.
     if projected_w is not None and (seeds is not None or count is not None):
         raise click.BadParameter('renders the latents in the file; leave --seeds and --count out',
                                  param_hint='--projected-w')
@@ -85,7 +92,9 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
         c = generation.class_labels(G, class_idx)
     qc = generation.make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
     writer = generation.OutputWriter(outdir, fmt, G.volume_info, units=units, layout=layout, preview=preview)
-    generation.make_outdir(outdir)
+    if overwrite:
+        generation.check_dataset_json_is_ours(outdir)
+    outdir = dnnlib.cli.prepare_outdir(outdir, overwrite, generation.GENERATE_OUTPUTS)
 
     if projected_w is not None:
         results, stem = generation.generate_from_ws(G, ws, noise_mode, device), 'proj{:02d}'

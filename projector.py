@@ -11,7 +11,7 @@ Example:
 
 \b
   python projector.py --network=G.pt --target=case_007.nii.gz --num-steps=1000 --outdir=proj
-  python generate.py --network=G.pt --projected-w=proj/projected_w.npz --outdir=proj
+  python generate.py --network=G.pt --projected-w=proj/projected_w.npz --outdir=proj/rendered
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ import dnnlib
 @click.option('--num-steps', help='Optimisation steps', type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option('--seed', help='Random seed', type=click.IntRange(min=0, max=2**32 - 1), default=303,
               show_default=True)
-@click.option('--outdir', help='Where to write projected_w.npz, proj.nii.gz and proj.png', required=True,
-              metavar='DIR')
-def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, seed: int, outdir: str) -> None:
+@click.option('--outdir', help='Where to write projected_w.npz, proj.nii.gz and proj.png (a new or empty folder)',
+              required=True, metavar='DIR')
+@dnnlib.cli.overwrite_option('projector.py\'s earlier outputs in --outdir (projected_w.npz, proj.nii.gz, '
+                             'proj_seg.nii.gz, proj.png)')
+def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, seed: int, outdir: str,
+         overwrite: bool) -> None:
     import numpy as np
     import torch
 
@@ -43,7 +46,8 @@ def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, s
     G = data['G_ema']
     c = generation.class_labels(G, class_idx)
     target_volume = projection.load_target(target, G)
-    generation.make_outdir(outdir)  # Before the optimisation, so an unusable folder is reported at once.
+    # Before the optimisation, so a used or unusable folder is reported at once.
+    outdir = dnnlib.cli.prepare_outdir(outdir, overwrite, generation.PROJECTOR_OUTPUTS)
     w, noises, losses = projection.project(G, target_volume, c=c, num_steps=num_steps, seed=seed, device=device,
                                            verbose=True)
     with torch.no_grad():

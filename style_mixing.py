@@ -32,9 +32,11 @@ from volumes.contract import WRITE_FORMATS
               show_default=True)
 @click.option('--format', 'fmt', help='Volume file format', type=click.Choice(WRITE_FORMATS),
               default='nii.gz', show_default=True)
-@click.option('--outdir', help='Where to write grid.png and the volumes', required=True, metavar='DIR')
+@click.option('--outdir', help='Where to write grid.png and the volumes (a new or empty folder)', required=True,
+              metavar='DIR')
+@dnnlib.cli.overwrite_option('style_mixing.py\'s earlier outputs in --outdir (ROW-COL volumes, grid.png)')
 def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_psi: float, class_idx: int | None,
-         noise_mode: str, fmt: str, outdir: str) -> None:
+         noise_mode: str, fmt: str, outdir: str, overwrite: bool) -> None:
     import torch
 
     import legacy
@@ -50,9 +52,9 @@ def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_
     if max(style_layers) >= G.num_ws:
         raise click.BadParameter(f'the network has layers 0-{G.num_ws - 1}', param_hint='--styles')
     c = generation.class_labels(G, class_idx)
+    outdir = dnnlib.cli.prepare_outdir(outdir, overwrite, generation.STYLE_MIXING_OUTPUTS)
     volumes = generation.style_mix(G, row_seeds, col_seeds, style_layers, c, truncation_psi, noise_mode, device)
     writer = generation.OutputWriter(outdir, fmt, G.volume_info)
-    generation.make_outdir(outdir)
     for row in row_seeds:
         for col in col_seeds:
             writer.write(volumes[(row, col)], f'{row}-{col}')

@@ -151,14 +151,14 @@ def test_canonical_uint16_dataset_gives_lps_uint16_volumes(network, tmp_path):
 def test_nrrd_and_npy_formats(network, tmp_path):
     for fmt in ('nrrd', 'npy', 'nii'):
         result = invoke(generate.main, ['--network', network['pkl'], '--seeds', '4', '--format', fmt,
-                                        '--outdir', tmp_path])
+                                        '--outdir', tmp_path / fmt])
         assert result.exit_code == 0, result.output
-    image = sitk.ReadImage(str(tmp_path / 'seed0004.nrrd'))  # ITK reads NRRD in LPS, as dataset.json.
+    image = sitk.ReadImage(str(tmp_path / 'nrrd' / 'seed0004.nrrd'))  # ITK reads NRRD in LPS, as dataset.json.
     assert np.allclose(image.GetDirection(), ROTATED) and np.allclose(image.GetSpacing(), SPACING)
-    npy = np.load(tmp_path / 'seed0004.npy')
+    npy = np.load(tmp_path / 'npy' / 'seed0004.npy')
     assert npy.dtype == np.uint8 and npy.shape == SHAPE
     assert same_volume(sitk.GetArrayFromImage(image), npy)
-    assert same_volume(np.asanyarray(nib.load(tmp_path / 'seed0004.nii').dataobj), npy.transpose(2, 1, 0))
+    assert same_volume(np.asanyarray(nib.load(tmp_path / 'nii' / 'seed0004.nii').dataobj), npy.transpose(2, 1, 0))
 
 
 def test_count_writes_seeds_from_zero(network, tmp_path):
@@ -334,8 +334,8 @@ def test_safe_export_loads_without_code_and_gives_the_same_volumes(network, tmp_
         out = tmp_path / ('out-' + os.path.basename(str(net)))
         assert invoke(generate.main, ['--network', net, '--seeds', '3', '--outdir', out]).exit_code == 0
         assert invoke(style_mixing.main, ['--network', net, '--rows', '0', '--cols', '5', '--styles', '0-2',
-                                          '--outdir', out]).exit_code == 0
-        outputs[net] = [nib.load(out / name) for name in ('seed0003.nii.gz', '0-5.nii.gz')]
+                                          '--outdir', out / 'mix']).exit_code == 0
+        outputs[net] = [nib.load(out / name) for name in ('seed0003.nii.gz', 'mix/0-5.nii.gz')]
     for a, b in zip(*outputs.values()):
         assert same_volume(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
         assert np.allclose(a.affine, b.affine)
@@ -345,7 +345,7 @@ def test_geometry_comes_from_the_network_not_the_dataset(network, tmp_path):
     # The snapshot's dataset does not exist: the record inside G places the volume and gives its stored dtype.
     assert invoke(legacy.cli, ['export', '--network', network['pkl16'], '--dest', tmp_path / 'G.pt']).exit_code == 0
     for net in (network['pkl'], network['pkl16'], tmp_path / 'G.pt'):
-        result = invoke(generate.main, ['--network', net, '--seeds', '1', '--outdir', tmp_path / 'out'])
+        result = invoke(generate.main, ['--network', net, '--seeds', '1', '--outdir', tmp_path / 'out', '--overwrite'])
         assert result.exit_code == 0 and 'Note' not in result.output, result.output
     image = nib.load(tmp_path / 'out' / 'seed0001.nii.gz')  # The export's, made from pkl16.
     assert np.allclose(image.affine, expected_ras_affine(volume_io.CANONICAL_DIRECTION, centre=(0, 0, 0)), atol=1e-5)

@@ -171,6 +171,8 @@ def test_joint_training_generates_label_maps_and_an_nnunet_dataset(tmp_path):
     description = json.loads((nn / 'dataset.json').read_text())
     assert description['channel_names'] == {'0': 'image'} and description['numTraining'] == 3
     assert description['labels'] == {'background': 0, 'inner zone': 1, 'outer zone': 2}
+    assert sorted(os.listdir(nn)) == ['dataset.json', 'imagesTr', 'label_mapping.json', 'labelsTr']
+    assert json.loads((nn / 'label_mapping.json').read_text())['2'] == {'packed_value': 2, 'name': 'outer zone'}
     assert description['file_ending'] == '.nii.gz'
     assert sorted(os.listdir(nn / 'imagesTr')) == [f'seed{i:04d}_0000.nii.gz' for i in range(3)]
     assert sorted(os.listdir(nn / 'labelsTr')) == [f'seed{i:04d}.nii.gz' for i in range(3)]
