@@ -116,7 +116,15 @@ def is_network(path: str) -> bool:
     return os.path.isfile(path) or dnnlib.util.is_url(path)
 
 
-def load_synthetic(source: str, reference, count: int | None, seeds: list[int] | None, needed: int, device,
+def resolve_device(choice: str):
+    """The torch device of --device (auto: CUDA when available)."""
+    import torch
+    if choice == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('no CUDA device is available', param_hint='--device')
+    return torch.device('cuda' if choice == 'cuda' or (choice == 'auto' and torch.cuda.is_available()) else 'cpu')
+
+
+def load_synthetic(source: str, reference, count: int | None, seeds: list[int] | None, needed: int, device: str,
                    progress: bool | None):
     """(synthetic set, record): a folder's generated volumes or a network's, checked against the real set."""
     from metrics.downstream import data
@@ -134,7 +142,7 @@ def load_synthetic(source: str, reference, count: int | None, seeds: list[int] |
         raise ValueError(f'--synthetic {legacy.one_line(e)}') from None
     data.check_network(G, reference, source, '--synthetic')
     seeds = seeds if seeds is not None else list(range(count if count is not None else needed))
-    return data.generate(G, seeds, reference, source, GENERATION_BATCH, device, progress), dict(
+    return data.generate(G, seeds, reference, source, GENERATION_BATCH, resolve_device(device), progress), dict(
         kind='network', path=source, count=len(seeds), seeds=seeds, truncation_psi=1.0, noise_mode='const')
 
 #----------------------------------------------------------------------------
@@ -202,7 +210,9 @@ def write_outputs(outdir: str, scores: list, result: dict, class_names: list[str
               metavar='LIST', default='1', show_default=True)
 @click.option('--seeds', 'repeats', help='Repeats of every regime (seeds --seed, --seed+1, ...)',
               type=click.IntRange(min=1), default=3, show_default=True)
-@click.option('--seed', help='Seed of the split and of the first repeat', type=click.IntRange(min=0, max=2**31),
+@click.option('--seed', help='Seed of the first repeat', type=click.IntRange(min=0, max=2**31), default=0,
+              show_default=True)
+@click.option('--split-seed', help='Seed of the split into training and test cases', type=click.IntRange(min=0),
               default=0, show_default=True)
 # Segmenter.
 @click.option('--backend', help='MONAI segmenter here, or nnU-Net v2\'s commands', type=click.Choice(['monai', 'nnunet']),
@@ -253,26 +263,22 @@ def main(**kwargs) -> None:
 def run(opts: dnnlib.EasyDict) -> None:
     """Everything after option parsing; the inputs are checked before the output folder is touched. Raises
     ValueError or OSError with a one-line message."""
-    import torch
+    from metrics.downstream import experiment, report
 
-    from metrics.downstream import experiment, report, segmenter
-    options = segmenter.TrainOptions(model=opts.model, width=opts.width, iters=opts.iters, batch=opts.batch,
-                                     lr=opts.lr, augment=opts.augment)
-    if opts.device == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('no CUDA device is available', param_hint='--device')
-    use_cuda = opts.device == 'cuda' or (opts.device == 'auto' and torch.cuda.is_available())
-    device = torch.device('cuda' if use_cuda else 'cpu')
-
-    # Inputs, all checked before anything is written.
-    train_set, test_set, split = load_real(opts.real, opts.test, opts.test_fraction, opts.seed)
+    # Inputs, all checked before anything is written (and before PyTorch is imported, unless a network needs it).
+    train_set, test_set, split = load_real(opts.real, opts.test, opts.test_fraction, opts.split_seed)
     seeds = [opts.seed + k for k in range(opts.repeats)]
     synthetic_set, synthetic_record = None, None
     if opts.synthetic:
         needed = experiment.synthetic_needed(opts.regimes, opts.fractions, len(train_set.cases), opts.synthetic_ratio)
         synthetic_set, synthetic_record = load_synthetic(opts.synthetic, train_set, opts.synthetic_count,
-                                                         opts.synthetic_seeds, needed, device, opts.verbose)
+                                                         opts.synthetic_seeds, needed, opts.device, opts.verbose)
     runs = experiment.plan(opts.regimes, opts.fractions, seeds, len(train_set.cases),
                            len(synthetic_set.cases) if synthetic_set else 0, opts.synthetic_ratio)
+    from metrics.downstream import segmenter
+    options = segmenter.TrainOptions(model=opts.model, width=opts.width, iters=opts.iters, batch=opts.batch,
+                                     lr=opts.lr, augment=opts.augment)
+    device = resolve_device(opts.device)
 
     # The runs.
     outdir = dnnlib.cli.prepare_outdir(opts.outdir, opts.overwrite, OUTPUTS)
@@ -304,7 +310,7 @@ def make_protocol(opts: dnnlib.EasyDict, device, seeds: list[int], runs: list, t
     return dict(
         command=' '.join(['downstream.py', *sys.argv[1:]]), backend=opts.backend, device=str(device),
         segmenter=segmenter, regimes=opts.regimes, real_fractions=opts.fractions, seeds=seeds,
-        synthetic_ratio=opts.synthetic_ratio,
+        synthetic_ratio=opts.synthetic_ratio, split_seed=opts.split_seed,
         real=dict(path=opts.real, identity=identity(opts.real)),
         test=dict(path=opts.test, identity=identity(opts.test)) if opts.test else dict(fraction=opts.test_fraction),
         synthetic=dict(synthetic_record, identity=identity(opts.synthetic)) if synthetic_record else None,

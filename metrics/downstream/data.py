@@ -245,9 +245,10 @@ def generate(G, seeds: list[int], reference: LabelledSet, source: str, batch: in
 
 
 def case_key(name: str) -> str:
-    """The case a volume belongs to: its source name without a volume extension."""
+    """The case a volume belongs to: its source name (a path relative to the packed source) without its volume
+    extension, so case1.nii.gz and case1.nrrd are one case, and a/t2.nii.gz and b/t2.nii.gz two."""
     from volumes.volume_io import strip_extension
-    return strip_extension(os.path.basename(str(name).replace('\\', '/')))
+    return strip_extension(str(name).replace('\\', '/'))
 
 
 def case_groups(cases: list[Case]) -> list[list[int]]:

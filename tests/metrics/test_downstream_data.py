@@ -61,6 +61,11 @@ def test_the_split_is_by_case_seeded_and_keeps_copies_together():
     assert len(data.split_by_case(cases[:2], 0.01, seed=0)[1]) == 1  # At least one on each side.
 
 
+def test_a_case_is_its_source_path_without_the_extension():
+    cases = [case('a/t2.nii.gz', 1), case('b/t2.nii.gz', 2), case('c/x.nii.gz', 3), case('c/x.nrrd', 4)]
+    assert data.case_groups(cases) == [[0], [1], [2, 3]]
+
+
 def test_a_test_set_holding_a_training_volume_is_refused(packed):
     real = data.load_packed(str(packed / 'pct.zip'), '--real')
     other = real.subset([1, 2])
