@@ -102,7 +102,8 @@ def load_real(real: str, test: str | None, test_fraction: float, seed: int):
     if test is None:
         train_idx, test_idx = data.split_by_case(dataset.cases, test_fraction, seed)
         train_set, test_set = dataset.subset(train_idx), dataset.subset(test_idx)
-        method = f'by case, seeded ({seed}): {test_fraction:g} of the case groups (same name or identical voxels) tested'
+        method = (f'by case, seeded ({seed}): {test_fraction:g} of the case groups (same name or identical voxels) '
+                  f'tested')
     else:
         train_set, test_set = dataset, data.load_packed(test, '--test')
         data.check_compatible(test_set, dataset, '--test')
@@ -126,15 +127,21 @@ def resolve_device(choice: str):
 
 def load_synthetic(source: str, reference, count: int | None, seeds: list[int] | None, needed: int, device: str,
                    progress: bool | None):
-    """(synthetic set, record): a folder's generated volumes or a network's, checked against the real set."""
+    """(synthetic set, record): the volumes of a folder, a packed dataset or a network, checked against the real
+    set."""
     from metrics.downstream import data
-    if not is_network(source):
+    from volumes.packed import is_packed
+    if is_packed(source) or not is_network(source):
         if count is not None or seeds is not None:
             raise click.BadParameter('--synthetic-count and --synthetic-seeds are for a network; --synthetic is a '
-                                     'folder', param_hint='--synthetic')
-        synthetic = data.load_folder(source, reference, '--synthetic')
-        return synthetic, dict(kind='folder', path=source, count=len(synthetic.cases),
-                               names=[c.name for c in synthetic.cases])
+                                     'folder or a dataset', param_hint='--synthetic')
+        if is_packed(source):
+            synthetic = data.load_packed(source, '--synthetic')
+            data.check_compatible(synthetic, reference, '--synthetic')
+        else:
+            synthetic = data.load_folder(source, reference, '--synthetic')
+        return synthetic, dict(kind='dataset' if is_packed(source) else 'folder', path=source,
+                               count=len(synthetic.cases), names=[c.name for c in synthetic.cases])
     import legacy
     try:
         G = legacy.load_network(source)['G_ema']
@@ -197,7 +204,8 @@ def write_outputs(outdir: str, scores: list, result: dict, class_names: list[str
               metavar='ZIP')
 @click.option('--test-fraction', help='Share of the real cases held out for testing',
               type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True), default=0.3, show_default=True)
-@click.option('--synthetic', help='Network (snapshot or export) or folder of NAME + NAME_seg volumes', metavar='PATH')
+@click.option('--synthetic', help='Network (snapshot or export), folder of NAME + NAME_seg volumes, or labelled '
+              'dataset', metavar='PATH')
 @click.option('--synthetic-count', help='Volumes a network generates (seeds 0..N-1)  [default: as the regimes need]',
               type=click.IntRange(min=1, max=dnnlib.cli.MAX_SEEDS), metavar='N')
 @click.option('--synthetic-seeds', help='Seeds a network generates, e.g. 0-199', metavar='LIST')
@@ -215,8 +223,8 @@ def write_outputs(outdir: str, scores: list, result: dict, class_names: list[str
 @click.option('--split-seed', help='Seed of the split into training and test cases', type=click.IntRange(min=0),
               default=0, show_default=True)
 # Segmenter.
-@click.option('--backend', help='MONAI segmenter here, or nnU-Net v2\'s commands', type=click.Choice(['monai', 'nnunet']),
-              default='monai', show_default=True)
+@click.option('--backend', help='MONAI segmenter here, or nnU-Net v2\'s commands',
+              type=click.Choice(['monai', 'nnunet']), default='monai', show_default=True)
 @click.option('--model', help='MONAI network', type=click.Choice(['unet', 'segresnet']), default='unet',
               show_default=True)
 @click.option('--width', help='Channels of the first level', type=click.IntRange(min=1), default=16,
@@ -243,7 +251,8 @@ def main(**kwargs) -> None:
     opts.synthetic_seeds = (dnnlib.cli.parse_seeds(opts.synthetic_seeds, '--synthetic-seeds')
                             if opts.synthetic_seeds else None)
     if opts.synthetic_count is not None and opts.synthetic_seeds is not None:
-        raise click.BadParameter('give --synthetic-count or --synthetic-seeds, not both', param_hint='--synthetic-seeds')
+        raise click.BadParameter('give --synthetic-count or --synthetic-seeds, not both',
+                                 param_hint='--synthetic-seeds')
     for key in ('real', 'test', 'synthetic', 'outdir'):
         opts[key] = os.path.expanduser(opts[key]) if opts[key] else None
     if opts.backend == 'nnunet':
@@ -275,6 +284,9 @@ def run(opts: dnnlib.EasyDict) -> None:
                                                          opts.synthetic_seeds, needed, opts.device, opts.verbose)
     runs = experiment.plan(opts.regimes, opts.fractions, seeds, len(train_set.cases),
                            len(synthetic_set.cases) if synthetic_set else 0, opts.synthetic_ratio)
+    if opts.backend == 'nnunet':
+        from metrics.downstream import nnunet
+        nnunet.dataset_labels(train_set.info)  # Label names nnU-Net cannot take: refused before any file is written.
     from metrics.downstream import segmenter
     options = segmenter.TrainOptions(model=opts.model, width=opts.width, iters=opts.iters, batch=opts.batch,
                                      lr=opts.lr, augment=opts.augment)

@@ -222,18 +222,18 @@ def test_the_nnunet_backend_runs_plan_train_and_predict_per_run(inputs, fake_nnu
     root = str(outdir / 'nnunet')
     assert all(c['env'] == {'nnUNet_raw': f'{root}/raw', 'nnUNet_preprocessed': f'{root}/preprocessed',
                             'nnUNet_results': f'{root}/results'} for c in calls)
+    tail = ['-c', '3d_fullres', '-f', 'all', '-tr', 'nnUNetTrainer', '-device', 'cpu']
+
+    def predict(number: int, dataset: str, tag: str) -> tuple:
+        return ('nnUNetv2_predict', ['-i', f'{root}/inputs/{tag}/imagesTs', '-o', f'{root}/predictions/{dataset}/{tag}',
+                                     '-d', str(number), *tail])
+
+    def fit(number: int) -> list[tuple]:
+        return [('nnUNetv2_plan_and_preprocess', ['-d', str(number), '-c', '3d_fullres', '--verify_dataset_integrity']),
+                ('nnUNetv2_train', [str(number), '3d_fullres', 'all', '-tr', 'nnUNetTrainer', '-device', 'cpu'])]
     assert [(c['command'], c['args']) for c in calls] == [
-        ('nnUNetv2_plan_and_preprocess', ['-d', '1', '-c', '3d_fullres', '--verify_dataset_integrity']),
-        ('nnUNetv2_train', ['1', '3d_fullres', 'all', '-tr', 'nnUNetTrainer', '-device', 'cpu']),
-        ('nnUNetv2_predict', ['-i', f'{root}/inputs/test/imagesTs', '-o', f'{root}/predictions/Dataset001_real-s0/test',
-                              '-d', '1', '-c', '3d_fullres', '-f', 'all', '-tr', 'nnUNetTrainer', '-device', 'cpu']),
-        ('nnUNetv2_predict', ['-i', f'{root}/inputs/generated/imagesTs', '-o',
-                              f'{root}/predictions/Dataset001_real-s0/generated', '-d', '1', '-c', '3d_fullres', '-f',
-                              'all', '-tr', 'nnUNetTrainer', '-device', 'cpu']),
-        ('nnUNetv2_plan_and_preprocess', ['-d', '2', '-c', '3d_fullres', '--verify_dataset_integrity']),
-        ('nnUNetv2_train', ['2', '3d_fullres', 'all', '-tr', 'nnUNetTrainer', '-device', 'cpu']),
-        ('nnUNetv2_predict', ['-i', f'{root}/inputs/test/imagesTs', '-o', f'{root}/predictions/Dataset002_mixed-s0/test',
-                              '-d', '2', '-c', '3d_fullres', '-f', 'all', '-tr', 'nnUNetTrainer', '-device', 'cpu'])]
+        *fit(1), predict(1, 'Dataset001_real-s0', 'test'), predict(1, 'Dataset001_real-s0', 'generated'),
+        *fit(2), predict(2, 'Dataset002_mixed-s0', 'test')]
     for dataset, count in (('Dataset001_real-s0', 17), ('Dataset002_mixed-s0', 34)):
         folder = outdir / 'nnunet' / 'raw' / dataset
         description = json.loads((folder / 'dataset.json').read_text())

@@ -25,6 +25,9 @@ def packed(tmp_path_factory):
     dataset_tool.pack_dataset('phantom:4', str(root / 'pct.zip'), size=SIZE, seg='phantom')
     dataset_tool.pack_dataset('phantom:4', str(root / 'win.zip'), size=SIZE, seg='phantom', window=(0, 1.2))
     dataset_tool.pack_dataset('phantom:3', str(root / 'plain.zip'), size=SIZE)
+    (root / 'names.json').write_text('{"1": "gland", "2": "outer zone"}')
+    dataset_tool.pack_dataset('phantom:2', str(root / 'named.zip'), size=SIZE, seg='phantom',
+                              seg_names=str(root / 'names.json'))
     return root
 
 
@@ -84,6 +87,9 @@ def test_a_packed_dataset_gives_stored_images_and_class_indices(packed):
     assert real.cases[0].image.dtype == np.uint8 and set(np.unique(real.cases[0].labels)) == {0, 1, 2}
     with pytest.raises(ValueError, match='--real .*plain.zip holds no label maps; .*--seg'):
         data.load_packed(str(packed / 'plain.zip'), '--real')
+    with pytest.raises(ValueError, match='--synthetic .*named.zip has labels 1 gland, 2 outer zone; --real has 1 '
+                                         'inner zone, 2 outer zone'):
+        data.check_compatible(data.load_packed(str(packed / 'named.zip'), '--synthetic'), real, '--synthetic')
     with pytest.raises(ValueError, match='--test .*win.zip was packed with .*window'):
         data.check_compatible(data.load_packed(str(packed / 'win.zip'), '--test'), real, '--test')
 
