@@ -291,6 +291,8 @@ def run(opts: dnnlib.EasyDict) -> None:
     options = segmenter.TrainOptions(model=opts.model, width=opts.width, iters=opts.iters, batch=opts.batch,
                                      lr=opts.lr, augment=opts.augment)
     device = resolve_device(opts.device)
+    if opts.backend == 'monai':  # A grid the network cannot take is refused before any file is written.
+        segmenter.build_model(options, train_set.shape[0], len(train_set.class_names) + 1, train_set.shape[1:])
 
     # The runs.
     outdir = dnnlib.cli.prepare_outdir(opts.outdir, opts.overwrite, OUTPUTS)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from volumes.contract import to_unit
+from volumes.contract import format_size, to_unit
 
 MODELS = ('unet', 'segresnet')
 AUGMENTS = ('affine', 'none')
@@ -49,7 +49,7 @@ class TrainOptions:
 
 
 def unet_strides(shape_dhw: tuple[int, int, int], levels: int = MAX_LEVELS) -> list[tuple[int, int, int]]:
-    """Per-level (D, H, W) strides: an axis is halved while it stays even and at least 4 voxels, so thin slabs
+    """Per-level (D, H, W) strides: an axis is halved while it is even and its half at least 4 voxels, so thin slabs
     (24 slices of a prostate scan) are down-sampled less often than the in-plane axes; at most `levels` levels."""
     size, strides = list(shape_dhw), []
     for _ in range(levels):
@@ -68,6 +68,9 @@ def build_model(options: TrainOptions, in_channels: int, num_classes: int,
     from monai.networks.nets import SegResNet, UNet
     if options.model == 'unet':
         strides = unet_strides(shape_dhw)
+        if not strides:
+            raise ValueError(f'volumes of {format_size(shape_dhw)} are too small for the U-Net: no axis can be halved '
+                             f'to 4 voxels or more')
         channels = tuple(options.width * 2 ** i for i in range(len(strides) + 1))
         return UNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, channels=channels,
                     strides=strides, num_res_units=2, norm='instance')

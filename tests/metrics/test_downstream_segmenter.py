@@ -16,6 +16,8 @@ def test_the_unet_halves_thin_axes_less_often():
     assert segmenter.unet_strides((8, 16, 16)) == [(2, 2, 2), (1, 2, 2)]
     assert segmenter.unet_strides((5, 16, 16)) == [(1, 2, 2), (1, 2, 2)]
     assert segmenter.unet_strides((3, 3, 3)) == []
+    with pytest.raises(ValueError, match='volumes of 7x6x3 are too small for the U-Net'):
+        segmenter.build_model(segmenter.TrainOptions(), 1, 2, (3, 6, 7))
 
 
 @pytest.mark.parametrize('model', segmenter.MODELS)
