@@ -172,22 +172,33 @@ def dice_figure(result: dict) -> bytes:
         if real['dice'] is not None:
             lo, hi = real['dice_ci95'] or (real['dice'], real['dice'])
             ax.fill_between([x - 0.3, x + 0.3], lo, hi, color='0.8', label=f'{consistency["segmenter"]} on real')
-            ax.legend(loc='lower right')
+            ax.legend(loc='best')
         _errorbar(ax, x, consistency['generated'], color='C3')
     labels = list(regimes) + (['label consistency\n(generated)'] if consistency else [])
     ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha='right' if
                   len(labels) > 4 else 'center')
     ax.set_ylabel('Dice (mean, 95 % CI)')
     ax.set_title('real test cases; label consistency on generated', fontsize=9)
-    ax.set_ylim(0, 1)
     ax.grid(axis='y', alpha=0.3)
     if swept:
         _fraction_curve(axes[0, 1], regimes)
+    for axis in axes[0]:  # Zoomed to the values (in steps of 0.05), so that close regimes stay apart.
+        axis.set_ylim(*_dice_range(result))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format='png', dpi=110)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _dice_range(result: dict) -> tuple[float, float]:
+    entries = list(result['regimes'].values())
+    if result.get('label_consistency'):
+        entries += [result['label_consistency']['generated'], result['label_consistency']['real']]
+    values = [v for e in entries if e['dice'] is not None for v in [e['dice'], *(e['dice_ci95'] or [])]]
+    if not values:
+        return 0.0, 1.0
+    return max(0.0, math.floor((min(values) - 0.02) * 20) / 20), min(1.0, math.ceil((max(values) + 0.02) * 20) / 20)
 
 
 def _fraction_curve(ax, regimes: dict) -> None:
@@ -208,7 +219,6 @@ def _fraction_curve(ax, regimes: dict) -> None:
             ax.axhspan(*synthetic['dice_ci95'], color='C1', alpha=0.15)
     ax.set_xlabel('share of the real training cases')
     ax.set_ylabel('Dice')
-    ax.set_ylim(0, 1)
     ax.set_xlim(0, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(loc='lower right')
