@@ -66,66 +66,82 @@ def read_results(outdir) -> tuple[list[dict], dict]:
     return rows, summary
 
 
-@pytest.fixture(scope='module')
-def sweep(inputs):
-    """real, synthetic (unseen real phantoms) and mixed, with real fractions 0.5 and 1."""
-    outdir = inputs['root'] / 'sweep'
-    result = run_cli(['downstream.py', f'--real={inputs["real"]}', f'--synthetic={inputs["unseen"]}',
-                      '--real-fraction=0.5,1', f'--outdir={outdir}', *TRAIN])
+def run_ok(*args: str) -> tuple[str, list[dict], dict, str]:
+    """(outdir, results.csv rows, summary.json, stdout) of a successful run."""
+    outdir = next(a.split('=', 1)[1] for a in args if a.startswith('--outdir='))
+    result = run_cli(['downstream.py', *args])
     assert result.returncode == 0, result.stderr
-    return outdir, result
+    return (outdir, *read_results(outdir), result.stdout)
+
+
+@pytest.fixture(scope='module')
+def unseen(inputs):
+    """real, and synthetic made of unseen real phantoms."""
+    return run_ok(f'--real={inputs["real"]}', f'--synthetic={inputs["unseen"]}', '--regimes=real,synthetic',
+                  f'--outdir={inputs["root"] / "unseen-out"}', *TRAIN)
 
 #----------------------------------------------------------------------------
 # The experiment.
 
 
-def test_real_data_is_useful_and_unseen_real_phantoms_as_synthetic_score_about_the_same(sweep):
-    outdir, result = sweep
-    rows, summary = read_results(outdir)
+def test_real_data_is_useful_and_unseen_real_phantoms_as_synthetic_score_about_the_same(unseen):
+    outdir, rows, summary, stdout = unseen
     regimes = summary['regimes']
-    assert list(regimes) == ['real@0.5', 'real@1', 'synthetic', 'mixed@0.5', 'mixed@1']
-    real, synthetic = regimes['real@1'], regimes['synthetic']
-    assert real['dice'] > 0.6, real  # 0.71 measured; predicting nothing scores 0.
-    assert abs(synthetic['dice'] - real['dice']) < 0.12, (synthetic['dice'], real['dice'])  # 0.71 vs 0.71.
-    assert regimes['mixed@1']['dice'] > 0.6
+    assert list(regimes) == ['real', 'synthetic']
+    real, synthetic = regimes['real'], regimes['synthetic']
+    assert real['dice'] > 0.6, real  # 0.714 measured; predicting nothing scores 0.
+    assert abs(synthetic['dice'] - real['dice']) < 0.12, (synthetic['dice'], real['dice'])  # 0.706 measured.
     for entry in regimes.values():
         assert entry['dice_ci95'][0] <= entry['dice'] <= entry['dice_ci95'][1]
-        assert set(entry['per_label']) == set(NAMES) and entry['hd95'] > 0
-    assert [(regimes[n]['train_real'], regimes[n]['train_synthetic']) for n in regimes] == \
-        [(8, 0), (17, 0), (0, 20), (8, 8), (17, 17)]
-    # Label consistency: the real-trained segmenter on the generated volumes (real phantoms) is as good as on the
-    # real test cases.
+        assert set(entry['per_label']) == set(NAMES) and entry['hd95'] > 0 and entry['hd95_missing'] == 0
+    assert (real['train_real'], real['train_synthetic'], synthetic['train_real'], synthetic['train_synthetic']) == \
+        (17, 0, 0, 20)
+    # Label consistency: the real-trained segmenter on the generated volumes (real phantoms with their own label
+    # maps) is about as good as on the real test cases.
     consistency = summary['label_consistency']
-    assert consistency['segmenter'] == 'real@1' and consistency['real']['dice'] == real['dice']
+    assert consistency['segmenter'] == 'real' and consistency['real']['dice'] == real['dice']
     assert consistency['generated']['dice'] > 0.6 and consistency['generated']['cases'] == 20
-    # results.csv: one row per regime, test case and label; the same test cases for every run.
+    # results.csv: one row per regime, test case and label; the same test cases for every run, split by case.
     assert list(rows[0]) == ['regime', 'real_fraction', 'seed', 'case', 'label', 'dice', 'hd95']
-    assert len(rows) == 5 * 7 * 2
+    assert len(rows) == 2 * 7 * 2 and {r['real_fraction'] for r in rows} == {'1.0', '0.0'}
     split = summary['protocol']['split']
     assert {r['case'] for r in rows} == set(split['test'])
     assert sorted(split['train'] + split['test']) == sorted(f'phantom:{i}' for i in range(24))
     assert not set(split['train']) & set(split['test'])
-    for run in summary['protocol']['runs']:
-        assert set(run['real']) <= set(split['train'])
     assert summary['protocol']['versions']['monai'] == '1.6.1'
     with open(os.path.join(outdir, 'label_consistency.csv'), newline='') as f:
         assert len(list(csv.DictReader(f))) == 20 * 2
-    assert 'real@1' in result.stdout and 'label consistency (real@1 segmenter)' in result.stdout
+    assert 'label consistency (real segmenter)' in stdout
 
 
-def test_label_maps_moved_off_their_organs_score_clearly_below_real(inputs, sweep):
-    outdir = inputs['root'] / 'moved-out'
-    result = run_cli(['downstream.py', f'--real={inputs["real"]}', f'--synthetic={inputs["moved"]}',
-                      '--regimes=real,synthetic', f'--outdir={outdir}', *TRAIN])
-    assert result.returncode == 0, result.stderr
-    _, summary = read_results(outdir)
-    _, swept = read_results(sweep[0])
-    # The same seed: the same split and the same numbers as the sweep's real@1, in another process.
-    assert summary['protocol']['split'] == swept['protocol']['split']
-    assert summary['regimes']['real'] == swept['regimes']['real@1']
-    assert summary['regimes']['synthetic']['dice'] < summary['regimes']['real']['dice'] - 0.3
+def test_label_maps_moved_off_their_organs_score_clearly_below_real(inputs, unseen):
+    _, _, summary, _ = run_ok(f'--real={inputs["real"]}', f'--synthetic={inputs["moved"]}', '--regimes=real,synthetic',
+                              f'--outdir={inputs["root"] / "moved-out"}', *TRAIN)
+    regimes = summary['regimes']
+    assert regimes['synthetic']['dice'] < regimes['real']['dice'] - 0.3  # 0.000 against 0.714 measured.
     consistency = summary['label_consistency']
-    assert consistency['generated']['dice'] < consistency['real']['dice'] - 0.3  # The labels are not on the organs.
+    assert consistency['generated']['dice'] < consistency['real']['dice'] - 0.3  # The labels are off the organs.
+    # The same seeds in another process: the same split and the same numbers for the real regime.
+    assert summary['protocol']['split'] == unseen[2]['protocol']['split']
+    assert regimes['real'] == unseen[2]['regimes']['real']
+
+
+def test_the_real_fraction_sweep_draws_nested_cases_for_real_and_mixed(inputs):
+    _, rows, summary, stdout = run_ok(f'--real={inputs["real"]}', f'--synthetic={inputs["unseen"]}',
+                                      '--regimes=real,mixed', '--real-fraction=0.25,1', '--iters=40',
+                                      f'--outdir={inputs["root"] / "sweep-out"}', *TRAIN[1:])
+    regimes = summary['regimes']
+    assert list(regimes) == ['real@0.25', 'real@1', 'mixed@0.25', 'mixed@1']
+    assert [(e['real_fraction'], e['train_real'], e['train_synthetic']) for e in regimes.values()] == \
+        [(0.25, 4, 0), (1.0, 17, 0), (0.25, 4, 4), (1.0, 17, 17)]
+    assert all(0 <= e['dice'] <= 1 for e in regimes.values())
+    runs = {r['name']: r for r in summary['protocol']['runs']}
+    assert set(runs['real@0.25']['real']) < set(runs['real@1']['real']) == set(summary['protocol']['split']['train'])
+    assert runs['mixed@0.25']['real'] == runs['real@0.25']['real']  # The same real cases, plus synthetic ones.
+    assert len(set(runs['mixed@1']['synthetic'])) == 17
+    assert sorted({r['real_fraction'] for r in rows}) == ['0.25', '1.0'] and len(rows) == 4 * 7 * 2
+    assert summary['label_consistency']['segmenter'] == 'real@1'
+    assert 'mixed@0.25' in stdout
 
 #----------------------------------------------------------------------------
 # Bad input: one line, no output.
@@ -140,7 +156,7 @@ def tiny_export(path, info: VolumeInfo) -> str:
     return str(path)
 
 
-def test_bad_inputs_stop_with_one_line(inputs, sweep, tmp_path):
+def test_bad_inputs_stop_with_one_line(inputs, tmp_path):
     real = inputs['real']
     plain = str(tmp_path / 'plain.zip')
     dataset_tool.pack_dataset('phantom:4', plain, size=SIZE)
@@ -164,10 +180,14 @@ def test_bad_inputs_stop_with_one_line(inputs, sweep, tmp_path):
         result = run_cli(['downstream.py', *args, f'--outdir={out}', *TRAIN])
         assert_clean_failure(result, *fragments)
         assert not os.path.exists(out)
-    before = snapshot_of_files(sweep[0])  # A used output folder: refused, untouched.
-    result = run_cli(['downstream.py', f'--real={real}', f'--outdir={sweep[0]}', *TRAIN])
-    assert_clean_failure(result, '--outdir', 'already holds 4 entries', '--overwrite')
-    assert snapshot_of_files(sweep[0]) == before
+    used = tmp_path / 'used'  # A used output folder: refused, untouched.
+    used.mkdir()
+    (used / 'results.csv').write_text('regime\n')
+    (used / 'notes.txt').write_text('mine\n')
+    before = snapshot_of_files(used)
+    result = run_cli(['downstream.py', f'--real={real}', f'--outdir={used}', *TRAIN])
+    assert_clean_failure(result, '--outdir', 'already holds 2 entries', '--overwrite')
+    assert snapshot_of_files(used) == before
 
 
 def test_help_imports_no_torch():
