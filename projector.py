@@ -58,7 +58,7 @@ def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, s
     generation.OutputWriter(outdir, 'nii.gz', G.volume_info).write(proj, 'proj')
     pair = np.stack([target_volume.numpy(), proj])  # [2, C, D, H, W]: before, after
     generation.save_png(visualize.volume_grid(pair, (2, 1), (-1, 1), planes=visualize.PLANES,
-                                              spacing=G.volume_info.spacing),
+                                              spacing=G.volume_info.spacing, min_size=visualize.PREVIEW_SIZE),
                         os.path.join(outdir, 'proj.png'))
     print(f'MSE {losses[0]:.5f} -> {losses[-1]:.5f}; wrote projected_w.npz, proj.nii.gz and proj.png to {outdir}')
 

@@ -60,8 +60,8 @@ def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_
             writer.write(volumes[(row, col)], f'{row}-{col}')
     grid = visualize.display_volumes(generation.mixing_grid(volumes, row_seeds, col_seeds), G.volume_info)
     generation.save_png(visualize.volume_grid(grid, (len(col_seeds) + 1, len(row_seeds) + 1), drange=(-1, 1),
-                                              spacing=G.volume_info.spacing),
-             os.path.join(outdir, 'grid.png'))
+                                              spacing=G.volume_info.spacing, min_size=visualize.PREVIEW_SIZE),
+                        os.path.join(outdir, 'grid.png'))
     print(f'Wrote {len(row_seeds) * len(col_seeds)} mixed volumes and grid.png to {outdir}')
 
 

@@ -44,7 +44,7 @@ DETECTOR_URLS = dnnlib.EasyDict(
 INCEPTION = 'Inception detector (--inception)'  # How errors name the detectors and the options that set them.
 VGG16 = 'VGG16 detector (--vgg16)'
 SLICE_STRATEGIES = ('mid', 'tri', 'all')
-PLANES = ('axial', 'coronal', 'sagittal')
+PLANES = contract.PLANES
 
 View = tuple[str, int]  # (plane or 'volume', channel index)
 
@@ -337,17 +337,13 @@ def extract_slices(volumes: torch.Tensor, strategy: str, channel: int = 0) -> di
 
     `mid`: the middle axial slice (index D // 2), S = 1. `all`: every axial slice, S = D.
     `tri`: the middle axial [H, W], coronal [D, W] (index H // 2) and sagittal [D, H] (index W // 2) slices, upright
-    as training/visualize.py shows them (the slice axis D runs towards superior, so it is flipped: head at the top).
+    as training/visualize.py shows them (volumes.contract.upright_slice).
     """
-    strategy_planes(strategy)
+    planes = strategy_planes(strategy)
     x = volumes[:, channel]  # [N, D, H, W]
-    D, H, W = x.shape[1:]
     if strategy == 'all':
         return dict(axial=x)
-    slices = dict(axial=x[:, D // 2])
-    if strategy == 'tri':
-        slices.update(coronal=x[:, :, H // 2].flip(1), sagittal=x[:, :, :, W // 2].flip(1))  # [N, D, W], [N, D, H]
-    return {plane: s[:, None] for plane, s in slices.items()}  # [N, h, w] -> [N, 1, h, w]
+    return {plane: contract.upright_slice(x, plane)[:, None] for plane in planes}  # [N, 1, h, w] each
 
 
 def slices_per_volume(strategy: str, img_shape: Sequence[int]) -> int:

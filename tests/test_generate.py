@@ -133,8 +133,9 @@ def test_nifti_carries_dataset_spacing_and_orientation(network, tmp_path):
     assert image.get_data_dtype() == np.uint8
     assert same_volume(np.asanyarray(image.dataobj), stored_uint(network['G'], 1, 'uint8').transpose(2, 1, 0))
     # Middle axial [H, W], coronal [D, W] and sagittal [D, H] slices side by side, in square 0.5 mm pixels: the
-    # 12 rows of 0.75 mm become 18, the 8 slices of 3 mm become 48.
-    assert PIL.Image.open(tmp_path / 'seed0001.png').size == (16 + 16 + 18, 48)
+    # 12 rows of 0.75 mm become 18, the 8 slices of 3 mm become 48; then all are enlarged 15 times, so that the
+    # smallest plane (axial, 18 x 16) is at least 256 pixels on its long side.
+    assert PIL.Image.open(tmp_path / 'seed0001.png').size == ((16 + 16 + 18) * 15, 48 * 15)
 
 
 def test_canonical_uint16_dataset_gives_lps_uint16_volumes(network, tmp_path):

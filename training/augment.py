@@ -528,7 +528,7 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
         python -m training.augment --data prostate.zip --augpipe bgc --p 0.5 --out grid.png
     """
     from volumes.packed import PackedDataset
-    from training.visualize import volume_grid
+    from training.visualize import PREVIEW_SIZE, volume_grid
 
     if not out.lower().endswith('.png'):
         raise click.BadParameter(f'"{out}": expected a path ending in .png', param_hint='--out')
@@ -550,7 +550,8 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
             y = pipe(x)
     except ValueError as e:  # E.g. slices too small for imgfilter's reflect padding.
         raise click.ClickException(f'--augpipe {augpipe} on {data}: {e}') from None
-    grid = volume_grid(torch.cat([x, y]).numpy(), grid_size=(num, 2), drange=(-1, 1))
+    grid = volume_grid(torch.cat([x, y]).numpy(), grid_size=(num, 2), drange=(-1, 1),
+                       spacing=dataset.volume_info.spacing, min_size=PREVIEW_SIZE)
     try:
         dnnlib.util.atomic_write(out, lambda f: grid.save(f, format='PNG'))
     except OSError as e:

@@ -166,7 +166,8 @@ class OutputWriter:
                 self._volume(f'{stem}_seg.{self.fmt}', labels)
             if self.preview:
                 shown = visualize.display_volumes(volume[None], self.info)
-                grid = visualize.volume_grid(shown, (1, 1), (-1, 1), planes=visualize.PLANES, spacing=self.info.spacing)
+                grid = visualize.volume_grid(shown, (1, 1), (-1, 1), planes=visualize.PLANES, spacing=self.info.spacing,
+                                             min_size=visualize.PREVIEW_SIZE)
                 save_png(grid, os.path.join(self.outdir, f'{stem}.png'))
         self.written += 1
 

@@ -25,10 +25,10 @@ import numpy as np
 import SimpleITK as sitk
 
 import dnnlib
-from volumes.contract import xyz_to_dhw
+from volumes.contract import LPS_DIRECTION, centre_of, origin_of, xyz_to_dhw
 
 CANONICAL_ORIENTATION = 'LPS'
-CANONICAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+CANONICAL_DIRECTION = LPS_DIRECTION  # The packer's axes: x to the patient's left, y posterior, z superior.
 INTERPOLATORS = {'linear': sitk.sitkLinear, 'bspline': sitk.sitkBSpline, 'nearest': sitk.sitkNearestNeighbor}
 READ_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.nhdr', '.mha', '.mhd', '.npy')
 WRITE_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.mha', '.npy')
@@ -296,8 +296,7 @@ class Grid:
     @property
     def centre(self) -> np.ndarray:
         """World position (mm) of the grid's centre."""
-        half = (np.asarray(self.size) - 1) / 2 * np.asarray(self.spacing)
-        return np.asarray(self.origin) + np.asarray(self.direction).reshape(3, 3) @ half
+        return centre_of(self.origin, self.size, self.spacing, self.direction)
 
 
 def image_grid(image: sitk.Image) -> Grid:
@@ -335,16 +334,15 @@ def target_grid(image: sitk.Image, size: tuple[int, int, int] | None = None,
     else:
         out_spacing = np.asarray(spacing if spacing is not None else src.spacing, dtype=np.float64)
         out_size = np.maximum(np.rint(extent / out_spacing), 1).astype(np.int64)
-    direction = np.asarray(src.direction).reshape(3, 3)
-    origin = (src.centre if centre is None else np.asarray(centre)) - direction @ ((out_size - 1) / 2 * out_spacing)
+    origin = origin_of(src.centre if centre is None else centre, out_size, out_spacing, src.direction)
     return Grid(tuple(int(s) for s in out_size), tuple(float(s) for s in out_spacing),
                 tuple(float(o) for o in origin), src.direction)
 
 
 def axis_aligned(grid: Grid) -> Grid:
     """The grid of the same size, spacing and centre along the world's L, P, S axes (identity direction)."""
-    half = (np.asarray(grid.size) - 1) / 2 * np.asarray(grid.spacing)
-    return Grid(grid.size, grid.spacing, tuple(float(c) for c in grid.centre - half), CANONICAL_DIRECTION)
+    origin = origin_of(grid.centre, grid.size, grid.spacing, LPS_DIRECTION)
+    return Grid(grid.size, grid.spacing, tuple(float(c) for c in origin), LPS_DIRECTION)
 
 
 def same_grid(a: Grid, b: Grid, tol_mm: float = 1e-3) -> bool:
@@ -455,8 +453,7 @@ def array_to_image(array: np.ndarray, spacing_xyz, direction, origin=None) -> si
     image.SetSpacing(spacing)
     image.SetDirection(direction)
     if origin is None:
-        half = (np.asarray(image.GetSize()) - 1) / 2 * np.asarray(spacing)
-        origin = -np.reshape(direction, (3, 3)) @ half
+        origin = origin_of((0.0, 0.0, 0.0), image.GetSize(), spacing, direction)
     image.SetOrigin(tuple(float(o) for o in origin))
     return image
 
