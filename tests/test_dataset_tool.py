@@ -533,3 +533,57 @@ def test_spacing_that_fov_and_size_would_override_is_refused(tmp_path):
     agreed = pack('--source', 'phantom:1', '--dest', tmp_path / 'out.zip', '--size', '16x16x8',
                   '--fov', '64,64,32', '--spacing', '4')
     assert agreed.exit_code == 0, agreed.output
+
+#----------------------------------------------------------------------------
+# The walkthrough's commands, run as written on a folder laid out as it shows.
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def walkthrough_commands(tool):
+    """The `python TOOL ...` commands of docs/walkthrough.md, continuation lines joined, as argument lists."""
+    import shlex
+    text = open(os.path.join(REPO, 'docs', 'walkthrough.md')).read().replace('\\\n', ' ')
+    return [shlex.split(line)[2:] for line in text.splitlines() if line.startswith(f'python {tool} ')]
+
+
+def write_prostate_like_cases(root, cases):
+    """case/case_{t2w,adc,hbv,seg}.nii.gz: 64x64x12 voxels of 2 x 2 x 6 mm (a 128 x 128 x 72 mm box) with two zones."""
+    zz, yy, xx = np.meshgrid(np.arange(12), np.arange(64), np.arange(64), indexing='ij')  # [D, H, W]
+    r2 = ((xx - 30) / 12) ** 2 + ((yy - 34) / 10) ** 2 + ((zz - 6) / 3) ** 2
+    seg = np.where(r2 < 0.4, 1, np.where(r2 < 1, 2, 0)).astype(np.uint8)
+    zones = seg.astype(np.float32)
+    for i, case in enumerate(cases):
+        os.makedirs(root / case)
+        for name, volume in [('t2w', 100 + 300 * (seg == 1) + 150 * (seg == 2) + i), ('adc', 900 - 200 * zones),
+                             ('hbv', 10 + 5 * zones), ('seg', seg)]:
+            image = sitk.GetImageFromArray(volume.astype(np.uint8 if name == 'seg' else np.float32))
+            image.SetSpacing((2.0, 2.0, 6.0))
+            sitk.WriteImage(image, str(root / case / f'{case}_{name}.nii.gz'))
+    return seg
+
+
+def test_the_walkthrough_packing_commands_work_as_written(tmp_path):
+    # A user found the labelled command failing: with one --channels pattern, --seg looked for case_0007_t2w_seg.
+    source = tmp_path / 'prostate'
+    seg = write_prostate_like_cases(source, ['case_0001', 'case_0007'])
+    (tmp_path / 'zones.json').write_text('{"1": "CZ+TZ", "2": "PZ"}')  # The walkthrough's echo line.
+    commands = walkthrough_commands('dataset_tool.py')
+    assert len(commands) == 3 and all('--source=~/data/prostate' in args for args in commands)
+    for args in commands:
+        args = [a.replace('~/data/prostate', str(source)) for a in args]
+        result = subprocess.run([sys.executable, os.path.join(REPO, 'dataset_tool.py'), *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stderr == '', (args, result.stdout, result.stderr)
+        assert 'Wrote 2 volumes' in result.stdout and 'skipped 0.' in result.stdout, result.stdout
+    info, arrays = read_zip(tmp_path / 'prostate_zones.zip')
+    assert info['shape'] == [1, 24, 256, 256] and info['volume_info']['channels'] == ['t2w']
+    assert info['volume_info']['label_names'] == {'1': 'CZ+TZ', '2': 'PZ'}
+    assert info['sources'] == [['00000/vol00000000.npy', 'case_0001'], ['00000/vol00000001.npy', 'case_0007']]
+    # Each case got its own case_NNNN_seg.nii.gz: each zone keeps its volume, at 4 x 4 x 2 voxels per source voxel.
+    for i in range(2):
+        packed = arrays[f'00000/seg0000000{i}.npy']
+        assert set(np.unique(packed)) == {0, 1, 2}
+        for value in (1, 2):
+            assert (packed == value).sum() == pytest.approx((seg == value).sum() * 16 * 2, rel=0.1)
+    assert read_zip(tmp_path / 'prostate_bpmri.zip')[0]['shape'] == [3, 24, 256, 256]

@@ -36,6 +36,7 @@ class Case:
     items: list[tuple[str, object]]   # ('file', path) | ('dicom', [slice files]) | ('phantom', seed).
     keys: tuple[str, ...]             # Label names that refer to this case.
     seg: tuple[str, object] | None = None  # ('file', path) | ('phantom', seed): the label map (--seg).
+    case_id: str | None = None  # What '*' in --seg stands for: the id --channels matched (else the file's stem).
 
 
 def parse_phantom_source(source: str) -> tuple[int, int] | None:
@@ -140,13 +141,13 @@ def sequence_cases(root: str, patterns: list[str]) -> tuple[list[Case], list[tup
             problems.append((case_id, f'case "{case_id}" has several files for {", ".join(double)}'))
         else:
             items = [('file', os.path.join(root, h[0])) for h in hits]
-            cases.append(Case(case_id, items, (case_id, *_file_keys(hits[0][0]))))
+            cases.append(Case(case_id, items, (case_id, *_file_keys(hits[0][0])), case_id=case_id))
     return cases, problems
 
 
 def attach_label_maps(cases: list[Case], root: str | None, pattern: str) -> tuple[list[Case], list[tuple[str, str]]]:
-    """Give each case its label map: the file `pattern` names with '*' replaced by the case's id (a file's stem, a
-    sequence group's id, a DICOM folder's name), beside the case's (first) file, or relative to root when the
+    """Give each case its label map: the file `pattern` names with '*' replaced by the case's id (the id --channels
+    matched, with one pattern or several; else a file's stem or a DICOM folder's name), beside the case's (first) file, or relative to root when the
     pattern holds a '/'. Files that match the pattern are label maps, not cases. 'phantom' gives phantoms their
     organ mask.
 
@@ -176,8 +177,10 @@ def attach_label_maps(cases: list[Case], root: str | None, pattern: str) -> tupl
 
 
 def _label_map_path(root: str, path: str, case: Case, pattern: str) -> str:
-    if case.items[0][0] == 'file':
-        stem = case.name if len(case.items) > 1 else volume_io.strip_extension(os.path.basename(path))
+    if case.case_id is not None:  # A --channels group, even of one pattern: case_0007 for case_0007_t2w.nii.gz.
+        stem = case.case_id
+    elif case.items[0][0] == 'file':
+        stem = volume_io.strip_extension(os.path.basename(path))
     else:
         stem = os.path.basename(path.rstrip('/'))
     folder = root if '/' in pattern else os.path.dirname(path.rstrip('/'))
