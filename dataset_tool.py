@@ -307,8 +307,11 @@ class FailedInputs(PackError):
     def __init__(self, summary: PackSummary) -> None:
         self.summary = summary
         failed, total = len(summary.skipped), summary.written + len(summary.skipped)
-        super().__init__(f'{failed} of {total} inputs could not be packed (listed above); nothing was written. '
-                         f'Fix them, or pass --on-error=skip to pack the other {summary.written}.')
+        names = ', '.join(name for name, _ in summary.skipped[:3]) + (f' and {failed - 3} more' if failed > 3 else '')
+        advice = f'Fix them, or pass --on-error=skip to pack the other {summary.written}.' if summary.written else \
+            'Fix them.'
+        super().__init__(f'{failed} of {total} inputs could not be packed: {names} (reasons listed above); nothing '
+                         f'was written. {advice}')
 
     def details(self) -> str:
         return '\n'.join(f'  failed {name}: {reason}' for name, reason in self.summary.skipped)
@@ -463,6 +466,8 @@ def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOpt
         packed.append((fname, case.name, label, result.grid))
         summary.written += 1
 
+    if summary.written == 0 and summary.skipped and options.on_error == 'fail':
+        raise FailedInputs(summary)  # Every input failed: name them all, as when only some do.
     if summary.written == 0:
         raise PackError(f'no volumes were written from {source} ({len(summary.skipped)} skipped'
                         + (f', e.g. {summary.skipped[0][0]}: {summary.skipped[0][1]})' if summary.skipped else ')'))

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from click.testing import CliRunner
 
 import dataset_tool
+from tests.faults.helpers import assert_clean_failure, run_cli
 from tests.volumes.test_volume_io import measured_radius, sphere_image, write_dicom_series
 from training.dataset import VolumeFolderDataset
 
@@ -355,8 +356,9 @@ def test_bad_volume_stops_or_is_skipped(tmp_path, kind, message):
     fail = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip')  # The default: name, write none.
     assert fail.exit_code == 1 and isinstance(fail.exception, SystemExit), fail.output
     assert fail.output.splitlines()[-2].startswith(f'  failed {name}:') and message in fail.output.splitlines()[-2]
-    assert fail.output.splitlines()[-1] == ('Error: 1 of 2 inputs could not be packed (listed above); nothing was '
-                                            'written. Fix them, or pass --on-error=skip to pack the other 1.')
+    assert fail.output.splitlines()[-1] == (f'Error: 1 of 2 inputs could not be packed: {name} (reasons listed '
+                                            f'above); nothing was written. Fix them, or pass --on-error=skip to pack '
+                                            f'the other 1.')
     assert os.listdir(tmp_path / 'out') == []
 
     skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip', '--on-error', 'skip')
@@ -382,9 +384,24 @@ def test_empty_folder_and_all_skipped_leave_nothing(tmp_path):
     assert result.exit_code == 1 and 'no volumes (NIfTI, NRRD, MHA/MHD, .npy or DICOM) found' in result.output
     assert str(tmp_path / 'empty') in result.output and len(result.output.strip().splitlines()) == 1
     make_bad(tmp_path / 'bad', '2d')
-    result = pack('--source', tmp_path / 'bad', '--dest', tmp_path / 'out.zip')
+    result = pack('--source', tmp_path / 'bad', '--dest', tmp_path / 'out.zip', '--on-error', 'skip')
     assert result.exit_code == 1 and 'no volumes were written' in result.output and 'bad.nii' in result.output
     assert sorted(os.listdir(tmp_path)) == ['bad', 'empty']
+
+
+def test_when_every_input_fails_under_on_error_fail_they_are_named_as_failed(tmp_path):
+    # The default --on-error=fail once answered "no volumes were written (2 skipped, e.g. ...)": nothing is skipped
+    # under fail; the inputs failed and nothing was written.
+    make_bad(tmp_path / 'src', '2d')
+    make_bad(tmp_path / 'src', 'zero-size')
+    result = run_cli(['dataset_tool.py', f'--source={tmp_path / "src"}', f'--dest={tmp_path / "out.zip"}'])
+    line = assert_clean_failure(result, '2 of 2 inputs could not be packed: bad.nii, bad.npy (reasons listed above); '
+                                        'nothing was written. Fix them.')
+    assert 'skip' not in line and 'skipped' not in result.stdout
+    assert result.stdout.splitlines() == [f'  failed bad.nii: {tmp_path / "src" / "bad.nii"} is a 2D image (size 8x6); '
+                                          f'expected a 3D volume',
+                                          f'  failed bad.npy: {tmp_path / "src" / "bad.npy"} is empty (size 8x6x0)']
+    assert sorted(os.listdir(tmp_path)) == ['src']
 
 
 def test_label_file_naming_missing_files(tmp_path):
