@@ -54,7 +54,8 @@ import tqdm
 
 import dnnlib
 from volumes.contract import (DATASET_FORMAT, INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
-                            format_size, parse_size, parse_xyz)
+                            format_size, parse_size, parse_xyz, xyz_to_dhw)
+from training import volume_shape
 from volumes import packing, phantom, volume_io
 from volumes.sources import (Case, PackError, attach_label_maps, case_label, channel_names, folder_cases,
                              load_label_names, load_labels, parse_phantom_source, phantom_cases, sequence_cases,
@@ -148,6 +149,51 @@ def process_case(case: Case, options: PackOptions) -> packing.PackedCase:
     labels = read_item(case.seg, options.grid, labels=True) if case.seg is not None else None
     labels_name = str(case.seg[1]) if case.seg is not None and case.seg[0] == 'file' else f'{case.name} (label map)'
     return packing.pack_images(images, options.grid, options.intensity, names, labels, labels_name)
+
+#----------------------------------------------------------------------------
+# Sizes train.py can train (training/volume_shape.py's automatic block schedule decides; asked, not restated).
+
+
+def _trainable(shape_dhw: tuple[int, int, int]) -> bool:
+    try:
+        volume_shape.make_schedule(shape_dhw)
+    except ValueError:
+        return False
+    return True
+
+
+def _axis_trainable(size: int) -> bool:
+    """Whether an axis of this size fits the schedule beside a larger one (a 4x4 plane: 3 is allowed there)."""
+    return _trainable((size, 4, 4))
+
+
+def _nearest_axis_sizes(size: int) -> tuple[int | None, int]:
+    """(the nearest trainable axis size <= size or None, the nearest >= size; 3 goes up to 4, which may be largest)."""
+    below = next((s for s in range(size, 2, -1) if _axis_trainable(s)), None)
+    above = next(s for s in range(size if size != 3 else 4, 2 * size + 8) if _axis_trainable(s))
+    return below, above
+
+
+def nearest_trainable_sizes(size_xyz: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The trainable sizes (x, y, z) nearest to size_xyz: every axis rounded down, and every axis rounded up."""
+    options = [_nearest_axis_sizes(s) for s in size_xyz]
+    picks = [tuple(o[0] for o in options), tuple(o[1] for o in options)]
+    picks = [(4, *p[1:]) if None not in p and max(p) == 3 else p for p in picks]  # 3 is never the largest axis.
+    return [p for p in dict.fromkeys(picks) if None not in p and _trainable(xyz_to_dhw(p))]
+
+
+def untrainable_size_warning(size_xyz: tuple[int, int, int]) -> str | None:
+    """One line saying that train.py will refuse volumes of size_xyz, why, and the nearest sizes it trains; None
+    when it trains them."""
+    if _trainable(xyz_to_dhw(size_xyz)):
+        return None
+    bad = [f'{axis}={s}' for axis, s in zip('xyz', size_xyz) if not _axis_trainable(s)]
+    listed = ' and '.join([', '.join(bad[:-1]), bad[-1]] if len(bad) > 1 else bad)
+    why = f'{listed} {"is" if len(bad) == 1 else "are"} not' if bad else 'the largest axis is 3'
+    nearest = ' or '.join(format_size(xyz_to_dhw(p)) for p in nearest_trainable_sizes(size_xyz))
+    return (f'train.py will refuse {format_size(xyz_to_dhw(size_xyz))} volumes: each axis must be b x 2^k with b in '
+            f'4..7 (or 3, if not the largest; training/volume_shape.py), and {why}. Nearest trainable sizes: '
+            f'{nearest} (or give train.py an explicit --base)')
 
 #----------------------------------------------------------------------------
 # Output: a zip or a folder, written under a temporary name and renamed at the end.
@@ -413,6 +459,9 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     except BaseException:
         writer.abort()
         raise
+    size_warning = untrainable_size_warning(size or dhw_to_xyz(summary.shape[1:]))
+    if size_warning is not None:
+        summary.warnings.insert(0, size_warning)
     return summary
 
 
@@ -652,6 +701,9 @@ def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str
                    channels=_parse_channels(channels), seg=seg, seg_names=seg_names,
                    seg_interpolation=seg_interpolation, crop=crop)
     check_geometry_options(options['size'], options['spacing'], options['fov'])
+    size_warning = untrainable_size_warning(options['size']) if options['size'] else None
+    if size_warning is not None:  # Said before the work; the summary repeats it.
+        click.echo(f'Warning: {size_warning}. Packing anyway: a packed set can still serve radiomics or audits.')
     try:
         with _exit_on_sigterm():
             summary = pack_dataset(source=os.path.expanduser(source), dest=dest, dtype=dtype, labels=labels,

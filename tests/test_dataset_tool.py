@@ -604,3 +604,34 @@ def test_the_walkthrough_packing_commands_work_as_written(tmp_path):
         for value in (1, 2):
             assert (packed == value).sum() == pytest.approx((seg == value).sum() * 16 * 2, rel=0.1)
     assert read_zip(tmp_path / 'prostate_bpmri.zip')[0]['shape'] == [3, 24, 256, 256]
+
+#----------------------------------------------------------------------------
+# Sizes train.py cannot train: packed, with one warning line before and in the summary.
+
+WARNING_30 = ('train.py will refuse 30x30x10 volumes: each axis must be b x 2^k with b in 4..7 (or 3, if not the '
+              'largest; training/volume_shape.py), and x=30 and y=30 are not. Nearest trainable sizes: 28x28x10 or '
+              '32x32x10 (or give train.py an explicit --base)')
+
+
+def test_a_size_train_py_refuses_is_packed_with_a_warning_that_names_the_nearest_sizes(tmp_path):
+    result = run_cli(['dataset_tool.py', '--source=phantom:2', '--size=30x30x10', f'--dest={tmp_path / "p.zip"}'])
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f'Warning: {WARNING_30}. Packing anyway: a packed set can still serve radiomics or audits.'
+    assert lines[1].startswith('Wrote 2 volumes of shape [C, D, H, W] = [1, 10, 30, 30]')
+    assert lines[2:] == [f'  warning: {WARNING_30}']
+    # The warning is true: train.py refuses the packed set, and trains the sizes it names.
+    from training.volume_shape import make_schedule
+    for size in ((10, 28, 28), (10, 32, 32)):
+        assert make_schedule(size).img_shape == size
+    refused = run_cli(['train.py', f'--outdir={tmp_path / "runs"}', f'--data={tmp_path / "p.zip"}', '--dry-run',
+                       '--workers=0'])
+    assert_clean_failure(refused, 'volume size 30x30x10 does not factor')
+    # A size it trains gives no warning; without --size the packed size is checked afterwards, in the summary.
+    fine = run_cli(['dataset_tool.py', '--source=phantom:1', '--size=32x32x10', f'--dest={tmp_path / "q.zip"}'])
+    assert fine.returncode == 0 and 'arning' not in fine.stdout + fine.stderr, fine.stdout
+    write_npy_cases(tmp_path / 'src', ['a', 'b'], shape=(4, 6, 9))  # 9x6x4.
+    unsized = run_cli(['dataset_tool.py', f'--source={tmp_path / "src"}', f'--dest={tmp_path / "r.zip"}'])
+    assert unsized.returncode == 0 and unsized.stdout.splitlines()[0].startswith('Wrote 2 volumes'), unsized.stdout
+    assert unsized.stdout.splitlines()[1].startswith('  warning: train.py will refuse 9x6x4 volumes: ')
+    assert 'and x=9 is not. Nearest trainable sizes: 8x6x4 or 10x6x4 ' in unsized.stdout
