@@ -12,6 +12,9 @@ stays tilted in the world, and dataset.json records its direction cosines and th
 generated volumes are written with them and overlay the real scans in a viewer. --orient=lps resamples each scan
 physically onto the world's L, P, S axes instead (the same box, centre and spacing), so every volume is axis-aligned.
 
+The source is a folder (searched recursively), a .zip of one, or a single file: a volume file packs as a
+one-volume dataset, and one DICOM file stands for the series in its folder that it belongs to.
+
 The output is a zip (or folder) of uncompressed .npy volumes [C, D, H, W] named 00000/vol00000000.npy, plus
 dataset.json with the shape, the volume record (spacing, direction, centre, intensity mapping, channel names),
 the class labels, and each volume's source and grid. It is written to a temporary name next to --dest, checked
@@ -58,8 +61,8 @@ from volumes.contract import (DATASET_FORMAT, INTERPOLATIONS, ORIENTS, Intensity
 from training import volume_shape
 from volumes import packing, phantom, volume_io
 from volumes.sources import (Case, PackError, attach_label_maps, case_label, channel_names, folder_cases,
-                             load_label_names, load_labels, parse_phantom_source, phantom_cases, sequence_cases,
-                             source_root, unmatched_labels)
+                             is_single_file_source, load_label_names, load_labels, parse_phantom_source,
+                             phantom_cases, sequence_cases, single_file_cases, source_root, unmatched_labels)
 
 DTYPES = ('uint8', 'uint16')
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: the same inputs give the same archive.
@@ -384,6 +387,11 @@ def _find_cases(source: str, root: str | None, options: PackOptions) -> tuple[li
         if options.channels:
             raise PackError('--channels does not apply to a phantom source')
         cases, problems = phantom_cases(*ph), []
+    elif is_single_file_source(source):
+        if options.channels:
+            raise PackError(f'--channels groups the files of a folder; --source {source} is one file (give its '
+                            f'folder)')
+        cases, problems = single_file_cases(source), []
     else:
         cases, problems = sequence_cases(root, options.channels) if options.channels else folder_cases(root)
     if options.seg is not None:
@@ -405,7 +413,8 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     """Pack a source into a dataset zip or folder (see the module docstring for the steps).
 
     Args:
-        source: A folder (searched recursively), a .zip of such files, or 'phantom:N[:SEED]'.
+        source: A folder (searched recursively), a .zip of such files, one volume file (a DICOM file stands for
+            the series in its folder that it belongs to), or 'phantom:N[:SEED]'.
         dest: A .zip path, or an empty or non-existent folder.
         size: Output size (x, y, z); None: all volumes must already share a size.
         spacing: Resample to this spacing (x, y, z) mm; with size and no fov, the box is size * spacing.
@@ -471,7 +480,8 @@ def _pack(source: str, root: str | None, writer: DatasetWriter, options: PackOpt
     label_map = load_labels(options.labels) if options.labels else options.class_labels
 
     def fail(name: str, reason: str) -> None:
-        reason = reason.replace(root, source.rstrip('/\\')) if root and root != source else reason
+        if root and root != source and not is_single_file_source(source):  # A zip's temporary extraction.
+            reason = reason.replace(root, source.rstrip('/\\'))
         if options.on_error == 'stop':
             raise PackError(reason if name in reason else f'{name}: {reason}')
         summary.skipped.append((name, reason))
@@ -663,7 +673,8 @@ def _exit_on_sigterm() -> Iterator[None]:
 
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--source', required=True, metavar='PATH', help='Folder, .zip, or phantom:N[:SEED]')
+@click.option('--source', required=True, metavar='PATH', help='Folder, .zip, one volume file (a DICOM file: its '
+              'series), or phantom:N[:SEED]')
 @click.option('--dest', required=True, metavar='PATH', help='Output .zip, or an empty or new folder')
 @click.option('--size', metavar='XxYxZ', help='Output size, e.g. 256x256x24 (W x H x D)')
 @click.option('--spacing', metavar='MM', help='Resample to this spacing: sx,sy,sz or one number')

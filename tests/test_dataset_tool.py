@@ -635,3 +635,56 @@ def test_a_size_train_py_refuses_is_packed_with_a_warning_that_names_the_nearest
     assert unsized.returncode == 0 and unsized.stdout.splitlines()[0].startswith('Wrote 2 volumes'), unsized.stdout
     assert unsized.stdout.splitlines()[1].startswith('  warning: train.py will refuse 9x6x4 volumes: ')
     assert 'and x=9 is not. Nearest trainable sizes: 8x6x4 or 10x6x4 ' in unsized.stdout
+
+#----------------------------------------------------------------------------
+# One file as the source.
+
+
+def test_one_volume_file_is_a_one_volume_source_with_its_label_map(tmp_path):
+    seg = write_prostate_like_cases(tmp_path, ['case_0007'])
+    t2w = tmp_path / 'case_0007' / 'case_0007_t2w.nii.gz'
+    # Without --channels, '*' in --seg is the file's name without its extension.
+    (tmp_path / 'case_0007' / 'case_0007_t2w_seg.nii.gz').symlink_to(tmp_path / 'case_0007' / 'case_0007_seg.nii.gz')
+    result = run_cli(['dataset_tool.py', f'--source={t2w}', f'--dest={tmp_path / "one.zip"}', '--seg=*_seg.nii.gz',
+                      '--clip=0,100'])
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    assert result.stdout.startswith(f'Wrote 1 volume of shape [C, D, H, W] = [1, 12, 64, 64] to {tmp_path / "one.zip"}')
+    info, arrays = read_zip(tmp_path / 'one.zip')
+    assert info['sources'] == [['00000/vol00000000.npy', 'case_0007_t2w.nii.gz']]
+    assert np.array_equal(arrays['00000/seg00000000.npy'], seg)  # Its label map, found beside it.
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(t2w)))
+    expected = np.rint((expected - expected.min()) * 255 / np.ptp(expected))
+    assert np.array_equal(arrays['00000/vol00000000.npy'][0], expected)
+
+
+def test_one_dicom_file_stands_for_its_series(tmp_path):
+    volume = np.arange(5 * 8 * 8, dtype=np.int16).reshape(5, 8, 8)
+    write_dicom_series(tmp_path / 'mr', volume, (1.0, 1.0, 2.0), uid='1.2.3.1')
+    write_dicom_series(tmp_path / 'mr', volume[::-1], (1.0, 1.0, 2.0), uid='1.2.3.2', origin=(0, 0, 50),
+                       extension='')  # Another series in the same folder: slice000, slice001, ...
+    for name, uid, series in [('slice002.dcm', '1.2.3.1', volume), ('slice004', '1.2.3.2', volume[::-1])]:
+        dest = tmp_path / f'{uid}.zip'
+        result = run_cli(['dataset_tool.py', f'--source={tmp_path / "mr" / name}', f'--dest={dest}', '--clip=0,100'])
+        assert result.returncode == 0 and result.stderr == '', result.stderr
+        info, arrays = read_zip(dest)
+        assert info['shape'] == [1, 5, 8, 8] and len(arrays) == 1  # The five slices of its own series only.
+        assert info['sources'] == [['00000/vol00000000.npy', f'mr#{uid}']]
+        assert np.array_equal(arrays['00000/vol00000000.npy'][0], np.rint(series * 255.0 / volume.max()))
+
+
+def test_one_file_source_errors_are_one_line(tmp_path):
+    write_npy_cases(tmp_path, ['a'])
+    (tmp_path / 'notes.txt').write_text('not a volume')
+    make_bad(tmp_path / 'bad', 'truncated')
+    for args, fragments in [
+        ([f'--source={tmp_path / "notes.txt"}'], [str(tmp_path / 'notes.txt'), 'neither a folder, a .zip archive nor '
+                                                  'a volume file']),
+        ([f'--source={tmp_path / "a.npy"}', '--channels=*_t2w.nii.gz'], ['--channels groups the files of a folder',
+                                                                         'a.npy is one file']),
+        ([f'--source={tmp_path / "bad" / "bad.nii.gz"}'], ['1 of 1 inputs could not be packed: bad.nii.gz']),
+    ]:
+        result = run_cli(['dataset_tool.py', *args, f'--dest={tmp_path / "out.zip"}'])
+        assert_clean_failure(result, *fragments)
+        assert not os.path.exists(tmp_path / 'out.zip')
+    # The reason names the file itself (not the folder joined to the file again).
+    assert f'  failed bad.nii.gz: {tmp_path / "bad" / "bad.nii.gz"} is truncated' in result.stdout, result.stdout

@@ -95,6 +95,28 @@ def folder_cases(root: str) -> tuple[list[Case], list[tuple[str, str]]]:
     return sorted(cases, key=lambda c: c.name), problems
 
 
+def is_single_file_source(source: str) -> bool:
+    """A --source that is one volume file (NIfTI, NRRD, MetaImage, .npy) or one DICOM file, not a folder or .zip."""
+    return os.path.isfile(source) and (volume_io.volume_extension(source) is not None or
+                                       (not zipfile.is_zipfile(source) and volume_io.is_dicom_file(source)))
+
+
+def single_file_cases(path: str) -> list[Case]:
+    """One file as a one-volume source. A DICOM file stands for the series it belongs to (the slices in its folder
+    that share its SeriesInstanceUID): one slice is no volume, and a multi-frame file is a series of one file."""
+    name = os.path.basename(path)
+    if volume_io.volume_extension(path) is not None:
+        return [Case(name, [('file', path)], _file_keys(name))]
+    folder = os.path.dirname(os.path.abspath(path))
+    series = volume_io.find_dicom_series(folder)
+    for uid, files in series:
+        if any(os.path.samefile(f, path) for f in files):
+            case = os.path.basename(folder) if len(series) == 1 else f'{os.path.basename(folder)}#{uid}'
+            return [Case(case, [('dicom', files)], (case, os.path.basename(folder), uid, name))]
+    raise PackError(f'--source {path} is a DICOM file of no readable series (ITK lists {len(series)} series in '
+                    f'{folder}, none with this file)')
+
+
 def _pattern_regex(pattern: str) -> re.Pattern:
     # The single '*' captures the case id; '?' matches one character as in a glob.
     head, tail = pattern.split('*')
@@ -207,14 +229,20 @@ def load_label_names(path: str) -> dict[int, str]:
 
 @contextlib.contextmanager
 def source_root(source: str) -> Iterator[str]:
-    """The folder to search: the source folder itself, or a temporary extraction of a source zip."""
+    """The folder to search: the source folder itself, a temporary extraction of a source zip, or the folder of a
+    single file (where its label map lies)."""
     if os.path.isdir(source):
         yield source
         return
     if not os.path.isfile(source):
-        raise PackError(f'--source "{source}" does not exist (expected a folder, a .zip or phantom:N)')
+        raise PackError(f'--source "{source}" does not exist (expected a folder, a .zip, a volume file or '
+                        f'phantom:N)')
+    if is_single_file_source(source):
+        yield os.path.dirname(os.path.abspath(source))
+        return
     if not zipfile.is_zipfile(source):
-        raise PackError(f'--source "{source}" is neither a folder nor a .zip archive')
+        raise PackError(f'--source "{source}" is neither a folder, a .zip archive nor a volume file (expected one of '
+                        f'{", ".join(volume_io.READ_EXTENSIONS)} or DICOM)')
     with tempfile.TemporaryDirectory(prefix='dataset-tool-') as tmp:
         try:
             with zipfile.ZipFile(source) as z:
