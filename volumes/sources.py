@@ -169,9 +169,9 @@ def sequence_cases(root: str, patterns: list[str]) -> tuple[list[Case], list[tup
 
 def attach_label_maps(cases: list[Case], root: str | None, pattern: str) -> tuple[list[Case], list[tuple[str, str]]]:
     """Give each case its label map: the file `pattern` names with '*' replaced by the case's id (the id --channels
-    matched, with one pattern or several; else a file's stem or a DICOM folder's name), beside the case's (first) file, or relative to root when the
-    pattern holds a '/'. Files that match the pattern are label maps, not cases. 'phantom' gives phantoms their
-    organ mask.
+    matched, with one pattern or several; else a file's stem or a DICOM folder's name), beside the case's (first)
+    file, or relative to root when the pattern holds a '/'. Files that match the pattern are label maps, not cases.
+    'phantom' gives phantoms their organ mask.
 
     Returns:
         (cases, problems): problems are (case name, reason) for cases whose label map is missing.

@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 import zlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -493,18 +493,19 @@ def write_volume(path: str, array_dhw_or_cdhw: np.ndarray, spacing_xyz, directio
                 np.save(f, array, allow_pickle=False)
         else:
             failure = None
-            with native_stderr_captured() as said:
+            with native_stderr_captured() as printed:
                 try:
                     sitk.WriteImage(image, tmp, useCompression=ext in ('.nrrd', '.mha'))
                 except RuntimeError as e:
                     failure = e
+            said.extend(printed)
             if failure is not None:
                 raise OSError(native_message(said) or sitk_error_message(failure))
     if said:  # The file is whole and checked: what the library said was only a remark; pass it on.
         print('\n'.join(said), file=sys.stderr, flush=True)
 
 
-def _verify_volume_file(path: str, expected: np.ndarray, said: list[str] = ()) -> None:
+def _verify_volume_file(path: str, expected: np.ndarray, said: Sequence[str] = ()) -> None:
     """Read a just-written volume back; raise OSError unless it holds exactly the expected voxels and dtype. said:
     what the writer printed on file descriptor 2, which explains a failure best (NIfTI's 'wrote only N of M
     bytes')."""
@@ -575,7 +576,7 @@ def _drain(fd: int, chunks: list[bytes]) -> None:
         chunks.append(chunk)
 
 
-def native_message(lines: list[str]) -> str:
+def native_message(lines: Sequence[str]) -> str:
     """Lines a C library printed, as one line of plain words: '** ERROR: NWAD: wrote only 5648 of 16384 bytes to
     file' -> 'wrote only 5648 of 16384 bytes to file'."""
     cleaned = [re.sub(r'^(?:\*+\s*)?(?:(?:ERROR|WARNING|Error|Warning)\s*:\s*)?(?:[A-Z0-9_]{2,}:\s*)?', '',
