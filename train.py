@@ -439,9 +439,27 @@ def print_options(c: dnnlib.EasyDict, opts, run_dir: str, gpus: int) -> None:
     print(f'Training duration:  {c.total_kimg} kimg')
     print(f'Number of GPUs:     {gpus}')
     print(f'Volume size:        {contract.format_size(c.training_set_kwargs.img_shape)} (x, y, z)')
-    print(f'Conditional model:  {c.training_set_kwargs.use_labels}\n')
+    print(f'Conditional model:  {c.training_set_kwargs.use_labels}')
+    training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+    print(f'Generated channels: {generated_channels(training_set)}\n')
     print('Generator blocks (the discriminator mirrors them):')
     print(block_schedule(c.training_set_kwargs.img_shape, c.G_kwargs.synthesis_kwargs).describe() + '\n')
+
+
+def generated_channels(training_set) -> str:
+    """What the generator makes, in words: its image channels and, with label maps, one one-hot channel per label
+    value, background first (volumes.contract.VolumeInfo.num_channels)."""
+    def count(n: int, word: str) -> str:
+        return f'{n} {word}{"s" * (n != 1)}'
+
+    info = training_set.volume_info
+    images = f'{count(len(info.channels), "image channel")} ({", ".join(info.channels)})'
+    if not info.label_values:
+        left_out = ' (the dataset\'s label maps are left out: --seg=0)' if training_set.has_label_maps else ''
+        return images + left_out
+    names = ['background', *(info.label_names[v] for v in info.label_values[1:])]
+    return (f'{info.num_channels} = {images} + {count(len(names), "one-hot label channel")} ({", ".join(names)}); '
+            f'generate.py writes the label map beside each volume')
 
 
 if __name__ == '__main__':

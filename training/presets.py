@@ -73,16 +73,21 @@ def list_presets() -> list[str]:
     return sorted(os.path.splitext(name)[0] for name in os.listdir(CONFIG_DIR) if name.endswith('.toml'))
 
 
-def preset_path(name: str) -> str:
+def preset_path(name: str, extended_by: str | None = None) -> str:
+    """The file of a preset name (configs/<name>.toml) or .toml path; extended_by: the preset file whose `extends`
+    names it, which the error then names."""
     path = name if name.endswith('.toml') else os.path.join(CONFIG_DIR, name + '.toml')
     if not os.path.isfile(path):
-        raise PresetError(f'no preset "{name}"; expected one of {", ".join(list_presets())} or a .toml file')
+        nearest = difflib.get_close_matches(name, list_presets(), n=1, cutoff=0.6)
+        hint = f' (did you mean "{nearest[0]}"?)' if nearest else ''
+        where = f'{extended_by}: extends = "{name}", which is no preset' if extended_by else f'no preset "{name}"'
+        raise PresetError(f'{where}{hint}; expected one of {", ".join(list_presets())} or a .toml file')
     return path
 
 
 def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
     """The keys of configs/<name>.toml (or a .toml path), checked, with the presets it extends under them."""
-    path = preset_path(name)
+    path = preset_path(name, extended_by=_seen[-1] if _seen else None)
     if path in _seen:
         raise PresetError(f'{path}: "extends" goes round in a circle')
     with open(path, 'rb') as f:
