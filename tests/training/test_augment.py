@@ -461,10 +461,11 @@ def test_preview_cli_writes_originals_over_augmented(tmp_path, channels):
                                                '--num', '2', '--seed', '1'])
     assert result.exit_code == 0, result.output
     image = np.asarray(PIL.Image.open(out))
-    assert image.shape[:2] == (2 * 24, 2 * 20 * channels)  # Two rows; sequences side by side in a cell.
+    # Two rows; sequences side by side in a cell; each 24 x 20 slice enlarged 11 times to reach 256 pixels.
+    assert image.shape[:2] == (2 * 24 * 11, 2 * 20 * 11 * channels)
     original = np.load(os.path.join(data, 'vol0.npy'))[0, 2]  # Middle axial slice of the first channel.
-    np.testing.assert_array_equal(image[:24, :20], original)
-    assert np.abs(image[24:, :20].astype(int) - original).mean() > 5
+    np.testing.assert_array_equal(image[:24 * 11:11, :20 * 11:11], original)
+    assert np.abs(image[24 * 11::11, :20 * 11:11].astype(int) - original).mean() > 5
     assert sorted(os.listdir(tmp_path)) == ['data', 'grid.png']  # No temp file left behind.
 
 
