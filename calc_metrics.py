@@ -143,7 +143,7 @@ def _spawned(rank: int, args: dict, gpus: int, port: int) -> None:
     try:
         run_process(args, env=distributed.local_env(rank, gpus, port))
     except (OSError, ValueError) as e:
-        print(f'Error (rank {rank}): {metric_utils.one_line(e)}', file=sys.stderr, flush=True)
+        print(f'Error (rank {rank}): {dnnlib.util.one_line(e)}', file=sys.stderr, flush=True)
         if torch.distributed.is_initialized():  # Leave without a barrier (other ranks may not fail); no abort message.
             torch.distributed.destroy_process_group()
         sys.exit(1)
@@ -203,7 +203,7 @@ def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, 
         try:
             run_process(args)
         except (OSError, ValueError) as e:
-            raise click.ClickException(metric_utils.one_line(e)) from None
+            raise click.ClickException(dnnlib.util.one_line(e)) from None
         return
     if torch.cuda.is_available() and gpus > torch.cuda.device_count():
         raise click.BadParameter(f'{gpus} processes but {torch.cuda.device_count()} GPUs', param_hint='--gpus')

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Generate volumes with a trained network and write them as NIfTI (or NRRD/.npy) with a real affine.
 
-Volumes get the voxel spacing, orientation (LPS, written as NIfTI's RAS by the writer) and stored dtype (uint8 or
-uint16) of the training data, read from its dataset.json (or from a safe export, which records them). Seeds fix
-the volumes whatever --batch is, also with --noise-mode=random.
+Volumes get the voxel spacing, direction, centre and stored dtype (uint8 or uint16) of the training data from the
+volume record the network carries (every snapshot and safe export holds it; the dataset is not needed), and come
+back in source units (e.g. Hounsfield units) where the data was packed with a fixed --window. Seeds fix the volumes
+whatever --batch is, also with --noise-mode=random.
 
 Examples:
 

@@ -148,16 +148,12 @@ def fetch_file(url_or_path: str, what: str) -> str:
         try:
             dnnlib.util.open_url(url_or_path, return_filename=True)
         except OSError as e:
-            error = f'{what}: {one_line(e)}'
+            error = f'{what}: {dnnlib.util.one_line(e)}'
     if distributed.get_world_size() > 1:  # Also the barrier that makes the other ranks wait for the download.
         error = distributed.broadcast_object(error)
     if error is not None:
         raise OSError(error)
     return dnnlib.util.open_url(url_or_path, return_filename=True)
-
-
-def one_line(error: BaseException | str) -> str:
-    return ' '.join(str(error).split())
 
 
 def get_detector(url_or_path: str, device: torch.device | str, what: str = 'detector') -> torch.jit.ScriptModule:
@@ -177,7 +173,7 @@ def get_detector(url_or_path: str, device: torch.device | str, what: str = 'dete
                 warnings.simplefilter('ignore', DeprecationWarning)
                 detector = torch.jit.load(path, map_location=device)
         except RuntimeError as e:
-            raise ValueError(f'{what}: {url_or_path} is not a TorchScript file ({one_line(e)[:160]})') from None
+            raise ValueError(f'{what}: {url_or_path} is not a TorchScript file ({dnnlib.util.one_line(e, 160)})') from None
         _detector_cache[key] = detector.eval()
     return _detector_cache[key]
 
@@ -425,7 +421,7 @@ class SliceFeaturizer(Featurizer):
         except torch.jit.Error as e:  # A TorchScript file that is no image detector; its last line says why.
             reason = [line for line in str(e).splitlines() if line.strip()][-1:] or ['']
             raise ValueError(f'{self.what}: {self.detector_url} fails on uint8 [N, 3, H, W] images with '
-                             f'{self.detector_kwargs} ({one_line(reason[0])[:200]})') from None
+                             f'{self.detector_kwargs} ({dnnlib.util.one_line(reason[0], 200)})') from None
         return torch.cat(chunks).float()
 
     def __call__(self, volumes: torch.Tensor) -> dict[View, torch.Tensor]:

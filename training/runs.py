@@ -167,7 +167,7 @@ def _read_state(path: str) -> dict:
         with torch.serialization.safe_globals(_numpy_rng_globals()):
             state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # A damaged file fails inside torch's unpickler or zip reader in many ways.
-        raise ResumeError(f'Cannot resume: {path} is damaged ({type(e).__name__}: {" ".join(str(e).split())[:160]}); '
+        raise ResumeError(f'Cannot resume: {path} is damaged ({type(e).__name__}: {dnnlib.util.one_line(e, 160)}); '
                           f'move it and its network snapshot away to resume from the one before') from None
     if not isinstance(state, dict) or not {'progress', 'optimizers', 'rng'} <= set(state):
         raise ResumeError(f'Cannot resume: {path} is not a training state written by this project')

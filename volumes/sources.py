@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 from typing import Iterator
 
+import dnnlib
 from volumes import volume_io
 
 #----------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def load_label_names(path: str) -> dict[int, str]:
         with open(path) as f:
             raw = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackError(f'--seg-names {path}: {" ".join(str(e).split())}') from None
+        raise PackError(f'--seg-names {path}: {dnnlib.util.one_line(e)}') from None
     if not isinstance(raw, dict) or not raw:
         raise PackError(f'--seg-names {path}: expected a JSON object {{"1": "name", ...}}')
     names = {}
@@ -276,7 +277,7 @@ def load_labels(path: str) -> dict[str, int | list[float]]:
             else:
                 raise PackError(f'--labels {path}: expected a .csv or .json file')
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackError(f'--labels {path}: {" ".join(str(e).split())}') from None
+        raise PackError(f'--labels {path}: {dnnlib.util.one_line(e)}') from None
     if not raw:
         raise PackError(f'--labels {path} holds no labels')
     return _validate_labels(raw, path)

@@ -100,7 +100,7 @@ def _check_nifti_complete(path: str) -> None:
     except (zlib.error, gzip.BadGzipFile) as e:  # A garbled deflate stream or a CRC mismatch.
         raise ValueError(f'{path} is corrupt: the compressed stream cannot be decompressed ({e})') from None
     except Exception as e:  # nibabel's header errors derive from Exception directly; name the file whatever it is.
-        raise ValueError(f'cannot read {path}: {" ".join(str(e).split()) or type(e).__name__}') from None
+        raise ValueError(f'cannot read {path}: {dnnlib.util.one_line(e)}') from None
     if actual < expected:
         raise ValueError(f'{path} is truncated: {actual} bytes, its header needs {expected}')
     if header.get_data_dtype().kind == 'f':  # ITK's NIfTI reader turns NaN into 0 without a word: look first.
@@ -136,7 +136,7 @@ def _image_from_npy(path: str, allow_channels: bool) -> sitk.Image:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f'cannot read {path}: {" ".join(str(e).split())}') from None
+        raise ValueError(f'cannot read {path}: {dnnlib.util.one_line(e)}') from None
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if array.dtype.kind not in 'uif':
