@@ -42,7 +42,6 @@ custom_ops = dnnlib.util.lazy_import('torch_utils.custom_ops')
 distributed = dnnlib.util.lazy_import('torch_utils.distributed')
 training_loop = dnnlib.util.lazy_import('training.training_loop')
 
-AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 
 #----------------------------------------------------------------------------
 # Presets.
@@ -219,8 +218,7 @@ def augment_options(opts, c) -> str:
             raise click.BadParameter('--augpipe cannot be given with --aug=noaug', param_hint='--augpipe')
         return desc
     augpipe = opts.augpipe or 'bgc'
-    from training.augment import AUGPIPE_SPECS
-    c.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **AUGPIPE_SPECS[augpipe])
+    c.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **presets.AUGPIPE_SPECS[augpipe])
     return desc + (f'-{augpipe}' if opts.augpipe is not None else '')
 
 
@@ -338,7 +336,8 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 @click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
 @click.option('--p', help='Augment probability for --aug=fixed', type=FiniteFloatRange(min=0, max=1))
 @click.option('--target', help='ADA target value for --aug=ada', type=FiniteFloatRange(min=0, max=1))
-@click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(AUGPIPES))
+@click.option('--augpipe', help='Augmentation pipeline [default: bgc]',
+              type=click.Choice(list(presets.AUGPIPE_SPECS)))
 # Transfer learning and resume.
 @click.option('--resume', help='A snapshot to start from, or "latest" to continue the newest run', metavar='PKL')
 @click.option('--freezed', help='Freeze-D: freeze the first N discriminator layers', type=click.IntRange(min=0),

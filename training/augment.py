@@ -22,7 +22,7 @@ with respect to its input. The resampling goes through torch_utils/ops/grid_samp
 `F.grid_sample` where the installed torch can differentiate it twice (2.13 can) and a gather-based sampler where it
 cannot (older releases raise "derivative for aten::grid_sampler_2d_backward is not implemented").
 
-Also here: `AUGPIPE_SPECS` (the --aug presets), `update_ada_p` (the ADA heuristic) and a preview CLI:
+Also here: `update_ada_p` (the ADA heuristic) and a preview CLI:
     python -m training.augment --data DATASET.zip --augpipe bgc --p 0.5 --out grid.png
 """
 
@@ -41,6 +41,7 @@ import dnnlib
 from dnnlib.cli import FiniteFloatRange
 from torch_utils import persistence
 from torch_utils.ops import grid_sample_gradfix, upfirdn3d
+from training.presets import AUGPIPE_SPECS  # noqa: F401 (the --augpipe presets, named here as the official code)
 from volumes.contract import to_unit
 
 #----------------------------------------------------------------------------
@@ -50,27 +51,6 @@ SYM2 = (-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291
 SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
         0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
         -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
-
-#----------------------------------------------------------------------------
-# Presets of --aug (multipliers set to 1).
-
-_BLIT = dict(xflip=1, rotate90=1, xint=1)
-_GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
-_COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
-
-AUGPIPE_SPECS: dict[str, dict[str, float]] = {
-    'blit':   dict(_BLIT),
-    'geom':   dict(_GEOM),
-    'color':  dict(_COLOR),
-    'filter': dict(imgfilter=1),
-    'noise':  dict(noise=1),
-    'cutout': dict(cutout=1),
-    'bg':     dict(**_BLIT, **_GEOM),
-    'bgc':    dict(**_BLIT, **_GEOM, **_COLOR),
-    'bgcf':   dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1),
-    'bgcfn':  dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1),
-    'bgcfnc': dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1, cutout=1),
-}
 
 # Expected power of the 4 imgfilter bands (low to high) in natural images; the gains keep it on average.
 IMGFILTER_EXPECTED_POWER = (10 / 13, 1 / 13, 1 / 13, 1 / 13)

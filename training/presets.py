@@ -4,7 +4,8 @@
 A preset may `extend` another; command-line options override what it sets. Every key is checked: an unknown or
 misspelt key, or a value of the wrong type, is a one-line error that names the file and suggests the nearest valid
 key. The official code's short names (`mb`, `gamma`, `ema`, `map`, ...) are recognised and answered with the key to
-write instead. Light on purpose (no torch): train.py reads presets before it imports anything heavy.
+write instead. Also the augment pipes of --augpipe (AUGPIPE_SPECS). Light on purpose (no torch): train.py reads presets
+before it imports anything heavy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,30 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10
     import tomli as tomllib
+
+#----------------------------------------------------------------------------
+# The augment pipes of --augpipe (the official presets; multipliers set to 1).
+
+_BLIT = dict(xflip=1, rotate90=1, xint=1)
+_GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
+_COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
+
+AUGPIPE_SPECS: dict[str, dict[str, float]] = {
+    'blit':   dict(_BLIT),
+    'geom':   dict(_GEOM),
+    'color':  dict(_COLOR),
+    'filter': dict(imgfilter=1),
+    'noise':  dict(noise=1),
+    'cutout': dict(cutout=1),
+    'bg':     dict(**_BLIT, **_GEOM),
+    'bgc':    dict(**_BLIT, **_GEOM, **_COLOR),
+    'bgcf':   dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1),
+    'bgcfn':  dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1),
+    'bgcfnc': dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1, cutout=1),
+}
+
+#----------------------------------------------------------------------------
+# Training presets.
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 NUMBER = (int, float)
