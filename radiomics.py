@@ -130,16 +130,21 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 def render_plots(values: dict[str, np.ndarray], names: list[str], report: dict) -> dict[str, bytes]:
-    """qq_plots.png and wasserstein.png from each group's features [N, F] (standardised here by the reals)."""
+    """qq_plots.png and wasserstein.png of the features `names` (columns of each group's [N, F], standardised here
+    by the reals); the Wasserstein distances come from the report."""
     z = {g: compare.standardize(v, values['real']) for g, v in values.items()}
-    distances = {key: [report[key]['per_feature'][n]['wasserstein'] for n in names] if report[key] else None
-                 for key in ('fake_vs_real', 'reference_vs_real')}
-    return {'qq_plots.png': figure_png(plots.qq_grid(names, z['real'], z['fake'], z.get('reference'))),
+    distances = {key: [report[key]['per_feature'][n]['wasserstein'] for n in names]
+                 if report[key] and not report[key]['reason'] else None for key in ('fake_vs_real', 'reference_vs_real')}
+    reference = z.get('reference') if distances['reference_vs_real'] is not None else None
+    return {'qq_plots.png': figure_png(plots.qq_grid(names, z['real'], z['fake'], reference)),
             'wasserstein.png': figure_png(plots.wasserstein_bars(names, distances['fake_vs_real'],
                                                                  distances['reference_vs_real']))}
 
 #----------------------------------------------------------------------------
 # The importable core.
+
+GROUP_WORDS = {'real': 'reals', 'fake': 'fakes', 'reference': 'reference'}  # The keys of skipped_empty.
+OUTPUTS = ('features.csv', 'report.json', 'qq_plots.png', 'wasserstein.png', 'selection.json')  # What a run owns.
 
 
 def extract_group(cases: list, options: features.ExtractOptions, workers: int, group: str,
@@ -153,64 +158,169 @@ def extract_group(cases: list, options: features.ExtractOptions, workers: int, g
     return np.array([[r[n] for n in options.features] for r in results], dtype=np.float64).reshape(len(cases), -1)
 
 
+def drop_empty_masks(cases: dict[str, list], label: int, skip: bool, warn) -> dict:
+    """Leave out the volumes whose mask has no voxel with the label, and count them (skip), or stop at the first.
+
+    A generated label map without the organ is ordinary for a weak generator, so the default skips and counts.
+
+    Returns:
+        report.json's skipped_empty: {'reals': n, 'fakes': m, ['reference': k,] 'names': [mask names]}.
+
+    Raises:
+        ValueError: an empty mask when not skip, or a group left with no volume.
+    """
+    skipped = {GROUP_WORDS[g]: 0 for g in cases}
+    names = []
+    for group, group_cases in cases.items():
+        empty = [(case, mask_name) for case in group_cases
+                 if (mask_name := sources.lacks_label(case, label)) is not None]
+        if empty and not skip:
+            raise ValueError(f'mask {empty[0][1]} has no voxel with label {label}: the ROI is empty ({len(empty)} '
+                             f'of {len(group_cases)} {group} masks lack it); --skip-empty leaves such '
+                             f'volumes out and counts them')
+        if len(empty) == len(group_cases):
+            raise ValueError(f'no mask of the {len(group_cases)} {group} volumes has a voxel with label '
+                             f'{label} (e.g. {empty[0][1]}): nothing to measure; --params sets another label')
+        if empty:
+            warn(f'skipped {len(empty)} of {len(group_cases)} {GROUP_WORDS[group]} whose mask has no voxel with label '
+                 f'{label} (e.g. {empty[0][1]}); report.json lists them under skipped_empty; --no-skip-empty stops '
+                 f'instead')
+            left_out = {case for case, _ in empty}
+            cases[group] = [case for case in group_cases if case not in left_out]
+        skipped[GROUP_WORDS[group]] = len(empty)
+        names += [mask_name for _, mask_name in empty]
+    return dict(skipped, names=names)
+
+
+def check_units(cases: dict[str, list], warn) -> None:
+    """Warn when a group's intensities look like other units than the reals' (features are compared as the files
+    hold them)."""
+    seen = {g: sources.intensities(c) for g, c in cases.items()}
+    for group in ('fake', 'reference'):
+        if group in seen and sources.units_differ(seen['real'], seen[group]):
+            warn(f'reals and {GROUP_WORDS[group]} hold different intensity ranges: reals {seen["real"].describe()}, '
+                 f'{GROUP_WORDS[group]} {seen[group].describe()} (median of each volume\'s minimum..maximum); '
+                 f'features are compared in the units the files hold, so if these are different units (source vs the '
+                 f'stored units of a packed dataset), make them match: generate.py --units=stored beside a dataset '
+                 f'zip as --reals, --units=source beside source volumes')
+
+
+def plotted_features(report: dict, names: list[str]) -> list[str]:
+    """The features the plots show: those with fake-vs-real statistics (not constant over the reals, computable)."""
+    section = report['fake_vs_real']
+    if section['reason']:
+        return []
+    return [n for n in names if section['per_feature'][n]['wasserstein'] is not None]
+
+
 def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
         options: features.ExtractOptions | None = None, seg: str | None = None,
-        select: tuple[float, float] | None = None, workers: int = 1, progress: bool | None = None) -> dict:
+        select: tuple[float, float] | None = None, workers: int = 1, progress: bool | None = None,
+        skip_empty: bool = True, overwrite: bool = False, warn=None) -> dict:
     """Extract, compare, plot and write the outputs; returns the report (with the selection under 'selection').
 
     Args:
         reals, fakes, reference: Dataset zip or folder of each group (reference may be None).
-        outdir: Output folder, created when missing.
+        outdir: Output folder, created when missing (only when the outputs are ready to write).
         options: Settings, features and ROI; None: PyRadiomics' defaults, every feature, the mask.
         seg: Mask file pattern in folders ('*' = the volume's name); None: NAME_seg.<ext>.
         select: (max_cv, max_rho) of the curation, or None for all features.
         workers: Extraction processes.
         progress: Progress bars on stderr; None: on a terminal only.
+        skip_empty: Leave out (and count) volumes whose mask lacks the label, instead of stopping.
+        overwrite: Replace this tool's earlier outputs in a used outdir (refused otherwise).
+        warn: Called with each warning (one line) as it arises; they are also in report['warnings'].
 
     Raises:
         ValueError: bad inputs (one line naming the file or option).
+        click.BadParameter: a used outdir without overwrite.
         OSError: an output that cannot be written.
     """
     options = options or features.ExtractOptions()
+    warnings_seen = []
+
+    def note(message: str) -> None:
+        warnings_seen.append(message)
+        if warn is not None:
+            warn(message)
+
     paths = {'real': reals, 'fake': fakes, 'reference': reference}
     cases = {g: find_group(p, g, seg, options) for g, p in paths.items() if p is not None}
+    skipped = drop_empty_masks(cases, options.settings.label, skip_empty, note)
+    check_units(cases, note)
     values = {g: extract_group(c, options, workers, g, progress) for g, c in cases.items()}
     names = list(options.features)
     rows = [(case.name, g, dict(zip(names, row))) for g in cases for case, row in zip(cases[g], values[g])]
+    constant = [names[k] for k in np.flatnonzero(compare.constant_columns(values['real']))]
     selection = None
-    if select is not None:
+    if select is not None and len(values['real']) >= 2:
         selection = compare.select_features(values['real'], names, *select)
         if not selection['kept']:
             raise ValueError('--select kept no feature: raise --max-cv or --max-rho')
+    elif select is not None:
+        note('--select needs at least 2 real volumes: every feature is kept')
     kept = selection['kept'] if selection else names
     columns = [names.index(n) for n in kept]
-    report = {f'{g}_vs_real': (compare.compare(values[g][:, columns], values['real'][:, columns], kept)
-                               if g in values else None) for g in ('fake', 'reference')}
-    outputs = {'features.csv': features_csv(rows, names), 'report.json': to_json(report),
-               **render_plots({g: v[:, columns] for g, v in values.items()}, kept, report)}
+    report = {'volumes': {g: len(c) for g, c in cases.items()}}
+    for g in ('fake', 'reference'):
+        section = (compare.compare(values[g][:, columns], values['real'][:, columns], kept, g)
+                   if g in values else None)
+        report[f'{g}_vs_real'] = section
+        reason = section and (section['reason'] or section['joint']['reason'])
+        if reason:
+            note(f'{g}-vs-real: {"undefined" if section["reason"] else "Mahalanobis and Hotelling null"}: {reason}')
+    report.update(constant_features=constant, constant_rule=f'real SD <= {compare.CONSTANT_RTOL:g} * max(1, |real '
+                  f'mean|): left out of the comparison and the plots', skipped_empty=skipped, warnings=warnings_seen)
+    outputs = {'features.csv': features_csv(rows, names), 'report.json': to_json(report)}
+    shown = plotted_features(report, kept)
+    if shown:
+        outputs.update(render_plots({g: v[:, [names.index(n) for n in shown]] for g, v in values.items()}, shown,
+                                    report))
     if selection is not None:
         outputs['selection.json'] = to_json(selection)
-    os.makedirs(outdir, exist_ok=True)  # Only now: a failure above leaves no folder and no file behind.
+    # Only now: a failure above leaves no folder and no file behind (and, with overwrite, the earlier outputs).
+    dnnlib.cli.prepare_outdir(outdir, overwrite, OUTPUTS)
     for fname, data in outputs.items():
         write_file(os.path.join(outdir, fname), data)
-    return dict(report, selection=selection)
+    return dict(report, selection=selection, written=list(outputs))
+
+
+def number(value, spec: str) -> str:
+    return '-' if value is None or not math.isfinite(value) else format(value, spec)
 
 
 def summary(report: dict, outdir: str) -> str:
     """A few lines for the terminal: the joint statistics of each comparison and where the outputs are."""
     lines = []
     for key in ('fake_vs_real', 'reference_vs_real'):
-        if report.get(key):
-            j = report[key]['joint']
-            lines.append(f'{key:18s} Mahalanobis {j["mahalanobis"]:.4g}  Hotelling T2 {j["hotelling_t2"]:.4g} '
-                         f'(p {j["hotelling_p"]:.3g})  correlation Frobenius {j["corr_frobenius"]:.4g}')
+        section = report.get(key)
+        if not section:
+            continue
+        if section['reason']:
+            lines.append(f'{key:18s} no statistics: {section["reason"]}')
+            continue
+        j = section['joint']
+        line = (f'{key:18s} Mahalanobis {number(j["mahalanobis"], ".4g")}  Hotelling T2 '
+                f'{number(j["hotelling_t2"], ".4g")} (p {number(j["hotelling_p"], ".3g")})  correlation Frobenius '
+                f'{number(j["corr_frobenius"], ".4g")}  over {j["features"]} features')
+        lines.append(line + (f' ({j["reason"].split(":")[0]})' if j['reason'] else ''))
+    constant = report.get('constant_features') or []
+    if constant:
+        shown = ', '.join(constant[:3]) + (', ...' if len(constant) > 3 else '')
+        lines.append(f'{len(constant)} features constant over the reals, left out of the comparison: {shown} '
+                     f'(report.json constant_features)')
+    skipped = report.get('skipped_empty') or {}
+    if skipped.get('names'):
+        counts = ', '.join(f'{n} {group}' for group, word in GROUP_WORDS.items() if (n := skipped.get(word)))
+        lines.append(f'Skipped volumes whose mask lacks the label: {counts} (report.json skipped_empty)')
     if report.get('selection'):
         s = report['selection']
         dropped = len(s['dropped_cv']) + len(s['dropped_constant']) + len(s['dropped_rho'])
         lines.append(f'--select kept {len(s["kept"])} of {len(s["kept"]) + dropped} features (see selection.json)')
-    written = 'features.csv, report.json, qq_plots.png, wasserstein.png'
-    written += ', selection.json' if report.get('selection') else ''
-    lines.append(f'Wrote {written} to {outdir}')
+    written = report.get('written', [])
+    if 'qq_plots.png' not in written:
+        lines.append('No plots: no feature could be compared')
+    lines.append(f'Wrote {", ".join(written)} to {outdir}')
     return '\n'.join(lines)
 
 #----------------------------------------------------------------------------
@@ -231,6 +341,16 @@ def parse_box(text: str | None) -> tuple[float, float, float] | None:
         raise click.BadParameter(f'"{text}" is not a box size: x,y,z or one number, positive, in mm',
                                  param_hint='--box')
     return tuple(parts)
+
+
+def check_outdir(outdir: str, overwrite: bool) -> None:
+    """Refuse a file or, without --overwrite, a used folder, before any work; nothing is created or removed yet (that
+    happens when the outputs are ready, so a failure leaves no folder and keeps earlier outputs)."""
+    path = os.path.expanduser(outdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise click.BadParameter(f'"{outdir}" is a file; expected a folder', param_hint='--outdir')
+    if os.path.isdir(path) and not overwrite:
+        dnnlib.cli.prepare_outdir(outdir, False, OUTPUTS)  # Refuses a used folder; an empty one stays as it is.
 
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
@@ -262,13 +382,17 @@ def parse_box(text: str | None) -> tuple[float, float, float] | None:
 @click.option('--workers', help='Processes extracting features', type=click.IntRange(min=1), default=1,
               show_default=True)
 @click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
+@click.option('--skip-empty/--no-skip-empty', default=True, show_default=True,
+              help='Leave out and count volumes whose mask lacks the label (a weak generator\'s empty label map), or '
+                   'stop at the first')
+@dnnlib.cli.overwrite_option()
 def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | None, roi: str, box_text: str | None,
          feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, workers: int,
-         verbose: bool | None) -> None:
-    reals, fakes, outdir = (os.path.expanduser(p) for p in (reals, fakes, outdir))
+         verbose: bool | None, skip_empty: bool, overwrite: bool) -> None:
+    reals, fakes = (os.path.expanduser(p) for p in (reals, fakes))
     reference = os.path.expanduser(reference) if reference else None
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise click.BadParameter(f'"{outdir}" is a file; expected a folder', param_hint='--outdir')
+    check_outdir(outdir, overwrite)
+    outdir = os.path.expanduser(outdir)
     try:
         settings, classes = settings_lib.read_params(os.path.expanduser(params)) if params else (
             settings_lib.Settings(), None)
@@ -286,7 +410,7 @@ def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | 
     print(f'Settings: {settings_lib.describe(settings)}; {len(names)} features; roi {roi}', file=sys.stderr)
     try:
         report = run(reals, fakes, outdir, reference, options, seg, (max_cv, max_rho) if select else None, workers,
-                     verbose)
+                     verbose, skip_empty, overwrite, warn=lambda line: print(f'Warning: {line}', file=sys.stderr))
     except (ValueError, OSError) as e:
         raise click.ClickException(' '.join(str(e).split())) from None
     print(summary(report, outdir))

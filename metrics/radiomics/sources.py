@@ -54,6 +54,10 @@ class FileCase:
             raise ValueError(f'cannot read {self.image_path}: {volume_io.sitk_error_message(e)}') from None
         return tuple(int(s) for s in reader.GetSize())
 
+    def read_mask(self) -> tuple[sitk.Image | None, str | None]:
+        """(mask, its name for messages), without reading the volume; (None, None) without a mask."""
+        return (volume_io.read_image(self.mask_path), self.mask_path) if self.mask_path else (None, None)
+
 
 _DATASETS: dict[str, object] = {}  # One open dataset per zip and process.
 
@@ -75,6 +79,11 @@ class ZipCase:
         mask = place(volume[-1]) if dataset.load_seg else None
         name = f'{self.path}:{self.name}'
         return place(volume[0]), mask, name, f'{name} (label map)' if mask is not None else None
+
+    def read_mask(self) -> tuple[sitk.Image | None, str | None]:
+        """(label map, its name for messages), or (None, None) when the dataset has none."""
+        _, mask, _, mask_name = self()
+        return mask, mask_name
 
 
 def _open_dataset(path: str):
@@ -163,6 +172,56 @@ def check_masks(cases: list[FileCase], root: str, seg: str | None, required: boo
                          f'({len(missing)} of {len(cases)} volumes lack one; --seg sets the pattern)')
     raise ValueError(f'{missing[0].image_path} has no mask ({expected}) while other volumes of its group have one; '
                      f'give every volume a mask or none')
+
+
+def lacks_label(case, label: int) -> str | None:
+    """The name of the case's mask when it has no voxel equal to label (extraction would stop at its empty ROI);
+    None when it has one or the case has no mask."""
+    mask, mask_name = case.read_mask()
+    if mask is None or (sitk.GetArrayViewFromImage(mask) == label).any():
+        return None
+    return mask_name
+
+
+@dataclasses.dataclass(frozen=True)
+class Intensities:
+    """What a group's volumes hold: their voxel types and the median of each volume's minimum and maximum."""
+    dtypes: tuple[str, ...]
+    low: float
+    high: float
+
+    def describe(self) -> str:
+        return f'{"/".join(self.dtypes)} {self.low:g}..{self.high:g}'
+
+
+def intensities(cases: list, most: int = 16) -> Intensities:
+    """The intensities of a group, from at most `most` volumes spread evenly over it (enough for a median, and a
+    bounded cost: every file is read once more)."""
+    picks = sorted({round(i) for i in np.linspace(0, len(cases) - 1, min(most, len(cases)))})
+    dtypes, lows, highs = set(), [], []
+    for i in picks:
+        voxels = sitk.GetArrayViewFromImage(cases[i]()[0])  # [D, H, W]; the reader refuses NaN and infinities.
+        dtypes.add(voxels.dtype.name)
+        lows.append(float(voxels.min()))
+        highs.append(float(voxels.max()))
+    return Intensities(tuple(sorted(dtypes)), float(np.median(lows)), float(np.median(highs)))
+
+
+def units_differ(a: Intensities, b: Intensities) -> bool:
+    """True when two groups' intensities look like different units: spans (high - low) more than 2x apart, ranges
+    that overlap by less than half the smaller span, or values outside the range of the other group's integer
+    type (uint16 values above 255 beside uint8 volumes)."""
+    span_a, span_b = a.high - a.low, b.high - b.low
+    if max(span_a, span_b) > 2 * min(span_a, span_b):
+        return True
+    if min(a.high, b.high) - max(a.low, b.low) < 0.5 * min(span_a, span_b):
+        return True
+    for x, y in ((a, b), (b, a)):
+        if len(y.dtypes) == 1 and np.dtype(y.dtypes[0]).kind in 'iu':
+            info = np.iinfo(np.dtype(y.dtypes[0]))
+            if x.low < info.min or x.high > info.max:
+                return True
+    return False
 
 
 def check_sizes(cases: list, sizes: list[tuple[int, int, int]], group: str) -> tuple[int, int, int]:
