@@ -7,8 +7,14 @@ set: per feature the Kolmogorov-Smirnov and Levene tests, the Wasserstein distan
 the Mahalanobis distance, Hotelling's T^2 and the distance between the feature correlation matrices. A second real
 set (--reference) gives the real-vs-real baseline to read the numbers against.
 
-Writes to --outdir: features.csv (one row per volume), report.json (the statistics), qq_plots.png and
-wasserstein.png; with --select also selection.json (the curated features).
+Writes to --outdir: features.csv (one row per volume), report.json (the statistics, the features constant over
+the reals, the skipped volumes and the warnings), qq_plots.png and wasserstein.png; with --select also
+selection.json (the curated features). A used --outdir is refused unless --overwrite.
+
+What cannot be computed is null in report.json with the reason, never noise: features constant over the reals (up
+to rounding) are left out, Mahalanobis and Hotelling's T^2 need more volumes than features, and any comparison
+needs 2 volumes per group. Volumes whose mask lacks the label (an empty generated label map) are skipped and
+counted (--no-skip-empty stops instead). A warning line says when reals and fakes look like different units.
 
 In a folder the mask of NAME.nii.gz is NAME_seg.nii.gz beside it (as generate.py writes label maps); --seg sets
 another pattern. Intensities are compared in the units the files hold: a packed dataset and the volumes
@@ -22,7 +28,7 @@ Examples:
   python radiomics.py --reals=~/data/prostate_nifti --fakes=synth --outdir=radiomics-out
 
 \b
-  # Against a packed dataset (no masks yet): a 40x40x24 mm box at the centre of every volume.
+  # Against a dataset packed without label maps: a 40x40x24 mm box at the centre of every volume.
   python radiomics.py --reals=prostate.zip --fakes=synth --roi=box --box=40,40,24 --outdir=radiomics-out
 
 \b
@@ -40,6 +46,7 @@ import json
 import math
 import os
 import sys
+from typing import Callable
 
 import click
 import numpy as np
@@ -158,19 +165,20 @@ def extract_group(cases: list, options: features.ExtractOptions, workers: int, g
     return np.array([[r[n] for n in options.features] for r in results], dtype=np.float64).reshape(len(cases), -1)
 
 
-def drop_empty_masks(cases: dict[str, list], label: int, skip: bool, warn) -> dict:
+def drop_empty_masks(cases: dict[str, list], label: int, skip: bool,
+                     warn: Callable[[str], None]) -> tuple[dict[str, list], dict]:
     """Leave out the volumes whose mask has no voxel with the label, and count them (skip), or stop at the first.
 
     A generated label map without the organ is ordinary for a weak generator, so the default skips and counts.
 
     Returns:
-        report.json's skipped_empty: {'reals': n, 'fakes': m, ['reference': k,] 'names': [mask names]}.
+        The cases of each group that are kept, and report.json's skipped_empty: {'reals': n, 'fakes': m,
+        ['reference': k,] 'names': [mask names]}.
 
     Raises:
         ValueError: an empty mask when not skip, or a group left with no volume.
     """
-    skipped = {GROUP_WORDS[g]: 0 for g in cases}
-    names = []
+    kept, skipped, names = {}, {}, []
     for group, group_cases in cases.items():
         empty = [(case, mask_name) for case in group_cases
                  if (mask_name := sources.lacks_label(case, label)) is not None]
@@ -185,14 +193,14 @@ def drop_empty_masks(cases: dict[str, list], label: int, skip: bool, warn) -> di
             warn(f'skipped {len(empty)} of {len(group_cases)} {GROUP_WORDS[group]} whose mask has no voxel with label '
                  f'{label} (e.g. {empty[0][1]}); report.json lists them under skipped_empty; --no-skip-empty stops '
                  f'instead')
-            left_out = {case for case, _ in empty}
-            cases[group] = [case for case in group_cases if case not in left_out]
+        left_out = {case for case, _ in empty}
+        kept[group] = [case for case in group_cases if case not in left_out]
         skipped[GROUP_WORDS[group]] = len(empty)
         names += [mask_name for _, mask_name in empty]
-    return dict(skipped, names=names)
+    return kept, dict(skipped, names=names)
 
 
-def check_units(cases: dict[str, list], warn) -> None:
+def check_units(cases: dict[str, list], warn: Callable[[str], None]) -> None:
     """Warn when a group's intensities look like other units than the reals' (features are compared as the files
     hold them)."""
     seen = {g: sources.intensities(c) for g, c in cases.items()}
@@ -216,7 +224,7 @@ def plotted_features(report: dict, names: list[str]) -> list[str]:
 def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
         options: features.ExtractOptions | None = None, seg: str | None = None,
         select: tuple[float, float] | None = None, workers: int = 1, progress: bool | None = None,
-        skip_empty: bool = True, overwrite: bool = False, warn=None) -> dict:
+        skip_empty: bool = True, overwrite: bool = False, warn: Callable[[str], None] | None = None) -> dict:
     """Extract, compare, plot and write the outputs; returns the report (with the selection under 'selection').
 
     Args:
@@ -246,7 +254,7 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
 
     paths = {'real': reals, 'fake': fakes, 'reference': reference}
     cases = {g: find_group(p, g, seg, options) for g, p in paths.items() if p is not None}
-    skipped = drop_empty_masks(cases, options.settings.label, skip_empty, note)
+    cases, skipped = drop_empty_masks(cases, options.settings.label, skip_empty, note)
     check_units(cases, note)
     values = {g: extract_group(c, options, workers, g, progress) for g, c in cases.items()}
     names = list(options.features)
