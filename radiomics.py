@@ -17,8 +17,8 @@ needs 2 volumes per group. Volumes whose mask lacks the label (an empty generate
 counted (--no-skip-empty stops instead). A warning line says when reals and fakes look like different units.
 
 In a folder the mask of NAME.nii.gz is NAME_seg.nii.gz beside it (as generate.py writes label maps); --seg sets
-another pattern. Intensities are compared in the units the files hold: a packed dataset and the volumes
-generate.py writes both hold the stored units (uint8 0-255 by default), where PyRadiomics' default bin width of 25
+another pattern. Intensities are compared in the units the files hold: a packed dataset holds the stored units
+(uint8 0-255 by default), as generate.py --units=stored writes them, where PyRadiomics' default bin width of 25
 gives only about 10 gray levels; a parameter file with a smaller binWidth (--params) gives finer texture.
 
 Examples:
@@ -165,39 +165,47 @@ def extract_group(cases: list, options: features.ExtractOptions, workers: int, g
     return np.array([[r[n] for n in options.features] for r in results], dtype=np.float64).reshape(len(cases), -1)
 
 
-def drop_empty_masks(cases: dict[str, list], label: int, skip: bool,
+def drop_empty_masks(cases: dict[str, list], options: features.ExtractOptions, skip: bool,
                      warn: Callable[[str], None]) -> tuple[dict[str, list], dict]:
-    """Leave out the volumes whose mask has no voxel with the label, and count them (skip), or stop at the first.
+    """Leave out, and count, the volumes whose mask gives no ROI (no voxel with the label, or an ROI that PyRadiomics'
+    checks refuse, such as a single voxel), or (not skip) stop at the first.
 
-    A generated label map without the organ is ordinary for a weak generator, so the default skips and counts.
+    A generated label map without the organ, or with a speck of it, is ordinary for a weak generator, so the default
+    skips and counts.
 
     Returns:
         The cases of each group that are kept, and report.json's skipped_empty: {'reals': n, 'fakes': m,
-        ['reference': k,] 'names': [mask names]}.
+        ['reference': k,] 'names': [mask names], 'reasons': {reason: count}}.
 
     Raises:
-        ValueError: an empty mask when not skip, or a group left with no volume.
+        ValueError: such a mask when not skip, or a group left with no volume.
     """
-    kept, skipped, names = {}, {}, []
+    label = options.settings.label
+    settings = options.settings if options.needs_mask else None  # The mask is an ROI, not only a box's centre.
+    kept, skipped, names, reasons = {}, {}, [], {}
     for group, group_cases in cases.items():
-        empty = [(case, mask_name) for case in group_cases
-                 if (mask_name := sources.lacks_label(case, label)) is not None]
-        if empty and not skip:
-            raise ValueError(f'mask {empty[0][1]} has no voxel with label {label}: the ROI is empty ({len(empty)} '
-                             f'of {len(group_cases)} {group} masks lack it); --skip-empty leaves such '
-                             f'volumes out and counts them')
-        if len(empty) == len(group_cases):
-            raise ValueError(f'no mask of the {len(group_cases)} {group} volumes has a voxel with label '
-                             f'{label} (e.g. {empty[0][1]}): nothing to measure; --params sets another label')
-        if empty:
-            warn(f'skipped {len(empty)} of {len(group_cases)} {GROUP_WORDS[group]} whose mask has no voxel with label '
-                 f'{label} (e.g. {empty[0][1]}); report.json lists them under skipped_empty; --no-skip-empty stops '
-                 f'instead')
-        left_out = {case for case, _ in empty}
+        problems = [(case, problem) for case in group_cases
+                    if (problem := sources.mask_problem(case, label, settings)) is not None]
+        if problems and not skip:
+            mask_name, reason, detail = problems[0][1]
+            raise ValueError(f'mask {mask_name}: {reason} ({detail}), so the ROI is unusable ({len(problems)} of '
+                             f'{len(group_cases)} {group} masks); --skip-empty leaves such volumes out and counts them')
+        if len(problems) == len(group_cases):
+            mask_name, reason, detail = problems[0][1]
+            raise ValueError(f'no mask of the {len(group_cases)} {group} volumes gives an ROI (e.g. {mask_name}: '
+                             f'{reason}, {detail}): nothing to measure; --params sets another label')
+        if problems:
+            mask_name, reason, detail = problems[0][1]
+            warn(f'skipped {len(problems)} of {len(group_cases)} {GROUP_WORDS[group]} whose mask gives no ROI (e.g. '
+                 f'{mask_name}: {reason}, {detail}); report.json lists them under skipped_empty; --no-skip-empty '
+                 f'stops instead')
+        left_out = {case for case, _ in problems}
         kept[group] = [case for case in group_cases if case not in left_out]
-        skipped[GROUP_WORDS[group]] = len(empty)
-        names += [mask_name for _, mask_name in empty]
-    return kept, dict(skipped, names=names)
+        skipped[GROUP_WORDS[group]] = len(problems)
+        for _, (mask_name, reason, _) in problems:
+            names.append(mask_name)
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return kept, dict(skipped, names=names, reasons=reasons)
 
 
 def check_units(cases: dict[str, list], warn: Callable[[str], None]) -> None:
@@ -254,7 +262,7 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
 
     paths = {'real': reals, 'fake': fakes, 'reference': reference}
     cases = {g: find_group(p, g, seg, options) for g, p in paths.items() if p is not None}
-    cases, skipped = drop_empty_masks(cases, options.settings.label, skip_empty, note)
+    cases, skipped = drop_empty_masks(cases, options, skip_empty, note)
     check_units(cases, note)
     values = {g: extract_group(c, options, workers, g, progress) for g, c in cases.items()}
     names = list(options.features)
@@ -320,7 +328,7 @@ def summary(report: dict, outdir: str) -> str:
     skipped = report.get('skipped_empty') or {}
     if skipped.get('names'):
         counts = ', '.join(f'{n} {group}' for group, word in GROUP_WORDS.items() if (n := skipped.get(word)))
-        lines.append(f'Skipped volumes whose mask lacks the label: {counts} (report.json skipped_empty)')
+        lines.append(f'Skipped volumes whose mask gives no ROI: {counts} (report.json skipped_empty)')
     if report.get('selection'):
         s = report['selection']
         dropped = len(s['dropped_cv']) + len(s['dropped_constant']) + len(s['dropped_rho'])
@@ -391,8 +399,8 @@ def check_outdir(outdir: str, overwrite: bool) -> None:
               show_default=True)
 @click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
 @click.option('--skip-empty/--no-skip-empty', default=True, show_default=True,
-              help='Leave out and count volumes whose mask lacks the label (a weak generator\'s empty label map), or '
-                   'stop at the first')
+              help='Leave out and count volumes whose mask gives no ROI (no voxel with the label, or a single '
+                   'voxel: a weak generator\'s label map), or stop at the first')
 @dnnlib.cli.overwrite_option()
 def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | None, roi: str, box_text: str | None,
          feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, workers: int,

@@ -38,6 +38,14 @@ def write_case(folder, name: str, seed: int, size=SIZE, mask: str = 'organ', sca
     seg[:, h // 4:3 * h // 4, w // 4:3 * w // 4] = volume[:, h // 4:3 * h // 4, w // 4:3 * w // 4] > 0.65
     if mask == 'empty':
         seg[:] = 0
+    elif mask in ('single', 'pair'):  # One voxel; two diagonal neighbours of intensities 50 and 200.
+        seg[:] = 0
+        seg[d // 2, h // 2, w // 2] = 1
+        if mask == 'pair':
+            seg[d // 2, h // 2 + 1, w // 2 + 1] = 1
+            stored[d // 2, h // 2, w // 2], stored[d // 2, h // 2 + 1, w // 2 + 1] = 50, 200
+            volume_io.write_volume(os.path.join(folder, f'{name}.nii.gz'), stored, spacing,
+                                   volume_io.CANONICAL_DIRECTION)
     seg_spacing = spacing if mask != 'off-grid' else (spacing[0], spacing[1], spacing[2] * 2)
     volume_io.write_volume(os.path.join(folder, f'{name}_seg.nii.gz'), seg, seg_spacing, volume_io.CANONICAL_DIRECTION)
 
@@ -144,7 +152,8 @@ def test_bad_input_is_a_one_line_error(tmp_path, case):
     fakes = write_folder(tmp_path / 'fakes', range(10, 12))
     args, expected = [], {
         'off-grid mask': 'case099_seg.nii.gz lies on another grid than',
-        'empty roi': 'no voxel with label 1: the ROI is empty (1 of 3 fake masks lack it); --skip-empty',
+        'empty roi': 'case099_seg.nii.gz: no voxel with label 1 (it is empty), so the ROI is unusable (1 of 3 fake '
+                     'masks); --skip-empty leaves such volumes out',
         'unknown feature': 'unknown feature "glcm_Contrat"',
         'sizes differ': 'fake volumes differ in size',
         'missing mask': 'no mask for',
@@ -262,31 +271,40 @@ def test_fewer_volumes_than_features_makes_the_joint_statistics_null_with_the_re
     assert report['fake_vs_real']['per_feature']['original_firstorder_Mean']['ks_p'] is not None
 
 
-def test_volumes_whose_mask_lacks_the_label_are_skipped_and_counted(tmp_path):
+def test_volumes_whose_mask_gives_no_roi_are_skipped_and_counted(tmp_path):
     reals = write_folder(tmp_path / 'reals', range(0, 4))
     write_case(reals, 'case004', 4, mask='empty')
     fakes = write_folder(tmp_path / 'fakes', range(10, 13))
-    for seed in (13, 14):
-        write_case(fakes, f'case{seed:03d}', seed, mask='empty')  # As a weak generator's label maps.
+    for seed, mask in ((13, 'empty'), (14, 'empty'), (15, 'single'), (16, 'pair')):  # As a weak generator's.
+        write_case(fakes, f'case{seed:03d}', seed, mask=mask)
     out = tmp_path / 'out'
-    result = run_cli(f'--reals={reals}', f'--fakes={fakes}', f'--outdir={out}', '--features=firstorder_Mean')
+    result = run_cli(f'--reals={reals}', f'--fakes={fakes}', f'--outdir={out}',
+                     '--features=firstorder_Mean,firstorder_RobustMeanAbsoluteDeviation')
     assert result.returncode == 0, result.stderr
     rows, report = read_outputs(out)
     assert [r[:2] for r in rows[1:]] == ([[f'case{s:03d}', 'real'] for s in range(4)] +
-                                         [[f'case{s:03d}', 'fake'] for s in range(10, 13)])
-    assert report['skipped_empty'] == {'reals': 1, 'fakes': 2, 'names': [
-        os.path.join(reals, 'case004_seg.nii.gz'), *(os.path.join(fakes, f'case{s:03d}_seg.nii.gz') for s in (13, 14))]}
-    assert report['volumes'] == {'real': 4, 'fake': 3}
+                                         [[f'case{s:03d}', 'fake'] for s in (10, 11, 12, 16)])
+    # Two voxels have no value between their 10th and 90th percentiles: NaN as in PyRadiomics, no RuntimeWarning.
+    assert rows[-1][2:] == ['125.0', 'nan']
+    assert report['skipped_empty'] == {
+        'reals': 1, 'fakes': 3,
+        'names': [os.path.join(reals, 'case004_seg.nii.gz'),
+                  *(os.path.join(fakes, f'case{s:03d}_seg.nii.gz') for s in (13, 14, 15))],
+        'reasons': {'no voxel with label 1': 3, 'the ROI is a single voxel': 1}}
+    assert report['volumes'] == {'real': 4, 'fake': 4}
+    robust = report['fake_vs_real']['per_feature']['original_firstorder_RobustMeanAbsoluteDeviation']
+    assert robust['ks_p'] is not None  # Over the 3 fakes that have it.
     lines = warning_lines(result.stderr)
-    assert len(lines) == 2 and 'skipped 2 of 5 fakes whose mask has no voxel with label 1' in lines[1]
-    assert 'Skipped volumes whose mask lacks the label: 1 real, 2 fake' in result.stdout
+    assert len(lines) == 2 and lines[1].startswith('Warning: skipped 3 of 7 fakes whose mask gives no ROI (e.g. ')
+    assert 'case013_seg.nii.gz: no voxel with label 1, it is empty)' in lines[1]
+    assert 'Skipped volumes whose mask gives no ROI: 1 real, 3 fake' in result.stdout
     # Every fake mask empty: nothing to compare, one line.
-    for seed in range(10, 13):
+    for seed in (10, 11, 12, 16):
         write_case(fakes, f'case{seed:03d}', seed, mask='empty')
     result = run_cli(f'--reals={reals}', f'--fakes={fakes}', f'--outdir={tmp_path / "out2"}',
                      '--features=firstorder_Mean')
     assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith('Error: no mask of the 5 fake volumes has a voxel')
+    assert result.stderr.strip().splitlines()[-1].startswith('Error: no mask of the 7 fake volumes gives an ROI')
     assert not (tmp_path / 'out2').exists()
 
 

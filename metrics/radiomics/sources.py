@@ -17,6 +17,9 @@ import re
 import numpy as np
 import SimpleITK as sitk
 
+from . import roi as roi_lib
+from .settings import Settings
+
 from volumes import volume_io
 from volumes.contract import dhw_to_xyz
 
@@ -174,13 +177,24 @@ def check_masks(cases: list[FileCase], root: str, seg: str | None, required: boo
                      f'give every volume a mask or none')
 
 
-def lacks_label(case, label: int) -> str | None:
-    """The name of the case's mask when it has no voxel equal to label (extraction would stop at its empty ROI);
-    None when it has one or the case has no mask."""
+def mask_problem(case, label: int, settings: Settings | None = None) -> tuple[str, str, str] | None:
+    """Why the case's mask gives no ROI, before any feature is computed: (mask name, reason, detail) when it has no
+    voxel equal to label or (settings given: the mask is the ROI) the ROI fails PyRadiomics' checks (a single voxel,
+    too few dimensions or voxels); None when it is usable or the case has no mask. Checked on the mask's own grid."""
     mask, mask_name = case.read_mask()
-    if mask is None or (sitk.GetArrayViewFromImage(mask) == label).any():
+    if mask is None:
         return None
-    return mask_name
+    array = sitk.GetArrayViewFromImage(mask)  # [D, H, W]
+    roi = array == label
+    if not roi.any():
+        found = [int(v) for v in np.unique(array) if v != 0][:10]
+        return mask_name, f'no voxel with label {label}', f'it holds labels {found}' if found else 'it is empty'
+    if settings is not None:
+        try:
+            roi_lib.check_roi(roi, settings, mask_name)
+        except ValueError as e:
+            return mask_name, str(e).removeprefix(f'{mask_name}: '), f'{int(roi.sum())} voxels with label {label}'
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
