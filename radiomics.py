@@ -141,7 +141,8 @@ def render_plots(values: dict[str, np.ndarray], names: list[str], report: dict) 
     by the reals); the Wasserstein distances come from the report."""
     z = {g: compare.standardize(v, values['real']) for g, v in values.items()}
     distances = {key: [report[key]['per_feature'][n]['wasserstein'] for n in names]
-                 if report[key] and not report[key]['reason'] else None for key in ('fake_vs_real', 'reference_vs_real')}
+                 if report[key] and not report[key]['reason'] else None
+                 for key in ('fake_vs_real', 'reference_vs_real')}
     reference = z.get('reference') if distances['reference_vs_real'] is not None else None
     return {'qq_plots.png': figure_png(plots.qq_grid(names, z['real'], z['fake'], reference)),
             'wasserstein.png': figure_png(plots.wasserstein_bars(names, distances['fake_vs_real'],

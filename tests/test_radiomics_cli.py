@@ -105,7 +105,7 @@ def test_folders_with_masks_split_roi_reference_and_selection(tmp_path):
     check_section(report['fake_vs_real'], kept)
     check_section(report['reference_vs_real'], kept)
     assert report['volumes'] == {'real': 8, 'fake': 6, 'reference': 6}
-    assert report['skipped_empty'] == {'reals': 0, 'fakes': 0, 'reference': 0, 'names': []}
+    assert report['skipped_empty'] == {'reals': 0, 'fakes': 0, 'reference': 0, 'names': [], 'reasons': {}}
     assert 'Mahalanobis' in result.stdout and 'Wrote features.csv' in result.stdout
     # 8 + 6 volumes for the kept features: the pooled covariance is singular, and the report says so.
     assert report['warnings'] == [f'{g}-vs-real: Mahalanobis and Hotelling null: fewer volumes than features: 8 real '
@@ -266,7 +266,8 @@ def test_fewer_volumes_than_features_makes_the_joint_statistics_null_with_the_re
     assert joint['features'] > 4 and 'fewer volumes than features' in joint['reason']
     assert 'singular' in joint['reason'] and joint['corr_frobenius'] is not None
     (line,) = warning_lines(result.stderr)
-    assert 'fake-vs-real: Mahalanobis and Hotelling null: fewer volumes than features: 3 real and 3 fake volumes' in line
+    assert ('fake-vs-real: Mahalanobis and Hotelling null: fewer volumes than features: 3 real and 3 fake '
+            'volumes') in line
     assert 'nan' not in result.stdout and '(fewer volumes than features)' in result.stdout
     assert report['fake_vs_real']['per_feature']['original_firstorder_Mean']['ks_p'] is not None
 
