@@ -13,8 +13,9 @@ selection.json (the curated features). A used --outdir is refused unless --overw
 
 What cannot be computed is null in report.json with the reason, never noise: features constant over the reals (up
 to rounding) are left out, Mahalanobis and Hotelling's T^2 need more volumes than features, and any comparison
-needs 2 volumes per group. Volumes whose mask lacks the label (an empty generated label map) are skipped and
-counted (--no-skip-empty stops instead). A warning line says when reals and fakes look like different units.
+needs 2 volumes per group. Volumes whose mask gives no ROI (no voxel with the label, or a single voxel: a weak
+generator's label map) are skipped and counted (--no-skip-empty stops instead). A warning line says when reals and
+fakes look like different units.
 
 In a folder the mask of NAME.nii.gz is NAME_seg.nii.gz beside it (as generate.py writes label maps); --seg sets
 another pattern. Intensities are compared in the units the files hold: a packed dataset holds the stored units
