@@ -17,11 +17,11 @@ import re
 import numpy as np
 import SimpleITK as sitk
 
-from . import roi as roi_lib
-from .settings import Settings
-
 from volumes import volume_io
 from volumes.contract import dhw_to_xyz
+
+from . import roi as roi_lib
+from .settings import Settings
 
 DEFAULT_SEG_SUFFIX = '_seg'
 
@@ -214,7 +214,8 @@ def intensities(cases: list, most: int = 16) -> Intensities:
     picks = sorted({round(i) for i in np.linspace(0, len(cases) - 1, min(most, len(cases)))})
     dtypes, lows, highs = set(), [], []
     for i in picks:
-        voxels = sitk.GetArrayViewFromImage(cases[i]()[0])  # [D, H, W]; the reader refuses NaN and infinities.
+        image = cases[i]()[0]  # Held while its view is read: the view does not keep the image alive.
+        voxels = sitk.GetArrayViewFromImage(image)  # [D, H, W]; the reader refuses NaN and infinities.
         dtypes.add(voxels.dtype.name)
         lows.append(float(voxels.min()))
         highs.append(float(voxels.max()))
