@@ -330,8 +330,8 @@ def test_a_single_volume_gets_its_features_and_undefined_statistics(tmp_path):
 
 
 def test_a_used_outdir_is_refused_unless_overwrite(tmp_path):
-    reals = write_folder(tmp_path / 'reals', range(0, 5))
-    fakes = write_folder(tmp_path / 'fakes', range(10, 14))
+    reals = write_folder(tmp_path / 'reals', range(0, 3))
+    fakes = write_folder(tmp_path / 'fakes', range(10, 12))
     out = tmp_path / 'out'
     args = [f'--reals={reals}', f'--fakes={fakes}', f'--outdir={out}', '--features=firstorder_Mean,firstorder_Median']
     assert run_cli(*args, '--select').returncode == 0
