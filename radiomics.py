@@ -245,7 +245,7 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
         select: (max_cv, max_rho) of the curation, or None for all features.
         workers: Extraction processes.
         progress: Progress bars on stderr; None: on a terminal only.
-        skip_empty: Leave out (and count) volumes whose mask lacks the label, instead of stopping.
+        skip_empty: Leave out (and count) volumes whose mask gives no ROI, instead of stopping.
         overwrite: Replace this tool's earlier outputs in a used outdir (refused otherwise).
         warn: Called with each warning (one line) as it arises; they are also in report['warnings'].
 
