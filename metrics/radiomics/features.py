@@ -11,6 +11,7 @@ class), this module follows PyRadiomics.
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -53,7 +54,8 @@ def firstorder_features(roi: roi_lib.Roi, levels: np.ndarray, settings: Settings
         'InterquartileRange': float(p75 - p25),
         'Range': float(np.ptp(x)),
         'MeanAbsoluteDeviation': float(np.mean(np.abs(x - x.mean()))),
-        'RobustMeanAbsoluteDeviation': float(np.mean(np.abs(robust - robust.mean()))),
+        # No value between the 10th and 90th percentiles (an ROI of 2 voxels): NaN, as PyRadiomics, without a warning.
+        'RobustMeanAbsoluteDeviation': float(np.mean(np.abs(robust - robust.mean()))) if robust.size else math.nan,
         'RootMeanSquared': float(np.sqrt(energy / x.size)),
         'Skewness': 0.0 if flat else float(scipy.stats.skew(x)),
         'Kurtosis': 0.0 if flat else float(scipy.stats.kurtosis(x, fisher=False)),
