@@ -49,7 +49,7 @@ class FileCase:
                 shape = np.load(self.image_path, mmap_mode='r', allow_pickle=False).shape
             except (OSError, ValueError) as e:
                 raise ValueError(f'cannot read {self.image_path}: {e}') from None
-            return tuple(int(s) for s in shape[::-1])
+            return tuple(int(s) for s in dhw_to_xyz(shape[-3:]))
         reader = sitk.ImageFileReader()
         reader.SetFileName(self.image_path)
         try:
