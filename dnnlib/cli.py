@@ -1,5 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Click parameter types shared by the command-line tools."""
+"""The command-line conventions every tool follows, in one place.
+
+- Paths: `PATH` expands `~` (URLs are left alone). A network is `--network PATH` (a snapshot .pkl or a safe export
+  .pt); an output folder is `--outdir DIR` with `--overwrite`; a single output file or dataset is `--dest PATH`.
+- Booleans are switches, `--mirror` / `--no-mirror`. The official 2D spelling with a value (`--mirror=1`,
+  `--verbose=false`) still works for one release, with a one-line note (Command.parse_args).
+- Defaults are shown by click (`show_default`); a default that is decided at run time says how in words.
+- Progress bars: `--progress/--no-progress`; by default shown on a terminal only, never in a batch job's log.
+- Usage errors are one line (Command, Group).
+"""
 
 from __future__ import annotations
 
@@ -42,6 +51,37 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f'"{value}" is not a finite number', param, ctx)
         return number
+
+class PathType(click.ParamType):
+    """A path with `~` expanded (a URL is kept as it is)."""
+
+    name = 'path'
+
+    def convert(self, value, param, ctx) -> str:
+        text = str(value)
+        return text if '://' in text else os.path.expanduser(text)
+
+
+PATH = PathType()
+
+
+def network_option(required: bool = True) -> Callable:
+    """--network: a snapshot pickle or a safe export."""
+    return click.option('--network', 'network_pkl', type=PATH, metavar='PATH', required=required,
+                        help='Network: a snapshot (.pkl) or a safe export (.pt, see legacy.py export)')
+
+
+def outdir_option(help: str, default: str | None = None) -> Callable:  # noqa: A002 (click's own word)
+    """--outdir: the folder a tool writes into (one run per folder: see prepare_outdir)."""
+    return click.option('--outdir', type=PATH, metavar='DIR', required=default is None, default=default,
+                        show_default=default is not None, help=help)
+
+
+def progress_option() -> Callable:
+    """--progress/--no-progress: progress bars; None (the default) shows them on a terminal only."""
+    return click.option('--progress/--no-progress', default=None, show_default='on a terminal',
+                        help='Progress bars')
+
 
 def parse_seeds(text: str, param_hint: str = '--seeds') -> list[int]:
     """'0-3,9' -> [0, 1, 2, 3, 9]."""
@@ -106,6 +146,10 @@ def overwrite_option(what: str = 'this tool\'s earlier outputs in --outdir') -> 
 # Usage errors on one line.
 
 
+BOOLEAN_WORDS = {'1': True, 'true': True, 'yes': True, 'on': True, '0': False, 'false': False, 'no': False,
+                 'off': False}
+
+
 class UsageError(click.ClickException):
     """A bad option shown as the one line 'Error: Invalid value for '--x': ...', exit code 2 as click's own."""
 
@@ -113,7 +157,27 @@ class UsageError(click.ClickException):
 
 
 class _OneLineUsage:
-    """Turns click's usage errors (usage text, a hint and the error: four lines) into one line on stderr."""
+    """Turns click's usage errors (usage text, a hint and the error: four lines) into one line on stderr, and reads
+    the official spelling of switches with a value (`--mirror=1`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, [self._switch_spelling(arg) for arg in args])
+
+    def _switch_spelling(self, arg: str) -> str:
+        """'--mirror=1' -> '--mirror', '--verbose=false' -> '--no-verbose' (with a note), for switches only."""
+        name, sep, value = arg.partition('=')
+        if not sep or not name.startswith('--'):
+            return arg
+        for param in self.params:
+            if isinstance(param, click.Option) and param.is_flag and name in param.opts and param.secondary_opts:
+                answer = value.strip().lower()
+                if answer not in BOOLEAN_WORDS:
+                    return arg  # click says what is wrong.
+                new = param.opts[0] if BOOLEAN_WORDS[answer] else param.secondary_opts[0]
+                click.echo(f'Note: {arg} is written {new} now; the old spelling works until the next release.',
+                           err=True)
+                return new
+        return arg
 
     def make_context(self, *args, **kwargs):
         try:
