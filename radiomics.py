@@ -8,7 +8,8 @@ the Mahalanobis distance, Hotelling's T^2 and the distance between the feature c
 set (--reference) gives the real-vs-real baseline to read the numbers against.
 
 Writes to --outdir: features.csv (one row per volume), report.json (the statistics), qq_plots.png and
-wasserstein.png; with --select also selection.json (the curated features).
+wasserstein.png; with --select also selection.json (the curated features). --frd adds the Frechet Radiomics
+Distance (v1 and v0 as frd-score 1.0.1 computes them: whole volumes, no masks, its own settings) to report.json.
 
 In a folder the mask of NAME.nii.gz is NAME_seg.nii.gz beside it (as generate.py writes label maps); --seg sets
 another pattern. Intensities are compared in the units the files hold: a packed dataset and the volumes
@@ -51,6 +52,7 @@ from metrics.radiomics import settings as settings_lib
 # Imported at first use, so --help answers at once (these pull in SciPy, SimpleITK and matplotlib).
 compare = dnnlib.util.lazy_import('metrics.radiomics.compare')
 features = dnnlib.util.lazy_import('metrics.radiomics.features')
+frd = dnnlib.util.lazy_import('metrics.radiomics.frd')
 plots = dnnlib.util.lazy_import('metrics.radiomics.plots')
 sources = dnnlib.util.lazy_import('metrics.radiomics.sources')
 
@@ -155,7 +157,8 @@ def extract_group(cases: list, options: features.ExtractOptions, workers: int, g
 
 def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
         options: features.ExtractOptions | None = None, seg: str | None = None,
-        select: tuple[float, float] | None = None, workers: int = 1, progress: bool | None = None) -> dict:
+        select: tuple[float, float] | None = None, workers: int = 1, progress: bool | None = None,
+        with_frd: bool = False) -> dict:
     """Extract, compare, plot and write the outputs; returns the report (with the selection under 'selection').
 
     Args:
@@ -166,6 +169,7 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
         select: (max_cv, max_rho) of the curation, or None for all features.
         workers: Extraction processes.
         progress: Progress bars on stderr; None: on a terminal only.
+        with_frd: Also FRD v1 and v0 against the reals (report['frd']).
 
     Raises:
         ValueError: bad inputs (one line naming the file or option).
@@ -186,6 +190,8 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
     columns = [names.index(n) for n in kept]
     report = {f'{g}_vs_real': (compare.compare(values[g][:, columns], values['real'][:, columns], kept)
                                if g in values else None) for g in ('fake', 'reference')}
+    if with_frd:
+        report['frd'] = frd.frd_report(cases, workers, progress)
     outputs = {'features.csv': features_csv(rows, names), 'report.json': to_json(report),
                **render_plots({g: v[:, columns] for g, v in values.items()}, kept, report)}
     if selection is not None:
@@ -204,6 +210,8 @@ def summary(report: dict, outdir: str) -> str:
             j = report[key]['joint']
             lines.append(f'{key:18s} Mahalanobis {j["mahalanobis"]:.4g}  Hotelling T2 {j["hotelling_t2"]:.4g} '
                          f'(p {j["hotelling_p"]:.3g})  correlation Frobenius {j["corr_frobenius"]:.4g}')
+    if report.get('frd'):
+        lines.append(frd.summary_line(report['frd']))
     if report.get('selection'):
         s = report['selection']
         dropped = len(s['dropped_cv']) + len(s['dropped_constant']) + len(s['dropped_rho'])
@@ -258,13 +266,15 @@ def parse_box(text: str | None) -> tuple[float, float, float] | None:
               type=dnnlib.cli.FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option('--max-rho', help='--select: of each pair with |Spearman rho| above this, drop one',
               type=dnnlib.cli.FiniteFloatRange(min=0, max=1), default=0.9, show_default=True)
+@click.option('--frd', 'with_frd', is_flag=True,
+              help='Also the Frechet Radiomics Distance v1 and v0 (frd-score 1.0.1; whole volumes) in report.json')
 # Performance.
 @click.option('--workers', help='Processes extracting features', type=click.IntRange(min=1), default=1,
               show_default=True)
 @click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
 def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | None, roi: str, box_text: str | None,
-         feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, workers: int,
-         verbose: bool | None) -> None:
+         feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, with_frd: bool,
+         workers: int, verbose: bool | None) -> None:
     reals, fakes, outdir = (os.path.expanduser(p) for p in (reals, fakes, outdir))
     reference = os.path.expanduser(reference) if reference else None
     if os.path.exists(outdir) and not os.path.isdir(outdir):
@@ -283,10 +293,10 @@ def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | 
                                           box_mm=parse_box(box_text))
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint='--roi') from None
-    print(f'Settings: {settings_lib.describe(settings)}; {len(names)} features; roi {roi}', file=sys.stderr)
+    print(f'Settings: {settings_lib.describe(settings)}; {len(options.features)} features; roi {roi}', file=sys.stderr)
     try:
         report = run(reals, fakes, outdir, reference, options, seg, (max_cv, max_rho) if select else None, workers,
-                     verbose)
+                     verbose, with_frd)
     except (ValueError, OSError) as e:
         raise click.ClickException(' '.join(str(e).split())) from None
     print(summary(report, outdir))
