@@ -340,7 +340,8 @@ def intensity_features(prepared: roi_lib.Prepared, options: ExtractOptions, name
     settings = options.settings
     values: dict[str, float] = {}
     for image_type in settings.imageType:
-        wanted: dict[str, dict[str, set[str]]] = {p: {} for p in filters.prefixes(image_type)}  # {prefix: {class: names}}
+        # {image name: {class: feature names}} of this image type's images.
+        wanted: dict[str, dict[str, set[str]]] = {p: {} for p in filters.prefixes(image_type)}
         for prefix, cls, feature in map(split_name, options.features):
             if prefix in wanted and cls != 'shape':
                 wanted[prefix].setdefault(cls, set()).add(feature)
