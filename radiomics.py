@@ -258,7 +258,7 @@ def parse_box(text: str | None) -> tuple[float, float, float] | None:
               metavar='X,Y,Z_MM')
 @click.option('--features', 'feature_spec', help='Classes or names, e.g. firstorder,glcm_Contrast [default: all]',
               metavar='LIST')
-@click.option('--params', help='PyRadiomics parameter file (YAML or JSON): setting and featureClass sections',
+@click.option('--params', help='PyRadiomics parameter file (YAML or JSON): setting, imageType, featureClass',
               metavar='FILE')
 # Curation.
 @click.option('--select', is_flag=True, help='Curate the features as the paper: variability, then redundancy')

@@ -3,9 +3,10 @@
 whole dataset, one value per channel and their mean (metrics/radiomics/frd.py has the definitions).
 
 Volumes are measured as the other metrics see them, in the uint8 range [0, 255] (the real ones scaled by
-255 / max_value, the generated ones quantised as 8-bit files), with the dataset's voxel spacing: the 8-bit NIfTI
-files generate.py writes give the same features. The real volumes are the reference set (v1 z-scores both sets by
-their statistics). Real features are cached by the dataset's content like the other metrics' statistics.
+255 / max_value, the generated ones quantised to 8 bits), with the dataset's voxel spacing. For a uint8 dataset
+these are the values of the files generate.py writes (up to rounding ties), so `radiomics.py --frd` on those files
+gives the same features. The real volumes are the reference set (v1 z-scores both sets by their statistics). Real
+features are cached by the dataset's content like the other metrics' statistics.
 
 Cost: all on the CPU, one volume after another, about 0.5 to 5 s per volume and version at the usual sizes; for
 thousands of volumes, generate.py and `radiomics.py --frd --workers N` spread the work over processes.
