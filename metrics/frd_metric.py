@@ -52,9 +52,11 @@ class FrdFeaturizer(metric_utils.Featurizer):
 
     def __call__(self, volumes: torch.Tensor) -> dict[metric_utils.View, torch.Tensor]:
         x = volumes.detach().cpu().numpy()  # [N, C, D, H, W]
+        size = 'x'.join(str(n) for n in x.shape[:1:-1])
+        name = f'FRD {self.version} of a {size} volume of {"x".join(f"{s:g}" for s in self.spacing)} mm'
         out = {}
         for c in range(x.shape[1]):
-            rows = [list(frd_lib.volume_features(volume_image(v, self.spacing), self.version).values())
+            rows = [list(frd_lib.volume_features(volume_image(v, self.spacing), self.version, name).values())
                     for v in x[:, c]]
             out[('volume', c)] = torch.tensor(rows, dtype=torch.float64)[:, None]  # [N, F] -> [N, 1, F]
         return out

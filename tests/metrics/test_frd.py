@@ -170,6 +170,10 @@ def test_calc_metric_frd(tmp_path, monkeypatch):
     assert again.results == result.results
     v1 = metric_main.calc_metric('frd3_v1', G=G, dataset_kwargs=fakes.dataset_kwargs(data), seed=0)
     assert v1.details['num_gen_volumes'] == 3 and np.isfinite(v1.results['frd3_v1'])
+    tiny = fakes.FakeGenerator((4, 8, 8))  # 2 mm resampling leaves 4x4x2 voxels: too small for the LoG filter.
+    tiny_data = fakes.write_dataset(str(tmp_path / 'tiny'), fakes.sample_real_volumes(tiny, 3))
+    with pytest.raises(ValueError, match='FRD v1 of a 8x8x4 volume of 1x1x1 mm: .* LoG filter needs at least 4'):
+        metric_main.calc_metric('frd_v1', G=tiny, dataset_kwargs=fakes.dataset_kwargs(tiny_data))
 
 
 @pytest.mark.slow
