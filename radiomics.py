@@ -9,7 +9,9 @@ set (--reference) gives the real-vs-real baseline to read the numbers against.
 
 Writes to --outdir: features.csv (one row per volume), report.json (the statistics, the features constant over
 the reals, the skipped volumes and the warnings), qq_plots.png and wasserstein.png; with --select also
-selection.json (the curated features). A used --outdir is refused unless --overwrite.
+selection.json (the curated features). --frd adds the Frechet Radiomics Distance (v1 and v0 as frd-score 1.0.1
+computes them: whole volumes, no masks, its own settings) to report.json. A used --outdir is refused unless
+--overwrite.
 
 What cannot be computed is null in report.json with the reason, never noise: features constant over the reals (up
 to rounding) are left out, Mahalanobis and Hotelling's T^2 need more volumes than features, and any comparison
@@ -59,6 +61,7 @@ from metrics.radiomics import settings as settings_lib
 # Imported at first use, so --help answers at once (these pull in SciPy, SimpleITK and matplotlib).
 compare = dnnlib.util.lazy_import('metrics.radiomics.compare')
 features = dnnlib.util.lazy_import('metrics.radiomics.features')
+frd = dnnlib.util.lazy_import('metrics.radiomics.frd')
 plots = dnnlib.util.lazy_import('metrics.radiomics.plots')
 sources = dnnlib.util.lazy_import('metrics.radiomics.sources')
 
@@ -234,7 +237,8 @@ def plotted_features(report: dict, names: list[str]) -> list[str]:
 def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
         options: features.ExtractOptions | None = None, seg: str | None = None,
         select: tuple[float, float] | None = None, workers: int = 1, progress: bool | None = None,
-        skip_empty: bool = True, overwrite: bool = False, warn: Callable[[str], None] | None = None) -> dict:
+        skip_empty: bool = True, overwrite: bool = False, warn: Callable[[str], None] | None = None,
+        with_frd: bool = False) -> dict:
     """Extract, compare, plot and write the outputs; returns the report (with the selection under 'selection').
 
     Args:
@@ -248,6 +252,7 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
         skip_empty: Leave out (and count) volumes whose mask gives no ROI, instead of stopping.
         overwrite: Replace this tool's earlier outputs in a used outdir (refused otherwise).
         warn: Called with each warning (one line) as it arises; they are also in report['warnings'].
+        with_frd: Also FRD v1 and v0 against the reals (report['frd']).
 
     Raises:
         ValueError: bad inputs (one line naming the file or option).
@@ -289,6 +294,8 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
             note(f'{g}-vs-real: {"undefined" if section["reason"] else "Mahalanobis and Hotelling null"}: {reason}')
     report.update(constant_features=constant, constant_rule=f'real SD <= {compare.CONSTANT_RTOL:g} * max(1, |real '
                   f'mean|): left out of the comparison and the plots', skipped_empty=skipped, warnings=warnings_seen)
+    if with_frd:
+        report['frd'] = frd.frd_report(cases, workers, progress)
     outputs = {'features.csv': features_csv(rows, names), 'report.json': to_json(report)}
     shown = plotted_features(report, kept)
     if shown:
@@ -331,6 +338,8 @@ def summary(report: dict, outdir: str) -> str:
     if skipped.get('names'):
         counts = ', '.join(f'{n} {group}' for group, word in GROUP_WORDS.items() if (n := skipped.get(word)))
         lines.append(f'Skipped volumes whose mask gives no ROI: {counts} (report.json skipped_empty)')
+    if report.get('frd'):
+        lines.append(frd.summary_line(report['frd']))
     if report.get('selection'):
         s = report['selection']
         dropped = len(s['dropped_cv']) + len(s['dropped_constant']) + len(s['dropped_rho'])
@@ -388,7 +397,7 @@ def check_outdir(outdir: str, overwrite: bool) -> None:
               metavar='X,Y,Z_MM')
 @click.option('--features', 'feature_spec', help='Classes or names, e.g. firstorder,glcm_Contrast [default: all]',
               metavar='LIST')
-@click.option('--params', help='PyRadiomics parameter file (YAML or JSON): setting and featureClass sections',
+@click.option('--params', help='PyRadiomics parameter file (YAML or JSON): setting, imageType, featureClass',
               metavar='FILE')
 # Curation.
 @click.option('--select', is_flag=True, help='Curate the features as the paper: variability, then redundancy')
@@ -396,6 +405,8 @@ def check_outdir(outdir: str, overwrite: bool) -> None:
               type=dnnlib.cli.FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option('--max-rho', help='--select: of each pair with |Spearman rho| above this, drop one',
               type=dnnlib.cli.FiniteFloatRange(min=0, max=1), default=0.9, show_default=True)
+@click.option('--frd', 'with_frd', is_flag=True,
+              help='Also the Frechet Radiomics Distance v1 and v0 (frd-score 1.0.1; whole volumes) in report.json')
 # Performance.
 @click.option('--workers', help='Processes extracting features', type=click.IntRange(min=1), default=1,
               show_default=True)
@@ -405,8 +416,8 @@ def check_outdir(outdir: str, overwrite: bool) -> None:
                    'voxel: a weak generator\'s label map), or stop at the first')
 @dnnlib.cli.overwrite_option()
 def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | None, roi: str, box_text: str | None,
-         feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, workers: int,
-         verbose: bool | None, skip_empty: bool, overwrite: bool) -> None:
+         feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, with_frd: bool,
+         workers: int, verbose: bool | None, skip_empty: bool, overwrite: bool) -> None:
     reals, fakes = (os.path.expanduser(p) for p in (reals, fakes))
     reference = os.path.expanduser(reference) if reference else None
     check_outdir(outdir, overwrite)
@@ -425,10 +436,11 @@ def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | 
                                           box_mm=parse_box(box_text))
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint='--roi') from None
-    print(f'Settings: {settings_lib.describe(settings)}; {len(names)} features; roi {roi}', file=sys.stderr)
+    print(f'Settings: {settings_lib.describe(settings)}; {len(options.features)} features; roi {roi}')
     try:
         report = run(reals, fakes, outdir, reference, options, seg, (max_cv, max_rho) if select else None, workers,
-                     verbose, skip_empty, overwrite, warn=lambda line: print(f'Warning: {line}', file=sys.stderr))
+                     verbose, skip_empty, overwrite, warn=lambda line: print(f'Warning: {line}', file=sys.stderr),
+                     with_frd=with_frd)
     except (ValueError, OSError) as e:
         raise click.ClickException(' '.join(str(e).split())) from None
     print(summary(report, outdir))

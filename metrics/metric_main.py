@@ -41,7 +41,7 @@ def _count(text: str | None) -> int | None:
 class MetricFamily:
     """Metrics whose names match `regex`: `target` ('module:function' in metrics/) called with arguments(groups)."""
     shown: str                              # The pattern as users read it, e.g. 'fid<N>_<mid|tri|all>'.
-    regex: str                              # Named groups: n (a count), k, slices, depth.
+    regex: str                              # Named groups: n (a count), k, slices, depth, version.
     target: str
     arguments: Callable[[dict], dict]
     help: str
@@ -83,6 +83,10 @@ FAMILIES = (
                  ('msssim_gen100', 'msssim_gen1k')),
     MetricFamily('mmd<N>_full', rf'mmd(?P<n>{_COUNT})?_full', 'mmd:compute_mmd', lambda g: dict(num_gen=_count(g['n'])),
                  'linear-kernel MMD^2 per voxel (N defaults to the dataset size)', ('mmd_full',)),
+    MetricFamily('frd<N>_<v1|v0>', rf'frd(?P<n>{_COUNT})?_(?P<version>v1|v0)', 'frd_metric:compute_frd',
+                 lambda g: dict(num_gen=_count(g['n']), version=g['version']),
+                 'Frechet Radiomics Distance as frd-score 1.0.1 (N defaults to the dataset size)',
+                 ('frd_v1', 'frd_v0')),
 )
 
 _custom: dict[str, MetricFn] = {}  # Metrics added with register_metric.
