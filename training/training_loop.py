@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import misc, training_stats
+from torch_utils import misc, safe_unpickle, training_stats
 from training import visualize
 from volumes import contract
 
@@ -301,13 +301,27 @@ def load_training_state(resume_state: str, rank: int) -> dict:
 
 def _read_state(path: str) -> dict:
     try:
-        state = torch.load(path, map_location='cpu', weights_only=False)
+        state = _load_state_file(path)
+    except ResumeError:
+        raise
     except Exception as e:  # A damaged file fails inside torch's unpickler or zip reader in many ways.
         raise ResumeError(f'Cannot resume: {path} is damaged ({type(e).__name__}: {" ".join(str(e).split())[:160]}); '
                           f'move it and its network snapshot away to resume from the one before') from None
     if not isinstance(state, dict) or not {'progress', 'optimizers', 'rng'} <= set(state):
         raise ResumeError(f'Cannot resume: {path} is not a training state written by this project')
     return state
+
+
+def _load_state_file(path: str) -> object:
+    # Tensors, numbers and numpy's RNG state only: a state file beside a stranger's snapshot runs no code.
+    try:
+        return safe_unpickle.load_weights(path, allowed=safe_unpickle.numpy_rng_classes)
+    except safe_unpickle.UntrustedPickleError as e:
+        if not safe_unpickle.trusted_by_env():  # train.py --trust-pickle sets it.
+            raise ResumeError(f'Cannot resume: {path} {e}: loading it could run code; '
+                              f'{safe_unpickle.TRUST_HINT}') from None
+        safe_unpickle.warn_trusted(path, str(e))
+        return torch.load(path, map_location='cpu', weights_only=False)
 
 
 def check_state_file(path: str) -> None:
