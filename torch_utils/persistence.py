@@ -43,7 +43,7 @@ def persistent_class(orig_class: type) -> type:
     if is_persistent(orig_class):
         return orig_class
     module = sys.modules[orig_class.__module__]
-    module_src = _module_source(module)
+    module_src = module_source(module)
 
     class Decorator(orig_class):
         _orig_module_src = module_src
@@ -92,7 +92,8 @@ def import_hook(hook: Callable[[dict], dict]) -> Callable[[dict], dict]:
     return hook
 
 
-def _module_source(module: types.ModuleType) -> str:
+def module_source(module: types.ModuleType) -> str:
+    """The source text of `module` as persistent classes store it."""
     if module not in _module_to_src:
         _module_to_src[module] = inspect.getsource(module)
     return _module_to_src[module]

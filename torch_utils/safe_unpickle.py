@@ -34,6 +34,7 @@ import pickle
 import re
 import sys
 import tokenize
+import types
 from typing import IO, Any, Callable
 
 import dnnlib
@@ -83,6 +84,18 @@ def source_digest(src: str) -> str:
     return hashlib.sha256(src.encode('utf-8', 'surrogatepass')).hexdigest()
 
 
+_added_sources: dict[str, str] = {}  # add_known_module's.
+
+
+def add_known_module(module: types.ModuleType) -> None:
+    """Let snapshots of the persistent classes that `module` defines load without --trust-pickle in this process.
+
+    For code that runs here anyway (tests with their own networks, extensions of the project): an imported
+    module is trusted already. The module's current source is admitted, under the module's name.
+    """
+    _added_sources[source_digest(persistence.module_source(module))] = module.__name__
+
+
 @functools.cache
 def _current_sources() -> dict[str, str]:
     found = {}
@@ -98,7 +111,7 @@ def _current_sources() -> dict[str, str]:
 
 def known_sources() -> dict[str, str]:
     """{SHA-256 of a source: its module} for every module source whose stored copy may be executed."""
-    return {**{digest: module for digest, module, _ in KNOWN_SOURCES}, **_current_sources()}
+    return {**{digest: module for digest, module, _ in KNOWN_SOURCES}, **_current_sources(), **_added_sources}
 
 
 def _check_known_source(meta: Any, origin: str) -> None:
