@@ -8,11 +8,12 @@ tensors, parameters and their storages, torch sizes, dtypes and devices, numpy a
 Nothing is admitted by module prefix. (This is the way the pickle documentation gives for restricting globals;
 torch's own weights_only loader cannot rebuild persistent networks, so it is written here.)
 
-Four of the names are replaced by checked versions:
+Five of the names are replaced by checked versions:
 - torch.storage._load_from_bytes, how a pickled tensor's storage comes back, calls torch.load on bytes from the
   file: a nested pickle, read here with weights_only=True.
 - torch._utils._rebuild_tensor_v2 and _rebuild_parameter take backward hooks (functions) from the file: only an
   empty set is accepted.
+- _codecs.encode (how pickle protocol 2 writes bytes) may use the latin1 codec only.
 - torch_utils.persistence._reconstruct_persistent_obj executes the module source stored with every network. Here
   it runs only when the source's SHA-256 is that of a module of this tree that defines persistent classes or of
   an earlier version listed in torch_utils/known_sources.py, checked before any of it runs (the import hooks see
@@ -180,6 +181,12 @@ def _rebuild_parameter(data: Any, requires_grad: bool, backward_hooks: Any) -> A
     _check_hooks(backward_hooks)
     return torch._utils._rebuild_parameter(data, requires_grad, collections.OrderedDict())
 
+def _encode_latin1(text: Any, encoding: str) -> bytes:
+    # Pickle protocol 2 writes bytes as _codecs.encode(text, 'latin1'); no other codec is looked up.
+    if not isinstance(text, str) or encoding != 'latin1':
+        raise UntrustedPickleError(f'it encodes bytes with "{encoding}", not latin1 as pickle does')
+    return text.encode('latin1')
+
 #----------------------------------------------------------------------------
 # The unpickler.
 
@@ -207,6 +214,7 @@ def admitted_globals() -> dict[tuple[str, str], Any]:
         ('torch', 'device'): torch.device,
         ('numpy', 'dtype'): numpy.dtype,
         ('numpy', 'ndarray'): numpy.ndarray,
+        ('_codecs', 'encode'): _encode_latin1,
     }
     for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         table[(module, 'scalar')] = multiarray.scalar
