@@ -116,13 +116,18 @@ def _module_from_source(src: str) -> types.ModuleType:
     return module
 
 
-def find_class(meta: dict) -> Any:
-    """The object named meta['class_name'] in the module made from meta['module_src'] (the live module when it is
-    imported and its source is the same: no import is attempted)."""
+def find_module(meta: dict) -> types.ModuleType:
+    """The module made from meta['module_src']: the live module when it is imported and its source is the same
+    (no import is attempted), else one made by executing the stored source."""
     live = sys.modules.get(meta['module_name'])
     if live is not None and live in _module_to_src and _module_to_src[live] == meta['module_src']:
-        return getattr(live, meta['class_name'])
-    return getattr(_module_from_source(meta['module_src']), meta['class_name'])
+        return live
+    return _module_from_source(meta['module_src'])
+
+
+def find_class(meta: dict) -> Any:
+    """The object named meta['class_name'] in find_module(meta)."""
+    return getattr(find_module(meta), meta['class_name'])
 
 
 def apply_import_hooks(meta: dict) -> dict:

@@ -75,6 +75,11 @@ def warn_trusted(path: str, reason: str) -> None:
     print(f'Warning: {path}: {reason}; loading it anyway since you trust it (--trust-pickle or {TRUST_PICKLE_ENV}): '
           f'the code it names runs now', file=sys.stderr, flush=True)
 
+def _short(text: Any, limit: int = 80) -> str:
+    # Names in messages come from the file: one line, and not a megabyte of it.
+    text = ' '.join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
 #----------------------------------------------------------------------------
 # Known module sources.
 
@@ -122,11 +127,12 @@ def _check_known_source(meta: Any, origin: str) -> None:
     digest = source_digest(meta['module_src'])
     module = known_sources().get(digest)
     if module is None:
-        raise UntrustedPickleError(f'its {meta["class_name"]} comes with {origin} for {meta["module_name"]} that '
-                                   f'this release does not know (SHA-256 {digest[:16]}...)')
+        raise UntrustedPickleError(f'its {_short(meta["class_name"])} comes with {origin} for '
+                                   f'{_short(meta["module_name"])} that this release does not know (SHA-256 '
+                                   f'{digest[:16]}...)')
     if module != meta['module_name']:
-        raise UntrustedPickleError(f'its {meta["class_name"]} comes with the code of {module} under the name '
-                                   f'{meta["module_name"]}')
+        raise UntrustedPickleError(f'its {_short(meta["class_name"])} comes with the code of {module} under the name '
+                                   f'{_short(meta["module_name"])}')
 
 #----------------------------------------------------------------------------
 # Checked replacements of the functions a snapshot calls.
@@ -138,14 +144,15 @@ def _reconstruct_persistent(meta: Any) -> Any:
     _check_known_source(meta, 'code from an import hook')
     persistence.check_format(meta)
     try:
-        cls = persistence.find_class(meta)
+        module = persistence.find_module(meta)
     except Exception as e:  # Known code that no longer runs (e.g. it imports a module that was removed).
-        raise StoredCodeError(f'the stored code of {meta["module_name"]}.{meta["class_name"]} does not run with '
-                              f'this release ({type(e).__name__}: {e})') from None
+        raise StoredCodeError(f'the stored code of {meta["module_name"]} (for its {_short(meta["class_name"])}) '
+                              f'does not run with this release ({type(e).__name__}: {_short(e, 200)})') from None
+    cls = getattr(module, meta['class_name'], None)
     if not (isinstance(cls, type) and persistence.is_persistent(cls)
             and cls.__dict__['_orig_module_src'] == meta['module_src']):
-        raise UntrustedPickleError(f'it asks {meta["module_name"]} for "{meta["class_name"]}", which is not a '
-                                   f'persistent class defined there')
+        raise UntrustedPickleError(f'it asks {meta["module_name"]} for "{_short(meta["class_name"])}", which is '
+                                   f'not a persistent class defined there')
     return persistence.instantiate(cls, meta['state'])
 
 
@@ -184,7 +191,7 @@ def _rebuild_parameter(data: Any, requires_grad: bool, backward_hooks: Any) -> A
 def _encode_latin1(text: Any, encoding: str) -> bytes:
     # Pickle protocol 2 writes bytes as _codecs.encode(text, 'latin1'); no other codec is looked up.
     if not isinstance(text, str) or encoding != 'latin1':
-        raise UntrustedPickleError(f'it encodes bytes with "{encoding}", not latin1 as pickle does')
+        raise UntrustedPickleError(f'it encodes bytes with "{_short(encoding)}", not latin1 as pickle does')
     return text.encode('latin1')
 
 #----------------------------------------------------------------------------
@@ -232,7 +239,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         found = admitted_globals().get((module, name))
         if found is None:
-            raise UntrustedPickleError(f'it names {module}.{name}, which a network snapshot does not need')
+            raise UntrustedPickleError(f'it names {_short(f"{module}.{name}")}, which a network snapshot does not '
+                                       f'need')
         return found
 
 

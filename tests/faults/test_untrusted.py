@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Network files from strangers, run through the tools as a user does: a file whose loading would create a file
-(os.system, builtins.open, altered network source; tests/torch_utils/test_persistence.py has more) is refused with one line naming --trust-pickle and
-creates nothing; --trust-pickle or STYLEGAN3D_TRUST_PICKLE=1 loads a trusted file after one warning line; the
-project's own snapshots, of this tree and of an earlier version, load without either."""
+(os.system, builtins.open, altered network source; tests/torch_utils/test_persistence.py has more) is refused
+with one line naming --trust-pickle and creates nothing; --trust-pickle or STYLEGAN3D_TRUST_PICKLE=1 loads a
+trusted file after one warning line; the project's own snapshots, of this tree and of an earlier version, load
+without either."""
 
 import os
 import pickle
