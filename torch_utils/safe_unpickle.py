@@ -272,11 +272,10 @@ def numpy_rng_classes() -> list:
 
 
 def _weights_only_reason(error: BaseException) -> str:
-    # torch's message runs over many lines; the one after 'WeightsUnpickler error:' says what was refused.
+    # torch's message runs over many lines around the one thing it refused, which it names as "GLOBAL x.y".
     text = ' '.join(str(error).split())
-    reason = text.split('WeightsUnpickler error:', 1)[-1].strip()
-    named = re.match(r'Unsupported global: GLOBAL (\S+)', reason)
+    named = re.search(r'GLOBAL ([\w.]+)', text)
     if named:
-        return f'it names {named.group(1)}'
-    end = reason.find('. ')
-    return reason[:end] if 0 < end < 200 else reason[:200]
+        return f'it names {_short(named.group(1))}'
+    reason = text.split('WeightsUnpickler error:', 1)[-1].split(' Check the documentation', 1)[0].strip()
+    return _short(reason, 160)

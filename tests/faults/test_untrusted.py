@@ -133,3 +133,31 @@ def test_an_export_naming_a_function_as_its_dataset_runs_nothing(network, phanto
     assert_clean_failure(result, 'G.pt is refused: its training_set_kwargs name "logging.basicConfig" as the dataset '
                                  'class', *TRUST)
     assert not marker.exists()
+
+
+def test_a_training_state_beside_a_strangers_snapshot_runs_no_code(tmp_path, monkeypatch, capsys):
+    # --resume=.../network-snapshot-X.pkl also reads training-state-X.pt beside it: a torch.save zip, read with
+    # weights_only (plus numpy's RNG state), so a pickled call in it is refused before the run starts.
+    import numpy as np
+    import torch
+
+    from training import training_loop
+    marker = tmp_path / 'marker'
+    evil = tmp_path / 'training-state-000000.pt'
+    torch.save(dict(progress={}, optimizers={}, rng=Calls(os.system, f'touch {marker}')), evil)
+    monkeypatch.delenv('STYLEGAN3D_TRUST_PICKLE', raising=False)
+    with pytest.raises(training_loop.ResumeError) as info:
+        training_loop.load_training_state(str(evil), rank=0)
+    message = str(info.value)
+    assert message.startswith(f'Cannot resume: {evil} holds pickled Python objects, not only weights (it names '
+                              f'posix.system)') and all(t in message for t in TRUST) and '\n' not in message
+    assert not marker.exists()
+    good = tmp_path / 'training-state-000001.pt'
+    torch.save(dict(progress=dict(cur_nimg=8), optimizers={}, pl_mean=torch.zeros([]),
+                    rng=dict(numpy=np.random.RandomState(3).get_state(), python=__import__('random').getstate())),
+               good)
+    state = training_loop.load_training_state(str(good), rank=0)  # The project's own: loads without trust.
+    assert np.array_equal(state['rng']['numpy'][1], np.random.RandomState(3).get_state()[1])
+    monkeypatch.setenv('STYLEGAN3D_TRUST_PICKLE', '1')  # What train.py --trust-pickle sets.
+    training_loop.load_training_state(str(evil), rank=0)
+    assert marker.exists() and capsys.readouterr().err.count('Warning:') == 1
