@@ -76,7 +76,8 @@ def find_run_dir(network_pkl: str) -> str | None:
 def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = None, mirror: bool | None = None,
                  truncation_psi: float = 1, inception: str | None = None, vgg16: str | None = None,
                  medicalnet: str | None = None, seed: int | None = 0, verbose: bool | None = False,
-                 device: torch.device | str | None = None, cache: bool = True) -> list[dnnlib.EasyDict]:
+                 device: torch.device | str | None = None, cache: bool = True,
+                 trust_pickle: bool | None = None) -> list[dnnlib.EasyDict]:
     """Evaluate `metrics` for the G_ema of a snapshot pickle or safe export, in this process (rank and world size
     from torch_utils.distributed), and report them (rank 0) to stdout and the run directory's metric-*.jsonl.
 
@@ -91,7 +92,7 @@ def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = No
     rank, num_gpus = distributed.get_rank(), distributed.get_world_size()
     with warnings.catch_warnings():  # torch.load warns before it refuses a TorchScript file; the error says enough.
         warnings.filterwarnings('ignore', message='.*TorchScript archive')
-        network = legacy.load_network(network_pkl)
+        network = legacy.load_network(network_pkl, trust_pickle=trust_pickle)
     dataset_kwargs = resolve_dataset_kwargs(network, data, mirror)
     G_kwargs = dict(truncation_psi=truncation_psi) if truncation_psi != 1 else {}
     detector_urls = dict(inception=inception, vgg16=vgg16, medicalnet=medicalnet)
@@ -167,8 +168,9 @@ def parse_metric_list(text: str) -> list[str]:
 @click.command(cls=dnnlib.cli.Command, help=__doc__ + metric_main.describe_metrics() +
                '\n\nmid: the middle axial slice; tri: the middle axial, coronal and sagittal slices (per plane and '
                'mean); all: every axial slice.')
-@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
+@click.option('--network', 'network_pkl', help='Snapshot pickle or safe export',
               metavar='PATH|URL', required=True)
+@dnnlib.cli.trust_pickle_option()
 @click.option('--metrics', help='Comma-separated metric names', metavar='LIST', default='fid3k_all',
               show_default=True)
 @click.option('--data', help='Dataset zip or folder [default: the one recorded in the network file]', metavar='PATH')
@@ -186,7 +188,8 @@ def parse_metric_list(text: str) -> list[str]:
 @click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH')
 @click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
 def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, gpus: int, truncation_psi: float,
-         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool | None) -> None:
+         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool | None,
+         trust_pickle: bool) -> None:
     names = parse_metric_list(metrics)
     if not dnnlib.util.is_url(network_pkl):
         network_pkl = os.path.expanduser(network_pkl)  # Also '--network=~/...', which the shell leaves as it is.
@@ -197,7 +200,8 @@ def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, 
         if not os.path.exists(data):
             raise click.BadParameter(f'no such file or folder: {data}', param_hint='--data')
     args = dict(network_pkl=network_pkl, metrics=names, data=data, mirror=mirror, truncation_psi=truncation_psi,
-                inception=inception, vgg16=vgg16, medicalnet=medicalnet, seed=seed, verbose=verbose)
+                inception=inception, vgg16=vgg16, medicalnet=medicalnet, seed=seed, verbose=verbose,
+                trust_pickle=trust_pickle)
     under_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
     if under_torchrun or gpus == 1:
         try:

@@ -41,8 +41,9 @@ from volumes.contract import WRITE_FORMATS
 
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
+@click.option('--network', 'network_pkl', help='Snapshot pickle or safe export',
               required=True)
+@dnnlib.cli.trust_pickle_option()
 @click.option('--seeds', help='Seeds, e.g. 0-99,200')
 @click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS))
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
@@ -69,7 +70,8 @@ from volumes.contract import WRITE_FORMATS
                              'dataset.json, label_mapping.json)')
 def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi: float, class_idx: int | None,
          noise_mode: str, batch: int, fmt: str, units: str, layout: str, preview: bool, projected_w: str | None,
-         qc_data: str | None, qc_ssim: float | None, outdir: str, overwrite: bool) -> None:
+         qc_data: str | None, qc_ssim: float | None, outdir: str, overwrite: bool,
+         trust_pickle: bool) -> None:
     # Everything is checked before the output folder is made or cleared, so bad input leaves it as it was.
     if projected_w is not None and (seeds is not None or count is not None):
         raise click.BadParameter('renders the latents in the file; leave --seeds and --count out',
@@ -83,7 +85,7 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     import legacy
     from training import generation
     seed_list = dnnlib.cli.parse_seeds(seeds) if seeds is not None else list(range(count or 0))
-    data = legacy.load_network_or_exit(network_pkl)
+    data = legacy.load_network_or_exit(network_pkl, trust_pickle=trust_pickle)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema'].to(device).eval()
     if projected_w is not None:

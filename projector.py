@@ -23,8 +23,9 @@ import click
 import dnnlib
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
+@click.option('--network', 'network_pkl', help='Snapshot pickle or safe export',
               required=True)
+@dnnlib.cli.trust_pickle_option()
 @click.option('--target', help='Volume to project (NIfTI, NRRD, MHA or .npy)', required=True, metavar='FILE')
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--num-steps', help='Optimisation steps', type=click.IntRange(min=1), default=1000, show_default=True)
@@ -35,13 +36,13 @@ import dnnlib
 @dnnlib.cli.overwrite_option('projector.py\'s earlier outputs in --outdir (projected_w.npz, proj.nii.gz, '
                              'proj_seg.nii.gz, proj.png)')
 def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, seed: int, outdir: str,
-         overwrite: bool) -> None:
+         overwrite: bool, trust_pickle: bool) -> None:
     import numpy as np
     import torch
 
     import legacy
     from training import generation, projection, visualize
-    data = legacy.load_network_or_exit(network_pkl)
+    data = legacy.load_network_or_exit(network_pkl, trust_pickle=trust_pickle)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema']
     c = generation.class_labels(G, class_idx)

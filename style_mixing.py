@@ -21,8 +21,9 @@ from dnnlib.cli import FINITE_FLOAT
 from volumes.contract import WRITE_FORMATS
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
+@click.option('--network', 'network_pkl', help='Snapshot pickle or safe export',
               required=True)
+@dnnlib.cli.trust_pickle_option()
 @click.option('--rows', help='Row seeds, e.g. 0-3', required=True)
 @click.option('--cols', help='Column seeds, e.g. 10-13', required=True)
 @click.option('--styles', help='Layers taken from the column seed, e.g. 0-3  [default: the coarse half of them]')
@@ -36,7 +37,8 @@ from volumes.contract import WRITE_FORMATS
               metavar='DIR')
 @dnnlib.cli.overwrite_option('style_mixing.py\'s earlier outputs in --outdir (ROW-COL volumes, grid.png)')
 def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_psi: float, class_idx: int | None,
-         noise_mode: str, fmt: str, outdir: str, overwrite: bool) -> None:
+         noise_mode: str, fmt: str, outdir: str, overwrite: bool,
+         trust_pickle: bool) -> None:
     import torch
 
     import legacy
@@ -44,7 +46,7 @@ def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_
     row_seeds = dnnlib.cli.parse_seeds(rows, param_hint='--rows')
     col_seeds = dnnlib.cli.parse_seeds(cols, param_hint='--cols')
     style_layers = generation.parse_range(styles) if styles is not None else None
-    data = legacy.load_network_or_exit(network_pkl)
+    data = legacy.load_network_or_exit(network_pkl, trust_pickle=trust_pickle)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema'].to(device).eval()
     if style_layers is None:  # The coarse half: the layers that set the overall shape.

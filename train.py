@@ -340,6 +340,7 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
               type=click.Choice(list(presets.AUGPIPE_SPECS)))
 # Transfer learning and resume.
 @click.option('--resume', help='A snapshot to start from, or "latest" to continue the newest run', metavar='PKL')
+@dnnlib.cli.trust_pickle_option()
 @click.option('--freezed', help='Freeze-D: freeze the first N discriminator layers', type=click.IntRange(min=0),
               default=0, show_default=True)
 # Performance.
@@ -365,6 +366,8 @@ def main(ctx: click.Context, **kwargs) -> None:
     opts = dnnlib.EasyDict(kwargs)
     opts.aug_given = opts.aug is not None
     opts.aug = opts.aug or 'ada'
+    if opts.pop('trust_pickle'):  # Read by every load of --resume's files, also in the processes started here.
+        os.environ[dnnlib.cli.TRUST_PICKLE_ENV] = '1'
     under_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
     gpus = int(os.environ['WORLD_SIZE']) if under_torchrun else opts.gpus
 

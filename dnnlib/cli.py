@@ -143,6 +143,18 @@ def overwrite_option(what: str = 'this tool\'s earlier outputs in --outdir') -> 
                         f'otherwise)')
 
 #----------------------------------------------------------------------------
+# Files from strangers.
+
+TRUST_PICKLE_ENV = 'STYLEGAN3D_TRUST_PICKLE'  # =1: as --trust-pickle, also for processes a tool starts.
+
+
+def trust_pickle_option() -> Callable:
+    """The --trust-pickle flag of a tool that loads network files (legacy.load_network's `trust_pickle`)."""
+    return click.option('--trust-pickle', is_flag=True, envvar=TRUST_PICKLE_ENV, show_envvar=True,
+                        help='Also load network files that the safe loader refuses; they can run code: only for '
+                        'files from people you trust')
+
+#----------------------------------------------------------------------------
 # Usage errors on one line.
 
 

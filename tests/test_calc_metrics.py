@@ -14,6 +14,7 @@ import calc_metrics
 import legacy
 from metrics import metric_utils
 from tests.metrics import fakes
+from torch_utils import safe_unpickle
 from training.networks import Generator
 
 SHAPE = (8, 16, 16)
@@ -22,6 +23,7 @@ SHAPE = (8, 16, 16)
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     """A run directory holding a snapshot of a fake generator whose training data is recorded in the pickle."""
+    safe_unpickle.add_known_module(fakes)  # The test double is no network of the project: admitted by its test.
     root = tmp_path_factory.mktemp('calc')
     G = fakes.FakeGenerator(SHAPE)
     data = fakes.write_dataset(str(root / 'reals'), fakes.sample_real_volumes(G, 8))
