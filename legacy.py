@@ -52,18 +52,6 @@ EXPORT_SUFFIXES = ('.pt', '.pth')  # A file so named is read as a safe export on
 DATASET_CLASSES = ('training.dataset.VolumeFolderDataset',)
 
 
-def one_line(error: BaseException, limit: int = 240) -> str:
-    """An exception's message on one line; a long one (torch's run over many lines) cut to its first sentence."""
-    text = ' '.join(str(error).split()) or type(error).__name__
-    if len(text) > limit:
-        end = text.find('. ')
-        text = text[:end + 1] if 0 < end < limit else text[:limit - 3] + '...'
-    return text
-
-#----------------------------------------------------------------------------
-# The safe export.
-
-
 def _network_class_name(module: torch.nn.Module) -> str:
     # Classes rebuilt from a pickle live in a module made from stored source; the export always refers to
     # the same class of this repository's training.networks.
@@ -106,7 +94,7 @@ def _load_export(path: str, name: str, trusted: bool) -> dict:
         if isinstance(payload, dict) and 'format' not in payload:
             return payload  # A trusted torch.save of a snapshot's dict: checked as a snapshot.
     except Exception as e:  # A damaged archive: torch raises RuntimeError and others.
-        raise ValueError(f'{name} is not a readable safe export ({one_line(e)})') from None
+        raise ValueError(f'{name} is not a readable safe export ({dnnlib.util.one_line(e, 240)})') from None
     fmt = payload.get('format') if isinstance(payload, dict) else None
     if fmt not in (EXPORT_FORMAT, *OLD_EXPORT_FORMATS):
         raise ValueError(f'{name} is a PyTorch file but not a {EXPORT_FORMAT} export')
@@ -121,7 +109,7 @@ def _load_export(path: str, name: str, trusted: bool) -> dict:
         network = dnnlib.util.construct_class_by_name(*config['init_args'], class_name=class_name, **init_kwargs)
         network.load_state_dict(payload['state_dict'])
     except Exception as e:  # Missing keys, wrong types, weights that do not fit the config.
-        raise ValueError(f'{name} is a damaged safe export ({type(e).__name__}: {one_line(e)})') from None
+        raise ValueError(f'{name} is a damaged safe export ({type(e).__name__}: {dnnlib.util.one_line(e, 240)})') from None
     network = network.eval().requires_grad_(False)
     return dict(G=None, D=None, G_ema=network, augment_pipe=None, training_set_kwargs=config.get('training_set_kwargs'))
 
@@ -215,12 +203,12 @@ def _load_pickle(local: str, name: str, trusted: bool) -> dict:
         safe_unpickle.warn_trusted(name, str(e))
         return _unpickle(name, lambda: _plain_pickle_load(local))
     except StoredCodeError as e:
-        raise ValueError(f'{name} cannot be loaded: {one_line(e)}') from None
+        raise ValueError(f'{name} cannot be loaded: {dnnlib.util.one_line(e, 240)}') from None
     except OSError:
         raise
     except Exception as e:  # Unpickling arbitrary bytes fails in many ways (UnpicklingError, EOFError, KeyError...).
         raise ValueError(f'{name} is neither a network snapshot nor a safe export '
-                         f'({type(e).__name__}: {one_line(e)})') from None
+                         f'({type(e).__name__}: {dnnlib.util.one_line(e, 240)})') from None
 
 
 def _plain_pickle_load(local: str) -> object:
@@ -235,7 +223,7 @@ def _unpickle(name: str, load) -> object:
         raise
     except Exception as e:
         raise ValueError(f'{name} is neither a network snapshot nor a safe export '
-                         f'({type(e).__name__}: {one_line(e)})') from None
+                         f'({type(e).__name__}: {dnnlib.util.one_line(e, 240)})') from None
 
 
 def _check_network_file(data: object, name: str, trusted: bool) -> dict:
@@ -267,7 +255,7 @@ def _check_network_file(data: object, name: str, trusted: bool) -> dict:
                 raise TypeError(f'of type {type(info).__name__}, not a VolumeInfo')
             G.volume_info = VolumeInfo.from_dict(info.to_dict())
         except Exception as e:
-            raise ValueError(f'{name} holds a damaged volume record ({type(e).__name__}: {one_line(e)})') from None
+            raise ValueError(f'{name} holds a damaged volume record ({type(e).__name__}: {dnnlib.util.one_line(e, 240)})') from None
     return data
 
 
@@ -283,7 +271,7 @@ def load_network_or_exit(path_or_url: str, param_hint: str = '--network', trust_
     try:
         return load_network(path_or_url, trust_pickle=trust_pickle)
     except (OSError, ValueError) as e:
-        raise click.BadParameter(one_line(e, limit=400), param_hint=param_hint) from None
+        raise click.BadParameter(dnnlib.util.one_line(e, 400), param_hint=param_hint) from None
 
 #----------------------------------------------------------------------------
 # Command line.
@@ -311,7 +299,7 @@ def export_command(network_pkl: str, dest: str, data: str | None, trust_pickle: 
         try:
             dataset = PackedDataset(data)
         except (OSError, ValueError) as e:
-            raise click.BadParameter(one_line(e), param_hint='--data') from None
+            raise click.BadParameter(dnnlib.util.one_line(e, 240), param_hint='--data') from None
         if tuple(dataset.img_shape) != tuple(G.img_shape) or dataset.num_channels != G.img_channels:
             raise click.BadParameter(f'{data} holds {dataset.num_channels}-channel volumes of shape (D, H, W) = '
                                      f'{tuple(dataset.img_shape)}; the network makes {G.img_channels}-channel '
@@ -323,7 +311,7 @@ def export_command(network_pkl: str, dest: str, data: str | None, trust_pickle: 
         export_network(network['G_ema'], network['training_set_kwargs'], dest)
     except (OSError, ValueError) as e:
         raise click.ClickException(dnnlib.util.write_error_message(dest, e) if isinstance(e, OSError) else
-                                   f'cannot write {dest}: {one_line(e)}') from None
+                                   f'cannot write {dest}: {dnnlib.util.one_line(e, 240)}') from None
     print(f'Wrote {dest}')
 
 

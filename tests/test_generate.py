@@ -404,7 +404,8 @@ def test_style_mixing_end_to_end(network, tmp_path):
                                         '--styles', '0-2', '--outdir', tmp_path])
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path)) == ['0-5.nii.gz', '0-6.nii.gz', '1-5.nii.gz', '1-6.nii.gz', 'grid.png']
-    assert PIL.Image.open(tmp_path / 'grid.png').size == (3 * 16, 3 * 18)  # 1 + cols by 1 + rows, 0.5 mm pixels.
+    # 1 + cols by 1 + rows tiles of 16 x 18 pixels (0.5 mm), each enlarged 15 times to reach 256 pixels.
+    assert PIL.Image.open(tmp_path / 'grid.png').size == (3 * 16 * 15, 3 * 18 * 15)
     image = nib.load(tmp_path / '1-6.nii.gz')
     assert np.allclose(image.affine, expected_ras_affine(ROTATED), atol=1e-5)
 
@@ -464,7 +465,7 @@ def test_projector_cli_and_projected_w_render_the_same_volume(network, tmp_path)
                                      '--num-steps', 20, '--outdir', tmp_path / 'proj'])
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path / 'proj')) == ['proj.nii.gz', 'proj.png', 'projected_w.npz']
-    assert PIL.Image.open(tmp_path / 'proj' / 'proj.png').size == (2 * (16 + 16 + 18), 48)  # Before | after.
+    assert PIL.Image.open(tmp_path / 'proj' / 'proj.png').size == (2 * (16 + 16 + 18) * 15, 48 * 15)  # Before | after.
     proj = nib.load(tmp_path / 'proj' / 'proj.nii.gz')
     assert np.allclose(proj.affine, expected_ras_affine(ROTATED), atol=1e-5)
 
