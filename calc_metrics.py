@@ -75,7 +75,7 @@ def find_run_dir(network_pkl: str) -> str | None:
 
 def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = None, mirror: bool | None = None,
                  truncation_psi: float = 1, inception: str | None = None, vgg16: str | None = None,
-                 medicalnet: str | None = None, seed: int | None = 0, verbose: bool | None = False,
+                 medicalnet: str | None = None, seed: int | None = 0, progress: bool | None = False,
                  device: torch.device | str | None = None, cache: bool = True,
                  trust_pickle: bool | None = None) -> list[dnnlib.EasyDict]:
     """Evaluate `metrics` for the G_ema of a snapshot pickle or safe export, in this process (rank and world size
@@ -101,7 +101,7 @@ def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = No
     for metric in metrics:
         result = metric_main.calc_metric(metric=metric, G=network['G_ema'], G_kwargs=G_kwargs,
                                          dataset_kwargs=dataset_kwargs, num_gpus=num_gpus, rank=rank, device=device,
-                                         cache=cache, progress=verbose, detector_urls=detector_urls, seed=seed)
+                                         cache=cache, progress=progress, detector_urls=detector_urls, seed=seed)
         if rank == 0:
             metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=network_pkl)
         results.append(result)
@@ -165,42 +165,40 @@ def parse_metric_list(text: str) -> list[str]:
 # CLI.
 
 
-@click.command(cls=dnnlib.cli.Command, help=__doc__ + metric_main.describe_metrics() +
-               '\n\nmid: the middle axial slice; tri: the middle axial, coronal and sagittal slices (per plane and '
-               'mean); all: every axial slice.')
-@click.option('--network', 'network_pkl', help='Snapshot pickle or safe export',
-              metavar='PATH|URL', required=True)
-@dnnlib.cli.trust_pickle_option()
+@click.command(cls=dnnlib.cli.Command, renamed={'--verbose': '--progress'},
+               help=__doc__ + metric_main.describe_metrics() + '\n\nmid: the middle axial slice; tri: the middle '
+               'axial, coronal and sagittal slices (per plane and mean); all: every axial slice.')
+@dnnlib.cli.network_option()
 @click.option('--metrics', help='Comma-separated metric names', metavar='LIST', default='fid3k_all',
               show_default=True)
-@click.option('--data', help='Dataset zip or folder [default: the one recorded in the network file]', metavar='PATH')
-@click.option('--mirror', help='Add W-mirrored copies of the real volumes', type=bool, metavar='BOOL', default=False,
+@click.option('--data', help='Dataset zip or folder', metavar='PATH', type=dnnlib.cli.PATH,
+              show_default='the one recorded in the network file')
+@click.option('--mirror/--no-mirror', help='Add W-mirrored copies of the real volumes', default=False,
               show_default=True)
 @click.option('--gpus', help='Processes to spawn on this node (ignored under torchrun)', type=click.IntRange(min=1),
               default=1, show_default=True)
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
 @click.option('--seed', help='Seed of latents, labels and noise (recorded with the result)',
               type=click.IntRange(min=0), default=0, show_default=True)
-@click.option('--inception', help='Inception detector (FID, KID): URL or local path [default: the official URL]',
-              metavar='URL|PATH')
-@click.option('--vgg16', help='VGG16 detector (precision/recall): URL or local path [default: the official URL]',
-              metavar='URL|PATH')
-@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH')
-@click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
+@click.option('--inception', help='Inception detector (FID, KID): URL or local path', metavar='URL|PATH',
+              type=dnnlib.cli.PATH, show_default='the official URL')
+@click.option('--vgg16', help='VGG16 detector (precision/recall): URL or local path', metavar='URL|PATH',
+              type=dnnlib.cli.PATH, show_default='the official URL')
+@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH',
+              type=dnnlib.cli.PATH)
+@dnnlib.cli.progress_option()
 def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, gpus: int, truncation_psi: float,
-         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool | None,
+         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, progress: bool | None,
          trust_pickle: bool) -> None:
     names = parse_metric_list(metrics)
     if not dnnlib.util.is_url(network_pkl):
-        network_pkl = os.path.expanduser(network_pkl)  # Also '--network=~/...', which the shell leaves as it is.
         if not os.path.isfile(network_pkl):
             raise click.BadParameter(f'no such file: {network_pkl}', param_hint='--network')
     if data is not None:
-        data = os.path.expanduser(data)
         if not os.path.exists(data):
             raise click.BadParameter(f'no such file or folder: {data}', param_hint='--data')
     args = dict(network_pkl=network_pkl, metrics=names, data=data, mirror=mirror, truncation_psi=truncation_psi,
-                inception=inception, vgg16=vgg16, medicalnet=medicalnet, seed=seed, verbose=verbose,
+                inception=inception, vgg16=vgg16, medicalnet=medicalnet, seed=seed, progress=progress,
                 trust_pickle=trust_pickle)
     under_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
     if under_torchrun or gpus == 1:

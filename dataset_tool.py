@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -518,9 +517,9 @@ def _exit_on_sigterm() -> Iterator[None]:
 
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--source', required=True, metavar='PATH', help='Folder, .zip, one volume file (a DICOM file: its '
+@click.option('--source', required=True, metavar='PATH', type=dnnlib.cli.PATH, help='Folder, .zip, one volume file (a DICOM file: its '
               'series), or phantom:N[:SEED]')
-@click.option('--dest', required=True, metavar='PATH', help='Output .zip, or an empty or new folder')
+@dnnlib.cli.dest_option('Output .zip, or an empty or new folder')
 @click.option('--size', metavar='XxYxZ', help='Output size, e.g. 256x256x24 (W x H x D)')
 @click.option('--spacing', metavar='MM', help='Resample to this spacing: sx,sy,sz or one number')
 @click.option('--fov', metavar='MM', help='Centred physical crop/pad: fx,fy,fz or one number')
@@ -529,11 +528,12 @@ def _exit_on_sigterm() -> Iterator[None]:
                    'lps: resample physically onto the world\'s L, P, S axes')
 @click.option('--interp', 'interpolation', type=click.Choice(INTERPOLATIONS), default='linear', show_default=True,
               help='Image interpolator (SimpleITK): linear, bspline (cubic) or nearest')
-@click.option('--clip', metavar='LO,HI', help='Clip each volume to its own intensity percentiles  [default: 0.5,99.5]')
+@click.option('--clip', metavar='LO,HI', help='Clip each volume to its own intensity percentiles',
+              show_default='0.5,99.5')
 @click.option('--window', metavar='LO,HI', help='Clip to a fixed window in source units instead (e.g. -1000,1000 '
               'Hounsfield units); generated volumes come back in those units')
-@click.option('--dtype', type=click.Choice(DTYPES), help='Stored type  [default: uint8]')
-@click.option('--labels', type=click.Path(exists=True, dir_okay=False), help='Labels: CSV (name,label...) or JSON')
+@click.option('--dtype', type=click.Choice(DTYPES), help='Stored type', show_default='uint8')
+@click.option('--labels', type=dnnlib.cli.EXISTING_PATH, metavar='PATH', help='Labels: CSV (name,label...) or JSON')
 @click.option('--max-volumes', type=click.IntRange(min=1), metavar='INT', help='Stop after this many volumes')
 @click.option('--on-error', type=click.Choice(ON_ERROR), default='fail', show_default=True,
               help='For inputs that cannot be packed: fail (name them all, write nothing), skip them, or stop '
@@ -542,7 +542,7 @@ def _exit_on_sigterm() -> Iterator[None]:
 @click.option('--channels', metavar='GLOBS', help='One pattern per sequence, e.g. "*_t2w.nii.gz,*_adc.nii.gz"')
 @click.option('--seg', metavar='GLOB', help='Each volume\'s label map, "*" standing for the case, e.g. "*_seg.nii.gz" '
               '(phantom: the phantoms\' organ mask)')
-@click.option('--seg-names', metavar='JSON', type=click.Path(exists=True, dir_okay=False),
+@click.option('--seg-names', metavar='PATH', type=dnnlib.cli.EXISTING_PATH,
               help='Names of the label values, e.g. {"1": "CZ+TZ", "2": "PZ"}')
 @click.option('--seg-interp', 'seg_interpolation', type=click.Choice(['nearest', 'gaussian']), default='nearest',
               show_default=True, help='Label-map interpolator (gaussian: ITK\'s label-Gaussian)')
@@ -562,7 +562,7 @@ def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str
         click.echo(f'Warning: {size_warning}. Packing anyway: a packed set can still serve radiomics or audits.')
     try:
         with _exit_on_sigterm():
-            summary = pack_dataset(source=os.path.expanduser(source), dest=dest, dtype=dtype, labels=labels,
+            summary = pack_dataset(source=source, dest=dest, dtype=dtype, labels=labels,
                                    max_volumes=max_volumes, on_error=on_error, progress=True, overwrite=overwrite,
                                    **options)
     except FailedInputs as e:

@@ -41,9 +41,7 @@ from volumes.contract import WRITE_FORMATS
 
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle or safe export',
-              required=True)
-@dnnlib.cli.trust_pickle_option()
+@dnnlib.cli.network_option()
 @click.option('--seeds', help='Seeds, e.g. 0-99,200')
 @click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS))
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
@@ -61,11 +59,12 @@ from volumes.contract import WRITE_FORMATS
                    'dataset (imagesTr, labelsTr with the labels renumbered 0, 1, 2, ... as nnU-Net needs, '
                    'dataset.json, and label_mapping.json from those numbers back to the packed values)')
 @click.option('--preview', help='Also write a PNG of the middle axial, coronal and sagittal slices', is_flag=True)
-@click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ')
-@click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH')
+@click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ',
+              type=dnnlib.cli.PATH)
+@click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH', type=dnnlib.cli.PATH)
 @click.option('--qc-ssim', help='Keep volumes whose best slice-wise SSIM to a real volume is at least this',
               type=FiniteFloatRange(min=-1, max=1))
-@click.option('--outdir', help='Where to write the volumes (a new or empty folder)', required=True, metavar='DIR')
+@dnnlib.cli.outdir_option('Where to write the volumes (a new or empty folder)')
 @dnnlib.cli.overwrite_option('generate.py\'s earlier outputs in --outdir (seed*, proj00*, imagesTr, labelsTr, '
                              'dataset.json, label_mapping.json)')
 def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi: float, class_idx: int | None,

@@ -282,13 +282,12 @@ def cli() -> None:
     """Network file utilities."""
 
 
-@cli.command('export')
-@click.option('--network', 'network_pkl', help='Snapshot pickle (or a safe export)', required=True)
-@click.option('--dest', help='Output file (.pt), loadable with torch.load(weights_only=True)', required=True)
+@cli.command('export', cls=dnnlib.cli.Command)
+@dnnlib.cli.network_option()
+@dnnlib.cli.dest_option('Output file (.pt), loadable with torch.load(weights_only=True)')
 @click.option('--data', help='Record this dataset\'s volume record (for snapshots of earlier versions)',
-              metavar='PATH')
-@dnnlib.cli.trust_pickle_option()
-def export_command(network_pkl: str, dest: str, data: str | None, trust_pickle: bool) -> None:
+              metavar='PATH', type=dnnlib.cli.PATH)
+def export_command(network_pkl: str, trust_pickle: bool, dest: str, data: str | None) -> None:
     """Write G_ema of a snapshot as weights plus a JSON config (no code inside)."""
     if os.path.isdir(dest):
         raise click.BadParameter(f'"{dest}" is a folder; expected a file name such as G.pt', param_hint='--dest')

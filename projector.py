@@ -23,16 +23,14 @@ import click
 import dnnlib
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle or safe export',
-              required=True)
-@dnnlib.cli.trust_pickle_option()
-@click.option('--target', help='Volume to project (NIfTI, NRRD, MHA or .npy)', required=True, metavar='FILE')
+@dnnlib.cli.network_option()
+@click.option('--target', help='Volume to project (NIfTI, NRRD, MHA or .npy)', required=True, metavar='PATH',
+              type=dnnlib.cli.PATH)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--num-steps', help='Optimisation steps', type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option('--seed', help='Random seed', type=click.IntRange(min=0, max=2**32 - 1), default=303,
               show_default=True)
-@click.option('--outdir', help='Where to write projected_w.npz, proj.nii.gz and proj.png (a new or empty folder)',
-              required=True, metavar='DIR')
+@dnnlib.cli.outdir_option('Where to write projected_w.npz, proj.nii.gz and proj.png (a new or empty folder)')
 @dnnlib.cli.overwrite_option('projector.py\'s earlier outputs in --outdir (projected_w.npz, proj.nii.gz, '
                              'proj_seg.nii.gz, proj.png)')
 def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, seed: int, outdir: str,

@@ -380,25 +380,27 @@ def check_outdir(outdir: str, overwrite: bool) -> None:
         dnnlib.cli.prepare_outdir(outdir, False, OUTPUTS)  # Refuses a used folder; an empty one stays as it is.
 
 
-@click.command(cls=dnnlib.cli.Command, help=__doc__)
+@click.command(cls=dnnlib.cli.Command, renamed={'--verbose': '--progress'}, help=__doc__)
 # Inputs and outputs.
 @click.option('--reals', help='Real volumes: dataset zip (dataset_tool.py) or folder of volumes', metavar='PATH',
-              required=True)
+              type=dnnlib.cli.PATH, required=True)
 @click.option('--fakes', help='Generated volumes: folder (masks as NAME_seg.<ext> beside them)', metavar='PATH',
-              required=True)
-@click.option('--reference', help='A second real set for the real-vs-real baseline: zip or folder', metavar='PATH')
-@click.option('--outdir', help='Where to write features.csv, report.json and the plots', metavar='DIR', required=True)
-@click.option('--seg', help='Mask file pattern in folders, "*" = the volume\'s name [default: *_seg.<ext>]',
-              metavar='GLOB')
+              type=dnnlib.cli.PATH, required=True)
+@click.option('--reference', help='A second real set for the real-vs-real baseline: zip or folder', metavar='PATH',
+              type=dnnlib.cli.PATH)
+@dnnlib.cli.outdir_option('Where to write features.csv, report.json and the plots (a new or empty folder)',
+                          default='radiomics-out')
+@click.option('--seg', help='Mask file pattern in folders, "*" = the volume\'s name', metavar='GLOB',
+              show_default='*_seg.<ext>')
 # Features.
 @click.option('--roi', help='Region: mask (label value), box (fixed mm box), split (box; shape on the mask)',
               type=click.Choice(settings_lib.ROI_MODES), default='mask', show_default=True)
 @click.option('--box', 'box_text', help='Box size for --roi box/split, centred on the mask (or the volume)',
               metavar='X,Y,Z_MM')
-@click.option('--features', 'feature_spec', help='Classes or names, e.g. firstorder,glcm_Contrast [default: all]',
-              metavar='LIST')
+@click.option('--features', 'feature_spec', help='Classes or names, e.g. firstorder,glcm_Contrast', metavar='LIST',
+              show_default='all')
 @click.option('--params', help='PyRadiomics parameter file (YAML or JSON): setting, imageType, featureClass',
-              metavar='FILE')
+              metavar='PATH', type=dnnlib.cli.PATH)
 # Curation.
 @click.option('--select', is_flag=True, help='Curate the features as the paper: variability, then redundancy')
 @click.option('--max-cv', help='--select: drop features whose coefficient of variation over the reals exceeds this',
@@ -410,20 +412,17 @@ def check_outdir(outdir: str, overwrite: bool) -> None:
 # Performance.
 @click.option('--workers', help='Processes extracting features', type=click.IntRange(min=1), default=1,
               show_default=True)
-@click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
+@dnnlib.cli.progress_option()
 @click.option('--skip-empty/--no-skip-empty', default=True, show_default=True,
               help='Leave out and count volumes whose mask gives no ROI (no voxel with the label, or a single '
                    'voxel: a weak generator\'s label map), or stop at the first')
 @dnnlib.cli.overwrite_option()
 def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | None, roi: str, box_text: str | None,
          feature_spec: str | None, params: str | None, select: bool, max_cv: float, max_rho: float, with_frd: bool,
-         workers: int, verbose: bool | None, skip_empty: bool, overwrite: bool) -> None:
-    reals, fakes = (os.path.expanduser(p) for p in (reals, fakes))
-    reference = os.path.expanduser(reference) if reference else None
+         workers: int, progress: bool | None, skip_empty: bool, overwrite: bool) -> None:
     check_outdir(outdir, overwrite)
-    outdir = os.path.expanduser(outdir)
     try:
-        settings, classes = settings_lib.read_params(os.path.expanduser(params)) if params else (
+        settings, classes = settings_lib.read_params(params) if params else (
             settings_lib.Settings(), None)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint='--params') from None
@@ -439,7 +438,7 @@ def main(reals: str, fakes: str, reference: str | None, outdir: str, seg: str | 
     print(f'Settings: {settings_lib.describe(settings)}; {len(options.features)} features; roi {roi}')
     try:
         report = run(reals, fakes, outdir, reference, options, seg, (max_cv, max_rho) if select else None, workers,
-                     verbose, skip_empty, overwrite, warn=lambda line: print(f'Warning: {line}', file=sys.stderr),
+                     progress, skip_empty, overwrite, warn=lambda line: print(f'Warning: {line}', file=sys.stderr),
                      with_frd=with_frd)
     except (ValueError, OSError) as e:
         raise click.ClickException(' '.join(str(e).split())) from None

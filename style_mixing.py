@@ -21,20 +21,17 @@ from dnnlib.cli import FINITE_FLOAT
 from volumes.contract import WRITE_FORMATS
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle or safe export',
-              required=True)
-@dnnlib.cli.trust_pickle_option()
+@dnnlib.cli.network_option()
 @click.option('--rows', help='Row seeds, e.g. 0-3', required=True)
 @click.option('--cols', help='Column seeds, e.g. 10-13', required=True)
-@click.option('--styles', help='Layers taken from the column seed, e.g. 0-3  [default: the coarse half of them]')
+@click.option('--styles', help='Layers taken from the column seed, e.g. 0-3', show_default='the coarse half')
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
               show_default=True)
 @click.option('--format', 'fmt', help='Volume file format', type=click.Choice(WRITE_FORMATS),
               default='nii.gz', show_default=True)
-@click.option('--outdir', help='Where to write grid.png and the volumes (a new or empty folder)', required=True,
-              metavar='DIR')
+@dnnlib.cli.outdir_option('Where to write grid.png and the volumes (a new or empty folder)')
 @dnnlib.cli.overwrite_option('style_mixing.py\'s earlier outputs in --outdir (ROW-COL volumes, grid.png)')
 def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_psi: float, class_idx: int | None,
          noise_mode: str, fmt: str, outdir: str, overwrite: bool,

@@ -302,23 +302,26 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
 # Required.
-@click.option('--outdir', help='Where to make the run directory', metavar='DIR', required=True)
+@click.option('--outdir', help='Where to make the run directory (runs are numbered folders in it)', metavar='DIR',
+              type=dnnlib.cli.PATH, required=True)
 @click.option('--data', help='Training data (a zip or folder made by dataset_tool.py)', metavar='PATH',
-              required=True)
+              type=dnnlib.cli.PATH, required=True)
 # General.
 @click.option('--cfg', help='Preset name (configs/*.toml) or a .toml file', default='auto', show_default=True)
 @click.option('--gpus', help='Processes to spawn on this node (ignored under torchrun)', type=click.IntRange(min=1),
               default=1, show_default=True)
 @click.option('--snap', help='Snapshot interval in ticks', type=click.IntRange(min=1), default=50, show_default=True)
-@click.option('--metrics', help='Comma-separated metrics, or "none" [default: the preset\'s, else none]')
+@click.option('--metrics', help='Comma-separated metrics, or "none"', metavar='LIST',
+              show_default='the preset\'s, else none')
 @click.option('--seed', help='Random seed', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('-n', '--dry-run', help='Print the resolved options and exit', is_flag=True)
 # Dataset.
-@click.option('--cond', help='Train a conditional model on the dataset labels', type=bool, metavar='BOOL')
+@click.option('--cond/--no-cond', help='Train a conditional model on the dataset labels', default=None,
+              show_default='the preset\'s')
 @click.option('--subset', help='Train on a random subset of N volumes', type=click.IntRange(min=1), metavar='N')
-@click.option('--mirror', help='Add x-flips to the dataset', type=bool, metavar='BOOL', default=False)
-@click.option('--seg', help='Generate the label maps with the images  [default: when the dataset has them]',
-              type=bool, metavar='BOOL')
+@click.option('--mirror/--no-mirror', help='Add x-flips to the dataset', default=False, show_default=True)
+@click.option('--seg/--no-seg', help='Generate the label maps with the images', default=None,
+              show_default='when the dataset has them')
 # Hyperparameters.
 @click.option('--gamma', help='Override the R1 gamma', type=FiniteFloatRange(min=0))
 @click.option('--kimg', help='Override the training length (thousands of volumes)', type=FiniteFloatRange(min=0,
@@ -333,32 +336,35 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 @click.option('--kimg-per-tick', help='Progress interval in kimg', type=FiniteFloatRange(min=0, min_open=True),
               default=4, show_default=True)
 # Augmentation.
-@click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
+@click.option('--aug', help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']), show_default='ada')
 @click.option('--p', help='Augment probability for --aug=fixed', type=FiniteFloatRange(min=0, max=1))
 @click.option('--target', help='ADA target value for --aug=ada', type=FiniteFloatRange(min=0, max=1))
-@click.option('--augpipe', help='Augmentation pipeline [default: bgc]',
-              type=click.Choice(list(presets.AUGPIPE_SPECS)))
+@click.option('--augpipe', help='Augmentation pipeline', type=click.Choice(list(presets.AUGPIPE_SPECS)),
+              show_default='bgc')
 # Transfer learning and resume.
-@click.option('--resume', help='A snapshot to start from, or "latest" to continue the newest run', metavar='PKL')
+@click.option('--resume', help='A snapshot to start from, or "latest" to continue the newest run', metavar='PATH',
+              type=dnnlib.cli.PATH)
 @dnnlib.cli.trust_pickle_option()
 @click.option('--freezed', help='Freeze-D: freeze the first N discriminator layers', type=click.IntRange(min=0),
               default=0, show_default=True)
 # Performance.
-@click.option('--fp32', help='Disable mixed precision', type=bool, metavar='BOOL', default=False, show_default=True)
-@click.option('--nhwc', help='channels_last_3d memory format in the mixed-precision blocks', type=bool,
-              metavar='BOOL', default=False, show_default=True)
-@click.option('--allow-tf32', help='Allow TF32 for matmul and convolutions', type=bool, metavar='BOOL',
-              default=False, show_default=True)
-@click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL', default=False,
+@click.option('--fp32/--no-fp32', help='Disable mixed precision', default=False, show_default=True)
+@click.option('--nhwc/--no-nhwc', help='channels_last_3d memory format in the mixed-precision blocks', default=False,
               show_default=True)
+@click.option('--allow-tf32/--no-allow-tf32', help='Allow TF32 for matmul and convolutions', default=False,
+              show_default=True)
+@click.option('--nobench/--bench', help='Disable cuDNN benchmarking', default=False, show_default=True)
 @click.option('--max-nonfinite', help='Stop after this many minibatches in a row with non-finite gradients',
               type=click.IntRange(min=1), default=50, show_default=True)
 @click.option('--workers', help='DataLoader worker processes', type=click.IntRange(min=0), default=3,
               show_default=True)
 # Metrics and grids.
-@click.option('--inception', help='Inception detector: URL or local path', metavar='URL|PATH')
-@click.option('--vgg16', help='VGG16 detector: URL or local path', metavar='URL|PATH')
-@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH')
+@click.option('--inception', help='Inception detector: URL or local path', metavar='URL|PATH', type=dnnlib.cli.PATH,
+              show_default='the official URL')
+@click.option('--vgg16', help='VGG16 detector: URL or local path', metavar='URL|PATH', type=dnnlib.cli.PATH,
+              show_default='the official URL')
+@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH',
+              type=dnnlib.cli.PATH)
 @click.option('--grid-planes', help='Planes shown in fakes*.png', type=click.Choice(['axial', 'tri']),
               default='axial', show_default=True)
 @click.pass_context

@@ -53,22 +53,40 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 class PathType(click.ParamType):
-    """A path with `~` expanded (a URL is kept as it is)."""
+    """A path with `~` expanded (a URL is kept as it is); with `exists`, a missing path is a usage error."""
 
     name = 'path'
 
+    def __init__(self, exists: bool = False) -> None:
+        self.exists = exists
+
     def convert(self, value, param, ctx) -> str:
         text = str(value)
-        return text if '://' in text else os.path.expanduser(text)
+        if '://' in text:
+            return text
+        path = os.path.expanduser(text)
+        if self.exists and not os.path.exists(path):
+            self.fail(f'"{text}" does not exist', param, ctx)
+        return path
 
 
 PATH = PathType()
+EXISTING_PATH = PathType(exists=True)
 
 
 def network_option(required: bool = True) -> Callable:
-    """--network: a snapshot pickle or a safe export."""
-    return click.option('--network', 'network_pkl', type=PATH, metavar='PATH', required=required,
-                        help='Network: a snapshot (.pkl) or a safe export (.pt, see legacy.py export)')
+    """--network (a snapshot pickle or a safe export, passed as `network_pkl`) and --trust-pickle (`trust_pickle`):
+    every tool that loads a network takes both."""
+    def decorate(function: Callable) -> Callable:
+        function = trust_pickle_option()(function)
+        return click.option('--network', 'network_pkl', type=PATH, metavar='PATH', required=required,
+                            help='Network: a snapshot (.pkl) or a safe export (.pt, see legacy.py export)')(function)
+    return decorate
+
+
+def dest_option(help: str) -> Callable:  # noqa: A002 (click's own word)
+    """--dest: the one file or dataset a tool writes."""
+    return click.option('--dest', type=PATH, metavar='PATH', required=True, help=help)
 
 
 def outdir_option(help: str, default: str | None = None) -> Callable:  # noqa: A002 (click's own word)
@@ -172,8 +190,19 @@ class _OneLineUsage:
     """Turns click's usage errors (usage text, a hint and the error: four lines) into one line on stderr, and reads
     the official spelling of switches with a value (`--mirror=1`)."""
 
+    renamed: dict[str, str] = {}  # Old option name -> new name, read for one release with a note.
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, [self._switch_spelling(arg) for arg in args])
+        return super().parse_args(ctx, [self._switch_spelling(self._new_name(arg)) for arg in args])
+
+    def _new_name(self, arg: str) -> str:
+        """'--out=x' -> '--dest=x' for a renamed option (with a note)."""
+        name, sep, value = arg.partition('=')
+        if name not in self.renamed:
+            return arg
+        click.echo(f'Note: {name} is called {self.renamed[name]} now; the old name works until the next release.',
+                   err=True)
+        return self.renamed[name] + sep + value
 
     def _switch_spelling(self, arg: str) -> str:
         """'--mirror=1' -> '--mirror', '--verbose=false' -> '--no-verbose' (with a note), for switches only."""
@@ -205,7 +234,12 @@ class _OneLineUsage:
 
 
 class Command(_OneLineUsage, click.Command):
-    """click.Command with one-line usage errors: use as @click.command(cls=Command)."""
+    """click.Command with one-line usage errors: use as @click.command(cls=Command); `renamed` maps old option names
+    to new ones, e.g. @click.command(cls=Command, renamed={'--out': '--dest'})."""
+
+    def __init__(self, *args, renamed: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.renamed = dict(renamed or {})
 
 
 class Group(_OneLineUsage, click.Group):

@@ -60,7 +60,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     """radiomics.py as a user runs it, with NumPy's and SciPy's RuntimeWarnings made errors: none may reach the
     terminal."""
     return subprocess.run([sys.executable, '-W', 'error::RuntimeWarning', os.path.join(ROOT, 'radiomics.py'),
-                           '--verbose=0', *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           '--no-progress', *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def read_outputs(outdir) -> tuple[list[list[str]], dict]:

@@ -36,6 +36,7 @@ KNOWN_SOURCES: tuple[tuple[str, str, str], ...] = (
     ('d3b80c161fee4cabd611758e08547e0e61a914718dcf870da3aaa05ec90092f0', 'training.augment', '4d76a29'),
     ('fdaac436b4ba30a32e59efaedd1801e7d4350ca39e4db45983cc207d5b2eef22', 'training.augment', 'ce3ccfd'),
     ('ed0ec382ab8f2a34cdd7c9ad2ddb54d2b64072df21febc358bbc6574f8777bc2', 'training.augment', 'cc91a18'),
+    ('cdb339fedcf97aea644ddd6ee0fbe2bf0e307019b421736ce4df0e2a16849a0c', 'training.augment', '9e9165d'),
     ('a94e5abf695a3bf3844df5dd0d0cdcc09da20422d956e43fa64b7bcc53306ba7', 'metrics.medicalnet', '13b97eb'),
     ('dfbc015faf66fa00748525dfde7d9a0ece08537877549bc95c893789f7a4adcc', 'metrics.medicalnet', '0f23fb0'),
 )

@@ -23,7 +23,7 @@ with respect to its input. The resampling goes through torch_utils/ops/grid_samp
 cannot (older releases raise "derivative for aten::grid_sampler_2d_backward is not implemented").
 
 Also here: `update_ada_p` (the ADA heuristic) and a preview CLI:
-    python -m training.augment --data DATASET.zip --augpipe bgc --p 0.5 --out grid.png
+    python -m training.augment --data DATASET.zip --augpipe bgc --p 0.5 --dest grid.png
 """
 
 from __future__ import annotations
@@ -491,29 +491,30 @@ def update_ada_p(p: float, signs_real_mean: float, target: float, batch_size: in
 # Preview CLI.
 
 
-@click.command(cls=dnnlib.cli.Command)
-@click.option('--data', required=True, metavar='PATH', help='Dataset zip or folder made by dataset_tool.py')
+@click.command(cls=dnnlib.cli.Command, renamed={'--out': '--dest'})
+@click.option('--data', required=True, metavar='PATH', type=dnnlib.cli.PATH,
+              help='Dataset zip or folder made by dataset_tool.py')
 @click.option('--augpipe', type=click.Choice(sorted(AUGPIPE_SPECS)), default='bgc', show_default=True,
               help='Augmentation preset')
 @click.option('--p', 'prob', type=FiniteFloatRange(min=0, max=1), default=0.5, show_default=True,
               help='Augment probability')
-@click.option('--out', required=True, metavar='FILE.png', help='Output PNG')
+@dnnlib.cli.dest_option('Output PNG')
 @click.option('--num', type=click.IntRange(min=1), default=8, show_default=True, help='Volumes to show')
 @click.option('--seed', type=int, default=0, show_default=True, help='Random seed of the augmentation')
-def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) -> None:
+def main(data: str, augpipe: str, prob: float, dest: str, num: int, seed: int) -> None:
     """Preview an augmentation preset: middle axial slices, originals on top, augmented below.
 
     \b
     Example:
-        python -m training.augment --data prostate.zip --augpipe bgc --p 0.5 --out grid.png
+        python -m training.augment --data prostate.zip --augpipe bgc --p 0.5 --dest grid.png
     """
     from volumes.packed import PackedDataset
     from training.visualize import PREVIEW_SIZE, volume_grid
 
-    if not out.lower().endswith('.png'):
-        raise click.BadParameter(f'"{out}": expected a path ending in .png', param_hint='--out')
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise click.BadParameter(f'"{out}": its folder does not exist', param_hint='--out')
+    if not dest.lower().endswith('.png'):
+        raise click.BadParameter(f'"{dest}": expected a path ending in .png', param_hint='--dest')
+    if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+        raise click.BadParameter(f'"{dest}": its folder does not exist', param_hint='--dest')
     try:
         dataset = PackedDataset(data)
     except (ValueError, OSError) as e:
@@ -533,10 +534,10 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
     grid = volume_grid(torch.cat([x, y]).numpy(), grid_size=(num, 2), drange=(-1, 1),
                        spacing=dataset.volume_info.spacing, min_size=PREVIEW_SIZE)
     try:
-        dnnlib.util.atomic_write(out, lambda f: grid.save(f, format='PNG'))
+        dnnlib.util.atomic_write(dest, lambda f: grid.save(f, format='PNG'))
     except OSError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f'Wrote {out}: {num} volumes from {data}, augpipe {augpipe}, p {prob}')
+    click.echo(f'Wrote {dest}: {num} volumes from {data}, augpipe {augpipe}, p {prob}')
 
 
 if __name__ == '__main__':
