@@ -66,8 +66,8 @@ def voxel_description(options: AuditOptions) -> str:
     shift = f'shifts of up to {options.shift} voxel{"s" if options.shift != 1 else ""} per axis' if options.shift \
         else 'no shift'
     mirror = ' and the x-mirror' if options.mirror else ''
-    return (f'voxel: Pearson correlation of the stored intensities (all image channels) on the packed grid, the best '
-            f'over {shift}{mirror}')
+    return (f'voxel space: Pearson correlation of the stored intensities (all image channels) on the packed grid, the '
+            f'best over {shift}{mirror}')
 
 
 def _bar(total: int | None, desc: str, options: AuditOptions) -> tqdm.tqdm:

@@ -34,13 +34,13 @@ class FeatureSpace:
 def medicalnet_space(weights: str, depth: int, max_value: int, device: torch.device) -> FeatureSpace:
     """MedicalNet ResNet-`depth` features. Raises OSError or ValueError (one line) for missing or wrong weights."""
     featurizer = fid3d.MedicalNetFeaturizer(weights, depth, device)
-    return FeatureSpace(f'medicalnet{depth}', f'MedicalNet ResNet-{depth} features, cosine similarity '
-                        f'({fid3d.NORMALISATION})', featurizer, max_value, device)
+    return FeatureSpace(f'medicalnet{depth}', f'medicalnet{depth} space: cosine similarity of MedicalNet ResNet-{depth} '
+                        f'features ({fid3d.NORMALISATION})', featurizer, max_value, device)
 
 
 def inception_space(detector: str, max_value: int, device: torch.device) -> FeatureSpace:
     """Inception pool features of the axial slices, averaged per volume. Raises OSError or ValueError (one line)."""
     featurizer = metric_utils.SliceFeaturizer(detector, dict(return_features=True), 'all', device,
                                               what=metric_utils.INCEPTION)
-    return FeatureSpace('inception', 'Inception features of every axial slice averaged per volume, cosine '
-                        'similarity', featurizer, max_value, device)
+    return FeatureSpace('inception', 'inception space: cosine similarity of Inception features of every axial slice, '
+                        'averaged per volume', featurizer, max_value, device)

@@ -128,8 +128,8 @@ def _space_lines(space: dict, name: str) -> list[str]:
 
 def summary(report: dict, outdir: str, holdout_cases: int | None) -> str:
     """A few lines: the spaces searched, the flags and what they mean, the membership inference, the files."""
-    lines = [f'Audited {report["audited"]} volumes against {report["inputs"]["training_cases"]} training cases. '
-             f'Space: {report["space"]}.']
+    lines = [f'Audited {report["audited"]} volumes against {report["inputs"]["training_cases"]} training cases; '
+             f'{report["space"]}.']
     if holdout_cases is None:
         lines.append('No calibrated threshold exists without --holdout: flags use --threshold, and p-values are '
                      'not defined.')
@@ -145,8 +145,7 @@ def summary(report: dict, outdir: str, holdout_cases: int | None) -> str:
         lines.append(f'Most exposed training case: {case}, the nearest of {count} volume{"s" if count != 1 else ""}.')
     m = report['membership']
     if m is not None:
-        beyond = m['auc_ci95'][0] > m['control_auc_ci95'][1] if m['auc_ci95'][0] is not None and \
-            m['control_auc_ci95'][1] is not None else False
+        beyond = m['auc'] > m['control_auc_ci95'][1]  # Above the control's interval; False when it is NaN.
         lines.append(f'Membership (D scores, training vs holdout): AUC {m["auc"]:.3f} (95% CI {m["auc_ci95"][0]:.3f}-'
                      f'{m["auc_ci95"][1]:.3f}); control (two halves of the training set) {m["control_auc"]:.3f} '
                      f'({m["control_auc_ci95"][0]:.3f}-{m["control_auc_ci95"][1]:.3f}): '

@@ -52,8 +52,12 @@ def volumes():
 
 def test_correlations_match_numpy_over_shifts_and_the_mirror(volumes):
     train, queries = volumes
-    index = VoxelIndex(torch.from_numpy(train), shift=1, mirror=True, train_chunk=3)  # Chunks of 3: merging counts.
-    found = index.search(torch.from_numpy(queries))
+    # Rows made per chunk of 3 (nothing kept): the running top 2 merges chunks.
+    found = VoxelIndex(torch.from_numpy(train), shift=1, mirror=True, train_chunk=3, cache_bytes=0).search(
+        torch.from_numpy(queries))
+    kept = VoxelIndex(torch.from_numpy(train), shift=1, mirror=True).search(torch.from_numpy(queries))
+    np.testing.assert_array_equal(kept.index, found.index)
+    np.testing.assert_allclose(kept.similarity, found.similarity, atol=1e-6)
     for q in range(len(queries)):
         per_case = [reference_similarity(queries[q], t, 1, True) for t in train]
         order = np.argsort([-p[0] for p in per_case])
