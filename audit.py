@@ -183,8 +183,9 @@ def main(network_pkl: str | None, seeds: str | None, count: int | None, truncati
          inception: str | None, prefilter: int, batch: int, pairs: int, seed: int, outdir: str, overwrite: bool,
          verbose: bool | None) -> None:
     # Everything is checked before the output folder is touched, so bad input leaves nothing behind.
-    if generated is not None and (seeds is not None or count is not None):
-        raise click.BadParameter('audits the files there; leave --seeds and --count out', param_hint='--generated')
+    if generated is not None and (seeds is not None or count is not None or class_idx is not None):
+        raise click.BadParameter('audits the files there; leave --seeds, --count and --class out',
+                                 param_hint='--generated')
     if generated is None and network_pkl is None:
         raise click.BadParameter('give --network with --seeds or --count, or --generated', param_hint='--network')
     if generated is None and (seeds is None) == (count is None):

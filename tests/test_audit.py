@@ -312,7 +312,8 @@ def bad(data, tmp_path_factory):
 
 @pytest.mark.parametrize('case, args, fragments', [
     ('packed differently', ['--holdout={uint16}'],
-     ['--holdout', 'was packed differently', 'intensity mapping uint16 percentiles 0.5..99.5, the training data uint8']),
+     ['--holdout', 'was packed differently', 'intensity mapping uint16 percentiles 0.5..99.5, the training data '
+      'uint8']),
     ('shares cases', ['--holdout={overlap}'],
      ['--holdout', 'case phantom:10 holds the same voxels as training case phantom:10 (2 such cases)']),
     ('too few to calibrate', ['--holdout={small}'], ['--holdout', '10 cases cannot calibrate alpha=0.05', '19']),
@@ -321,7 +322,8 @@ def bad(data, tmp_path_factory):
      ['--generated', 'seed0000.nii.gz has size 12x16x8; the training data\'s grid is 16x16x8']),
     ('source units of percentile data', ['--holdout={holdout}', '--generated={floats}'],
      ['--generated', 'holds float32 values', 'cannot be mapped back', '--units stored']),
-    ('seeds with files', ['--holdout={holdout}', '--seeds=0-3'], ['--generated', 'leave --seeds and --count out']),
+    ('seeds with files', ['--holdout={holdout}', '--seeds=0-3'],
+     ['--generated', 'leave --seeds, --count and --class out']),
     ('shift too large', ['--holdout={holdout}', '--shift=4'], ['--shift', 'a shift of 4 voxels leaves no interior']),
 ])
 def test_bad_inputs_fail_in_one_line_and_write_nothing(data, bad, tmp_path, case, args, fragments):
@@ -341,3 +343,22 @@ def test_a_used_output_folder_is_refused_before_any_work(data, audited):
                       f'--holdout={data["holdout"]}', f'--outdir={audited["out"]}'])
     assert_clean_failure(result, '--outdir', 'already holds 4 entries', '--overwrite')
     assert sorted(os.listdir(audited['out'])) == before
+
+
+def test_help_imports_no_torch():
+    code = ('import runpy, sys\nsys.argv = ["audit.py", "--help"]\n'
+            'try:\n    runpy.run_path("audit.py", run_name="__main__")\nexcept SystemExit:\n    pass\n'
+            'assert "torch" not in sys.modules\n')
+    result = run_cli(['-c', code])
+    assert result.returncode == 0 and 'Usage: audit.py' in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['--exclude-copies', '--data=train.zip'], 'needs --data and --holdout'),
+    (['--data=train.zip', '--holdout=holdout.zip'], '--data and --holdout are for --exclude-copies'),
+])
+def test_generate_exclude_copies_options_go_together(tmp_path, args, fragment):
+    out = tmp_path / 'out'
+    result = run_cli(['generate.py', '--network=G.pt', '--count=2', *args, f'--outdir={out}'])
+    assert_clean_failure(result, '--exclude-copies', fragment)
+    assert not out.exists()

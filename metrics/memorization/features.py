@@ -34,8 +34,9 @@ class FeatureSpace:
 def medicalnet_space(weights: str, depth: int, max_value: int, device: torch.device) -> FeatureSpace:
     """MedicalNet ResNet-`depth` features. Raises OSError or ValueError (one line) for missing or wrong weights."""
     featurizer = fid3d.MedicalNetFeaturizer(weights, depth, device)
-    return FeatureSpace(f'medicalnet{depth}', f'medicalnet{depth} space: cosine similarity of MedicalNet ResNet-{depth} '
-                        f'features ({fid3d.NORMALISATION})', featurizer, max_value, device)
+    description = (f'medicalnet{depth} space: cosine similarity of MedicalNet ResNet-{depth} features '
+                   f'({fid3d.NORMALISATION})')
+    return FeatureSpace(f'medicalnet{depth}', description, featurizer, max_value, device)
 
 
 def inception_space(detector: str, max_value: int, device: torch.device) -> FeatureSpace:

@@ -144,41 +144,53 @@ def check_holdout(train: PackedSet, holdout: PackedSet) -> None:
 # Generated volumes: files written by generate.py.
 
 
-def generated_files(folder: str) -> list[str]:
-    """The volume files generate.py wrote in `folder` (NAME.<ext>), sorted; label maps (NAME_seg.<ext>), previews and
-    hidden temporaries left out."""
+def generated_files(folder: str) -> list[tuple[str, list[str]]]:
+    """The volumes generate.py wrote in `folder`, sorted by name, as (name, files): NAME.<ext> (one file, all
+    channels) in its files layout, imagesTr/NAME_0000.<ext>, NAME_0001.<ext>, ... (a file per channel) in its nnU-Net
+    layout; label maps (NAME_seg.<ext>, labelsTr), previews and hidden temporaries left out."""
     if not os.path.isdir(folder):
         raise InputError('--generated', f'{folder} is not a folder')
-    files = []
-    for name in sorted(os.listdir(folder)):
-        ext = volume_io.volume_extension(name)
-        if ext is None or name.startswith('.') or volume_io.strip_extension(name).endswith('_seg'):
+    nnunet = os.path.isdir(os.path.join(folder, 'imagesTr'))
+    where = os.path.join(folder, 'imagesTr') if nnunet else folder
+    cases: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(where)):
+        stem = volume_io.strip_extension(name)
+        if volume_io.volume_extension(name) is None or name.startswith('.') or stem.endswith('_seg') or \
+                not os.path.isfile(os.path.join(where, name)):
             continue
-        if os.path.isfile(os.path.join(folder, name)):
-            files.append(os.path.join(folder, name))
-    if not files:
-        raise InputError('--generated', f'{folder} holds no volumes (NAME.nii.gz and the like, as generate.py writes)')
-    return files
+        if nnunet:  # NAME_0000: the case, then the channel.
+            stem = stem.rsplit('_', 1)[0] if '_' in stem else stem
+        cases.setdefault(stem, []).append(os.path.join(where, name))
+    if not cases:
+        raise InputError('--generated', f'{folder} holds no volumes (NAME.nii.gz and the like, or an nnU-Net imagesTr '
+                                        f'folder, as generate.py writes)')
+    return sorted(cases.items())
 
 
-def read_generated(path: str, info: VolumeInfo, img_shape: tuple[int, int, int]) -> np.ndarray:
-    """One generated file as stored integers [C, D, H, W] on the packed grid: source units mapped back through the
-    training data's window; ValueError when its grid or units cannot be compared."""
-    image = volume_io.read_image(path, allow_channels=True)
-    size = 'x'.join(str(s) for s in image.GetSize())
-    if size != format_size(img_shape):
-        raise InputError('--generated', f'{path} has size {size}; the training data\'s grid is '
-                                        f'{format_size(img_shape)}')
-    if not np.allclose(image.GetSpacing(), info.spacing, rtol=1e-4) or \
-            not np.allclose(image.GetDirection(), info.direction, atol=1e-4):
-        raise InputError('--generated', f'{path} has spacing {_spacing(image.GetSpacing())} and orientation '
-                         f'{sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())}; '
-                         f'the training data\'s grid has {_spacing(info.spacing)}, {info.orientation}')
-    array = sitk.GetArrayFromImage(image)  # [D, H, W] or [D, H, W, C], the file's dtype
-    array = np.moveaxis(array, -1, 0) if image.GetNumberOfComponentsPerPixel() > 1 else array[None]  # [C, D, H, W]
+def read_generated(paths: list[str], info: VolumeInfo, img_shape: tuple[int, int, int]) -> np.ndarray:
+    """One generated volume (a file, or a file per channel) as stored integers [C, D, H, W] on the packed grid:
+    source units mapped back through the training data's window; InputError when its grid or units cannot be
+    compared."""
+    channels = []
+    for path in paths:
+        image = volume_io.read_image(path, allow_channels=True)
+        size = 'x'.join(str(s) for s in image.GetSize())
+        if size != format_size(img_shape):
+            raise InputError('--generated', f'{path} has size {size}; the training data\'s grid is '
+                                            f'{format_size(img_shape)}')
+        if not np.allclose(image.GetSpacing(), info.spacing, rtol=1e-4) or \
+                not np.allclose(image.GetDirection(), info.direction, atol=1e-4):
+            orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+            raise InputError('--generated', f'{path} has spacing {_spacing(image.GetSpacing())} and orientation '
+                                            f'{orientation}; the training data\'s grid has {_spacing(info.spacing)}, '
+                                            f'{info.orientation}')
+        array = sitk.GetArrayFromImage(image)  # [D, H, W] or [D, H, W, C], the file's dtype
+        channels.append(np.moveaxis(array, -1, 0) if image.GetNumberOfComponentsPerPixel() > 1 else array[None])
+    array = np.concatenate(channels)  # [C, D, H, W]
     if len(array) != len(info.channels):
-        raise InputError('--generated', f'{path} has {len(array)} channels; the training data has {len(info.channels)}')
-    return to_stored(array, info, path)
+        raise InputError('--generated', f'{paths[0]} has {len(array)} channel{"s" if len(array) > 1 else ""}; the '
+                                        f'training data has {len(info.channels)}')
+    return to_stored(array, info, paths[0])
 
 
 def to_stored(array: np.ndarray, info: VolumeInfo, path: str) -> np.ndarray:
@@ -194,19 +206,18 @@ def to_stored(array: np.ndarray, info: VolumeInfo, path: str) -> np.ndarray:
     return np.stack([info.intensity.to_stored(channel, path) for channel in array])
 
 
-def file_batches(files: list[str], info: VolumeInfo, img_shape: tuple[int, int, int],
+def file_batches(cases: list[tuple[str, list[str]]], info: VolumeInfo, img_shape: tuple[int, int, int],
                  batch: int) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(names, stored volumes [B, C, D, H, W]) of generated files, `batch` at a time."""
-    for start in range(0, len(files), batch):
-        chunk = files[start:start + batch]
-        names = [volume_io.strip_extension(os.path.basename(f)) for f in chunk]
+    """(names, stored volumes [B, C, D, H, W]) of generated_files' cases, `batch` at a time."""
+    for start in range(0, len(cases), batch):
+        chunk = cases[start:start + batch]
         try:
-            volumes = [read_generated(f, info, img_shape) for f in chunk]
+            volumes = [read_generated(paths, info, img_shape) for _, paths in chunk]
         except InputError:
             raise
         except ValueError as e:  # Unreadable, truncated, not 3D, NaN voxels.
             raise InputError('--generated', ' '.join(str(e).split())) from None
-        yield names, np.stack(volumes)
+        yield [name for name, _ in chunk], np.stack(volumes)
 
 #----------------------------------------------------------------------------
 # Generated volumes: a network, by seed.

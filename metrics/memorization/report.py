@@ -118,9 +118,11 @@ def _space_lines(space: dict, name: str) -> list[str]:
             f'{_percent(hi)})')
     if space['threshold_source'] == 'holdout':
         alpha = space['alpha']
-        verdict = ('above' if lo > alpha else 'consistent with')
+        verdict = 'above' if lo > alpha else 'below' if hi < alpha else 'consistent with'
         line += (f'; {verdict} the {_percent(alpha)} that novel volumes reach by chance (the holdout calibrates the '
                  f'threshold at alpha {alpha:g})')
+        if verdict == 'below':
+            line += ': the volumes are farther from the training cases than unseen real cases are'
     else:
         line += '; the threshold was given (--threshold), not calibrated, so the rate has no chance level to compare'
     return [line]

@@ -251,3 +251,30 @@ def test_source_units_map_back_to_stored_through_the_window():
     np.testing.assert_array_equal(inputs.to_stored(source, info, 'x.nii.gz'), stored)
     with pytest.raises(inputs.InputError, match='cannot be mapped back'):
         inputs.to_stored(source.astype(np.float32), VolumeInfo(), 'x.nii.gz')
+
+
+def test_generated_folders_in_both_layouts_are_read_as_stored_volumes(tmp_path):
+    """The files layout (NAME.nii.gz with all channels, NAME_seg skipped) and the nnU-Net layout (imagesTr/NAME_0000,
+    NAME_0001; labelsTr skipped) give the same stored volumes [C, D, H, W]."""
+    from volumes import volume_io
+    from volumes.contract import VolumeInfo
+    info = VolumeInfo(spacing=(1.0, 1.5, 3.0), channels=('t2', 'adc'))
+    rng = np.random.default_rng(5)
+    volumes = {f'seed{s:04d}': rng.integers(0, 256, size=[2, 4, 6, 8], dtype=np.uint8) for s in (3, 1)}
+    files, nnunet = tmp_path / 'files', tmp_path / 'nnunet'
+    for folder in (files, nnunet / 'imagesTr', nnunet / 'labelsTr'):
+        folder.mkdir(parents=True)
+    for name, v in volumes.items():
+        volume_io.write_volume(str(files / f'{name}.nii.gz'), v, info.spacing, info.direction)
+        volume_io.write_volume(str(files / f'{name}_seg.nii.gz'), v[0], info.spacing, info.direction)
+        volume_io.write_volume(str(nnunet / 'labelsTr' / f'{name}.nii.gz'), v[0], info.spacing, info.direction)
+        for c in range(2):
+            volume_io.write_volume(str(nnunet / 'imagesTr' / f'{name}_{c:04d}.nii.gz'), v[c], info.spacing,
+                                   info.direction)
+    for folder in (files, nnunet):
+        cases = inputs.generated_files(str(folder))
+        assert [name for name, _ in cases] == ['seed0001', 'seed0003']
+        (names, stored), = inputs.file_batches(cases, info, (4, 6, 8), batch=8)
+        np.testing.assert_array_equal(stored, np.stack([volumes['seed0001'], volumes['seed0003']]))
+    with pytest.raises(inputs.InputError, match='has 2 channels; the training data has 1'):
+        list(inputs.file_batches(inputs.generated_files(str(files)), VolumeInfo(spacing=info.spacing), (4, 6, 8), 8))
