@@ -92,6 +92,35 @@ def membership_note(network: dict | None, holdout) -> str | None:
         return 'Membership inference needs --holdout (the non-members).'
     return None
 
+def read_inputs(data: str, holdout: str | None, network_pkl: str | None, generated: str | None) -> tuple:
+    """(training set, holdout or None, network or None, generated cases or None), all checked against each other."""
+    try:
+        train = inputs.read_packed(data, '--data')
+        held = inputs.read_packed(holdout, '--holdout') if holdout is not None else None
+        if held is not None:
+            inputs.check_holdout(train, held)
+        network = legacy.load_network_or_exit(network_pkl) if network_pkl is not None else None
+        if network is not None:
+            inputs.check_network(network['G_ema'], train)
+            if network.get('D') is not None and held is not None:
+                c_dim = int(getattr(network['D'], 'c_dim', 0))
+                for group in (train, held):
+                    group.check_discriminator_inputs(network['G_ema'].volume_info, c_dim)
+        files = inputs.generated_files(os.path.expanduser(generated)) if generated is not None else None
+    except inputs.InputError as e:
+        raise click.BadParameter(e.message, param_hint=e.option) from None
+    return train, held, network, files
+
+
+def describe_inputs(data: str, train, holdout: str | None, held, generated: str | None, network_pkl: str | None,
+                    seeds: list[int] | None, options, network: dict | None) -> dict:
+    """report.json's "inputs": what was read (the training set's content identity), the seeds and the search."""
+    return dict(training=data, training_cases=len(train.names),
+                training_identity=dnnlib.util.content_identity(train.path)['sha256'], holdout=holdout,
+                holdout_cases=len(held.names) if held is not None else None, generated=generated, network=network_pkl,
+                seeds=f'{seeds[0]}..{seeds[-1]} ({len(seeds)})' if seeds else None, shift=options.shift,
+                mirror=options.mirror, prefilter=options.prefilter, membership_note=membership_note(network, held))
+
 #----------------------------------------------------------------------------
 # Outputs.
 
@@ -195,21 +224,7 @@ def main(network_pkl: str | None, seeds: str | None, count: int | None, truncati
                                  'packed like --data); give --holdout, or a fixed --threshold', param_hint='--holdout')
     check_outdir(outdir, overwrite)
     seed_list = dnnlib.cli.parse_seeds(seeds) if seeds is not None else list(range(count or 0))
-    try:
-        train = inputs.read_packed(data, '--data')
-        held = inputs.read_packed(holdout, '--holdout') if holdout is not None else None
-        if held is not None:
-            inputs.check_holdout(train, held)
-        network = legacy.load_network_or_exit(network_pkl) if network_pkl is not None else None
-        if network is not None:
-            inputs.check_network(network['G_ema'], train)
-            if network.get('D') is not None and held is not None:
-                c_dim = int(getattr(network['D'], 'c_dim', 0))
-                for group in (train, held):
-                    group.check_discriminator_inputs(network['G_ema'].volume_info, c_dim)
-        files = inputs.generated_files(os.path.expanduser(generated)) if generated is not None else None
-    except inputs.InputError as e:
-        raise click.BadParameter(e.message, param_hint=e.option) from None
+    train, held, network, files = read_inputs(data, holdout, network_pkl, generated)
     if held is not None and threshold is None and len(held.names) < calibration.min_holdout(alpha):
         raise click.BadParameter(f'{len(held.names)} cases cannot calibrate alpha={alpha:g}: it needs at least '
                                  f'{calibration.min_holdout(alpha)} (or a larger --alpha)', param_hint='--holdout')
@@ -238,11 +253,8 @@ def main(network_pkl: str | None, seeds: str | None, count: int | None, truncati
     except ValueError as e:
         raise click.ClickException(' '.join(str(e).split())) from None
 
-    described = dict(training=data, training_cases=len(train.names), training_identity=dnnlib.util.content_identity(
-        train.path)['sha256'], holdout=holdout, holdout_cases=len(held.names) if held is not None else None,
-        generated=generated, network=network_pkl, seeds=f'{seed_list[0]}..{seed_list[-1]} ({len(seed_list)})'
-        if files is None else None, shift=shift, mirror=options.mirror, prefilter=prefilter,
-        membership_note=membership_note(network, held))
+    seeds_used = seed_list if files is None else None
+    described = describe_inputs(data, train, holdout, held, generated, network_pkl, seeds_used, options, network)
     report = report_lib.build_report(result, train.names, alpha, described)
     write_outputs(outdir, overwrite, render_outputs(result, report, train, pairs))
     print(report_lib.summary(report, outdir, len(held.names) if held is not None else None))
