@@ -8,6 +8,7 @@ Figures use matplotlib's object API on the Agg canvas (no pyplot state, no displ
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,7 +49,7 @@ def nearest_pairs(pairs: list[dict], info: VolumeInfo, space: str) -> Figure:
     fig = Figure(figsize=(7.5, height), dpi=100)
     FigureCanvasAgg(fig)
     fig.suptitle(f'Closest generated volumes and their nearest training cases (axial, coronal, sagittal; first '
-                 f'channel)\n{space}', fontsize=8)
+                 f'channel)\n{textwrap.fill(space, 120)}', fontsize=8)
     for r, pair in enumerate(pairs):
         for c, (role, name, volume) in enumerate((('generated', pair['generated'], pair['generated_volume']),
                                                   ('training', pair['nearest'], pair['nearest_volume']))):
@@ -59,7 +60,7 @@ def nearest_pairs(pairs: list[dict], info: VolumeInfo, space: str) -> Figure:
             ax.set_title(f'{role}: {name}', fontsize=7)
             if c == 0:
                 ax.set_xlabel(_caption(pair), fontsize=7, color='#b00000' if pair['flagged'] else 'black')
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.3 / height, top=1 - 0.75 / height, hspace=0.6, wspace=0.05)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.3 / height, top=1 - 0.85 / height, hspace=0.6, wspace=0.05)
     return fig
 
 
