@@ -64,13 +64,19 @@ from volumes.contract import WRITE_FORMATS
 @click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH', type=dnnlib.cli.PATH)
 @click.option('--qc-ssim', help='Keep volumes whose best slice-wise SSIM to a real volume is at least this',
               type=FiniteFloatRange(min=-1, max=1))
+@click.option('--exclude-copies', is_flag=True, help='Drop volumes audit.py would flag as copies of a training case '
+              '(needs --data and --holdout) and generate replacements from the next seeds')
+@click.option('--data', 'copies_data', help='--exclude-copies: the training set (TRAIN.zip)', metavar='PATH',
+              type=dnnlib.cli.PATH)
+@click.option('--holdout', 'copies_holdout', metavar='PATH', type=dnnlib.cli.PATH,
+              help='--exclude-copies: real cases the model never saw, packed like --data')
 @dnnlib.cli.outdir_option('Where to write the volumes (a new or empty folder)')
 @dnnlib.cli.overwrite_option('generate.py\'s earlier outputs in --outdir (seed*, proj00*, imagesTr, labelsTr, '
                              'dataset.json, label_mapping.json)')
-def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi: float, class_idx: int | None,
-         noise_mode: str, batch: int, fmt: str, units: str, layout: str, preview: bool, projected_w: str | None,
-         qc_data: str | None, qc_ssim: float | None, outdir: str, overwrite: bool,
-         trust_pickle: bool) -> None:
+def main(network_pkl: str, trust_pickle: bool, seeds: str | None, count: int | None, truncation_psi: float,
+         class_idx: int | None, noise_mode: str, batch: int, fmt: str, units: str, layout: str, preview: bool,
+         projected_w: str | None, qc_data: str | None, qc_ssim: float | None, exclude_copies: bool,
+         copies_data: str | None, copies_holdout: str | None, outdir: str, overwrite: bool) -> None:
     # Everything is checked before the output folder is made or cleared, so bad input leaves it as it was.
     if projected_w is not None and (seeds is not None or count is not None):
         raise click.BadParameter('renders the latents in the file; leave --seeds and --count out',
@@ -79,6 +85,11 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
         raise click.BadParameter('give exactly one of --seeds and --count (or --projected-w)', param_hint='--seeds')
     if (qc_data is None) != (qc_ssim is None):
         raise click.BadParameter('--qc-data and --qc-ssim go together', param_hint='--qc-ssim')
+    if exclude_copies and (copies_data is None or copies_holdout is None or projected_w is not None):
+        raise click.BadParameter('needs --data and --holdout, and seeds (not --projected-w) to replace copies from',
+                                 param_hint='--exclude-copies')
+    if not exclude_copies and (copies_data is not None or copies_holdout is not None):
+        raise click.BadParameter('--data and --holdout are for --exclude-copies', param_hint='--exclude-copies')
     import torch
 
     import legacy
@@ -93,6 +104,10 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     else:
         c = generation.class_labels(G, class_idx)
     qc = generation.make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
+    copies = None
+    if exclude_copies:
+        from metrics.memorization.copies import CopyFilter
+        copies = CopyFilter(copies_data, copies_holdout, data, device)
     writer = generation.OutputWriter(outdir, fmt, G.volume_info, units=units, layout=layout, preview=preview)
     if overwrite:
         generation.check_dataset_json_is_ours(outdir)
@@ -101,7 +116,9 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     if projected_w is not None:
         results, stem = generation.generate_from_ws(G, ws, noise_mode, device), 'proj{:02d}'
     else:
-        results = generation.generate_from_seeds(G, seed_list, c, truncation_psi, noise_mode, batch, device)
+        def generate(chunk: list[int]):
+            return generation.generate_from_seeds(G, chunk, c, truncation_psi, noise_mode, batch, device)
+        results = generate(seed_list) if copies is None else copies.stream(generate, seed_list, batch)
         stem = 'seed{:04d}'
     dropped = 0
     with contextlib.closing(results):  # On an error, close the progress bar before the message is printed.
@@ -113,6 +130,8 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     writer.close()
     qc_note = f'; the QC filter (best slice SSIM >= {qc_ssim}) dropped {dropped}' if qc is not None else ''
     print(f'Wrote {writer.written} volumes to {outdir}{qc_note}')
+    if copies is not None:
+        print(copies.note())
     if writer.note():
         print(writer.note())
 
