@@ -21,7 +21,6 @@ from metrics import medicalnet, resnet2d
 from torch_utils import persistence
 
 SEED = 20270
-VOLUMES = os.path.join(os.path.dirname(__file__), '..', 'data', 'peers', 'volumes.npz')
 
 
 def seeded_state_dict(net: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
@@ -112,8 +111,13 @@ class ReplayGenerator(torch.nn.Module):
         return self.volumes[self.position - n:self.position]
 
 
+def volumes_file() -> str:
+    # Inside a function: the persistence of ReplayGenerator runs this module's source where __file__ is not set.
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'data', 'peers', 'volumes.npz')
+
+
 def load_volumes() -> dict[str, np.ndarray]:
-    with np.load(VOLUMES) as data:
+    with np.load(volumes_file()) as data:
         return {k: data[k] for k in data.files}
 
 
