@@ -69,7 +69,7 @@ class Protocol:
 _MEDICALNET_POOL = 'layer4 averaged over its whole map (adaptive average pool), 2048-d'
 PROTOCOLS = {
     'hagan': Protocol(
-        paper='HA-GAN (Sun et al., IEEE JBHI 2022); also 3D-MedDiffusion (Wang et al. 2025), which uses HA-GAN\'s code',
+        paper='HA-GAN (Sun et al., IEEE JBHI 2022); also 3D-MedDiffusion (Wang et al.), which uses HA-GAN\'s code',
         code='batmanlab/HA-GAN@1d4f22646412b726811a69aa455a835d96d363d4 evaluation/fid_score.py, '
              'evaluation/resnet3D.py',
         backbone='medicalnet-resnet50', weights='resnet_50.pth',
@@ -335,18 +335,21 @@ def _frechet_per_view(opts: metric_utils.MetricOptions, featurizer: metric_utils
     return values, real, gen
 
 
+def _rows_per_view(stats: dict, channel_names: Sequence[str]) -> dict[str, int]:
+    """Feature rows per view: {'volume': N} or {'xy': ..., 'yz': ..., 'zx': ...}, with channel names if several."""
+    several = len({c for _, c in stats}) > 1
+    return {f'{plane}_{channel_names[c]}' if several else plane: int(s.num_items) for (plane, c), s in stats.items()}
+
+
 def _details(opts: metric_utils.MetricOptions, peer: str, weights_file: str, num_gen: int, real: dict,
-             gen: dict) -> dict:
+             gen: dict, channel_names: Sequence[str]) -> dict:
     p = PROTOCOLS[peer]
-    several_channels = len({c for _, c in real}) > 1
-    rows = lambda stats: {f'{plane}_{c}' if several_channels else plane: int(s.num_items)  # noqa: E731
-                          for (plane, c), s in stats.items()}
     return dict(protocol=peer, paper=p.paper, peer_code=p.code, backbone=p.backbone, weights=weights_file,
                 weights_sha256=dnnlib.util.content_identity(weights_file)['sha256'], peer_weights=p.weights,
                 normalisation=p.normalisation, layout=p.layout, resizing=p.resizing, pooling=p.pooling,
                 statistics=STATISTICS, num_gen_volumes=num_gen, peer_num_gen=p.num_gen, peer_num_real=p.num_real,
-                num_real_volumes=len(metric_utils.open_dataset(opts)), num_gen_rows=rows(gen),
-                num_real_rows=rows(real))
+                num_real_volumes=len(metric_utils.open_dataset(opts)),
+                num_gen_rows=_rows_per_view(gen, channel_names), num_real_rows=_rows_per_view(real, channel_names))
 
 
 def compute_fid3d_peer(opts: metric_utils.MetricOptions, num_gen: int | None, peer: str,
@@ -357,7 +360,7 @@ def compute_fid3d_peer(opts: metric_utils.MetricOptions, num_gen: int | None, pe
     values, real, gen = _frechet_per_view(opts, featurizer, num_gen)
     channel_names = metric_utils.channel_names_of(metric_utils.open_dataset(opts))
     return (metric_utils.combine_views(values, channel_names),
-            _details(opts, peer, featurizer.weights_file, num_gen, real, gen))
+            _details(opts, peer, featurizer.weights_file, num_gen, real, gen, channel_names))
 
 
 def compute_fid25d_maisi(opts: metric_utils.MetricOptions, num_gen: int | None, centre_percent: int | None = None,
@@ -367,6 +370,6 @@ def compute_fid25d_maisi(opts: metric_utils.MetricOptions, num_gen: int | None, 
     featurizer = MaisiFeaturizer(opts.detector_urls.get('radimagenet'), opts.device, metric, centre_percent)
     values, real, gen = _frechet_per_view(opts, featurizer, num_gen)
     channel_names = metric_utils.channel_names_of(metric_utils.open_dataset(opts))
-    details = _details(opts, 'maisi', featurizer.weights_file, num_gen, real, gen)
+    details = _details(opts, 'maisi', featurizer.weights_file, num_gen, real, gen, channel_names)
     details['slices'] = 'every slice' if centre_percent is None else f'the central {centre_percent} % of each axis'
     return metric_utils.combine_views(values, channel_names), details

@@ -186,6 +186,21 @@ def test_fid25d_maisi_gives_the_peers_fids(setup, ref, centre):
     assert result.details['backbone'] == 'radimagenet-resnet50' and 'RAS' in result.details['layout']
 
 
+def test_each_channel_is_measured_on_its_own(setup, ref, tmp_path):
+    real, fake = setup['volumes']['real'], setup['volumes']['fake']
+    data = fakes.write_dataset(str(tmp_path / 'reals2'), np.concatenate([real, real[:, :, ::-1]], axis=1),
+                               channels=['t2w', 'adc'])
+    G = peer_inputs.ReplayGenerator(np.concatenate([fake, real[:, :, ::-1]], axis=1))  # adc: the reals themselves.
+    result = metric_main.calc_metric('fid3d4_hagan', G=G, dataset_kwargs=fakes.dataset_kwargs(data),
+                                     medicalnet_url=setup['medicalnet'], device='cpu', cache=False, seed=0)
+    r = result.results
+    assert set(r) == {'fid3d4_hagan', 'fid3d4_hagan_t2w', 'fid3d4_hagan_adc'}
+    assert r.fid3d4_hagan_t2w == pytest.approx(float(ref['hagan_fid']), rel=FID_RTOL)
+    assert abs(r.fid3d4_hagan_adc) < 1e-6 * r.fid3d4_hagan_t2w  # The same volumes on both sides.
+    assert r.fid3d4_hagan == pytest.approx((r.fid3d4_hagan_t2w + r.fid3d4_hagan_adc) / 2)
+    assert result.details['num_real_rows'] == {'volume_t2w': 4, 'volume_adc': 4}
+
+
 def test_metric_names_and_defaults():
     assert metric_main.parse_metric('fid3d_hagan').keywords == dict(num_gen=None, peer='hagan', metric='fid3d_hagan')
     assert metric_main.parse_metric('fid3d2k_wdm').keywords == dict(num_gen=2000, peer='wdm', metric='fid3d2k_wdm')
