@@ -19,6 +19,11 @@ Examples:
       --medicalnet=~/weights/resnet_10_23dataset.pth --inception=~/weights/inception-2015-12-05.pt
 
 \b
+  # HA-GAN's 3D FID and MAISI's 2.5D FID, as those papers computed them (docs/metrics.md).
+  python calc_metrics.py --network=snapshot.pkl --metrics=fid3d_hagan,fid25d_maisi \\
+      --medicalnet=~/weights/resnet_50.pth --radimagenet=~/weights/RadImageNet-ResNet50_notop.pth
+
+\b
 Metric names (N: a count such as 500 or 3k):
 """
 
@@ -75,8 +80,8 @@ def find_run_dir(network_pkl: str) -> str | None:
 
 def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = None, mirror: bool | None = None,
                  truncation_psi: float = 1, inception: str | None = None, vgg16: str | None = None,
-                 medicalnet: str | None = None, seed: int | None = 0, progress: bool | None = False,
-                 device: torch.device | str | None = None, cache: bool = True,
+                 medicalnet: str | None = None, radimagenet: str | None = None, seed: int | None = 0,
+                 progress: bool | None = False, device: torch.device | str | None = None, cache: bool = True,
                  trust_pickle: bool | None = None) -> list[dnnlib.EasyDict]:
     """Evaluate `metrics` for the G_ema of a snapshot pickle or safe export, in this process (rank and world size
     from torch_utils.distributed), and report them (rank 0) to stdout and the run directory's metric-*.jsonl.
@@ -89,13 +94,16 @@ def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = No
         metric_main.get_metric(metric)
         if metric.startswith('fid3d') and not medicalnet:  # Say so before other metrics spend time.
             raise ValueError(f'{metric} needs MedicalNet weights: pass their path or URL with --medicalnet')
+        if metric.startswith('fid25d') and not radimagenet:
+            raise ValueError(f'{metric} needs RadImageNet ResNet-50 weights (RadImageNet-ResNet50_notop.pth): pass '
+                             f'their path or URL with --radimagenet')
     rank, num_gpus = distributed.get_rank(), distributed.get_world_size()
     with warnings.catch_warnings():  # torch.load warns before it refuses a TorchScript file; the error says enough.
         warnings.filterwarnings('ignore', message='.*TorchScript archive')
         network = legacy.load_network(network_pkl, trust_pickle=trust_pickle)
     dataset_kwargs = resolve_dataset_kwargs(network, data, mirror)
     G_kwargs = dict(truncation_psi=truncation_psi) if truncation_psi != 1 else {}
-    detector_urls = dict(inception=inception, vgg16=vgg16, medicalnet=medicalnet)
+    detector_urls = dict(inception=inception, vgg16=vgg16, medicalnet=medicalnet, radimagenet=radimagenet)
     run_dir = find_run_dir(network_pkl)
     results = []
     for metric in metrics:
@@ -186,10 +194,12 @@ def parse_metric_list(text: str) -> list[str]:
               type=dnnlib.cli.PATH, show_default='the official URL')
 @click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH',
               type=dnnlib.cli.PATH)
+@click.option('--radimagenet', help='RadImageNet ResNet-50 weights for fid25d_maisi: URL or local path',
+              metavar='URL|PATH', type=dnnlib.cli.PATH)
 @dnnlib.cli.progress_option()
-def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, gpus: int, truncation_psi: float,
-         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, progress: bool | None,
-         trust_pickle: bool) -> None:
+def main(network_pkl: str, trust_pickle: bool, metrics: str, data: str | None, mirror: bool | None, gpus: int,
+         truncation_psi: float, seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None,
+         radimagenet: str | None, progress: bool | None) -> None:
     names = parse_metric_list(metrics)
     if not dnnlib.util.is_url(network_pkl):
         if not os.path.isfile(network_pkl):
@@ -198,8 +208,8 @@ def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, 
         if not os.path.exists(data):
             raise click.BadParameter(f'no such file or folder: {data}', param_hint='--data')
     args = dict(network_pkl=network_pkl, metrics=names, data=data, mirror=mirror, truncation_psi=truncation_psi,
-                inception=inception, vgg16=vgg16, medicalnet=medicalnet, seed=seed, progress=progress,
-                trust_pickle=trust_pickle)
+                inception=inception, vgg16=vgg16, medicalnet=medicalnet, radimagenet=radimagenet, seed=seed,
+                progress=progress, trust_pickle=trust_pickle)
     under_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
     if under_torchrun or gpus == 1:
         try:

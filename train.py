@@ -139,7 +139,8 @@ def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, d
     c.metrics = parse_metrics(opts.metrics if opts.metrics is not None else ','.join(spec.metrics))
     c.metric_kwargs = dnnlib.EasyDict({f'{k}_url': v for k, v in [('inception', opts.inception),
                                                                   ('vgg16', opts.vgg16),
-                                                                  ('medicalnet', opts.medicalnet)] if v})
+                                                                  ('medicalnet', opts.medicalnet),
+                                                                  ('radimagenet', opts.radimagenet)] if v})
     c.grid_planes = ['axial', 'coronal', 'sagittal'] if opts.grid_planes == 'tri' else ['axial']
     c.max_nonfinite = opts.max_nonfinite
     desc += augment_options(opts, c)
@@ -365,6 +366,8 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
               show_default='the official URL')
 @click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH',
               type=dnnlib.cli.PATH)
+@click.option('--radimagenet', help='RadImageNet ResNet-50 weights for fid25d_maisi: URL or local path',
+              metavar='URL|PATH', type=dnnlib.cli.PATH)
 @click.option('--grid-planes', help='Planes shown in fakes*.png', type=click.Choice(['axial', 'tri']),
               default='axial', show_default=True)
 @click.pass_context

@@ -17,7 +17,6 @@ then, of each pair whose |Spearman rho| over the real set exceeds a limit, the o
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
