@@ -250,7 +250,8 @@ def test_radimagenet_layout_loads_the_published_key_names():
 def test_calc_metrics_cli_reports_peer_protocols(setup, ref):
     result = run_cli(['calc_metrics.py', f'--network={setup["snapshot"]}', '--metrics=fid3d4_hagan,fid25d4_maisi',
                       f'--medicalnet={setup["medicalnet"]}', f'--radimagenet={setup["radimagenet"]}',
-                      '--no-progress'], env=dict(DNNLIB_CACHE_DIR=str(setup['run_dir'] / 'cache')))
+                      '--no-progress', '--trust-pickle'],  # The replaying generator is test code, not ours.
+                     env=dict(DNNLIB_CACHE_DIR=str(setup['run_dir'] / 'cache')))
     assert result.returncode == 0, result.stderr[-3000:]
     hagan = json.loads((setup['run_dir'] / 'metric-fid3d4_hagan.jsonl').read_text().splitlines()[-1])
     assert hagan['results']['fid3d4_hagan'] == pytest.approx(float(ref['hagan_fid']), rel=FID_RTOL)
