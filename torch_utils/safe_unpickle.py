@@ -46,7 +46,8 @@ from torch_utils.known_sources import KNOWN_SOURCES
 torch = dnnlib.util.lazy_import('torch')  # Imported at first use, so that --help answers at once.
 
 # This tree's modules that define persistent classes: their current source is known without being listed.
-PERSISTENT_MODULES = ('training.networks', 'training.layers', 'training.augment', 'metrics.medicalnet')
+PERSISTENT_MODULES = ('training.networks', 'training.layers', 'training.augment', 'metrics.medicalnet',
+                      'metrics.resnet2d')
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TRUST_HINT = f'pass --trust-pickle (or set {TRUST_PICKLE_ENV}=1) only if you trust who made it'
