@@ -37,7 +37,7 @@ import os
 import click
 
 import dnnlib
-from dnnlib.cli import FINITE_FLOAT, MAX_SEEDS, FiniteFloatRange
+from dnnlib.cli import FiniteFloatRange
 
 torch = dnnlib.util.lazy_import('torch')  # Imported at first use, so that --help answers at once.
 legacy = dnnlib.util.lazy_import('legacy')
@@ -167,14 +167,9 @@ def write_outputs(outdir: str, overwrite: bool, outputs: dict[str, bytes]) -> No
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
 # What to audit.
 @dnnlib.cli.network_option(required=False)
-@click.option('--seeds', help='Seeds to generate, e.g. 0-99,200')
-@click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS))
-@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
-@click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
-@click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
-              show_default=True)
-@click.option('--generated', metavar='DIR', type=dnnlib.cli.PATH, help='Audit the volumes generate.py wrote here instead (NAME_seg label '
-              'maps ignored)')
+@dnnlib.cli.generation_options('Seeds to generate, e.g. 0-99,200')
+@click.option('--generated', metavar='DIR', type=dnnlib.cli.PATH,
+              help='Audit the volumes generate.py wrote here instead (NAME_seg label maps ignored)')
 # Real data.
 @click.option('--data', metavar='PATH', type=dnnlib.cli.PATH, required=True,
               help='The training set (TRAIN.zip), as packed for train.py')

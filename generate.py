@@ -32,7 +32,7 @@ import contextlib
 import click
 
 import dnnlib
-from dnnlib.cli import FINITE_FLOAT, MAX_SEEDS, FiniteFloatRange
+from dnnlib.cli import FiniteFloatRange
 from volumes.contract import WRITE_FORMATS
 
 
@@ -42,12 +42,7 @@ from volumes.contract import WRITE_FORMATS
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
 @dnnlib.cli.network_option()
-@click.option('--seeds', help='Seeds, e.g. 0-99,200')
-@click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS))
-@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
-@click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
-@click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
-              show_default=True)
+@dnnlib.cli.generation_options()
 @click.option('--batch', help='Volumes per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--format', 'fmt', help='Output file format', type=click.Choice(WRITE_FORMATS), default='nii.gz',
               show_default=True)

@@ -89,6 +89,25 @@ def dest_option(help: str) -> Callable:  # noqa: A002 (click's own word)
     return click.option('--dest', type=PATH, metavar='PATH', required=True, help=help)
 
 
+def generation_options(seeds_help: str = 'Seeds, e.g. 0-99,200') -> Callable:
+    """What to generate: --seeds or --count, --trunc (truncation_psi), --class (class_idx), --noise-mode."""
+    options = [
+        click.option('--seeds', help=seeds_help),
+        click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS)),
+        click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1,
+                     show_default=True),
+        click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0)),
+        click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']),
+                     default='const', show_default=True),
+    ]
+
+    def decorate(function: Callable) -> Callable:
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
 def outdir_option(help: str, default: str | None = None) -> Callable:  # noqa: A002 (click's own word)
     """--outdir: the folder a tool writes into (one run per folder: see prepare_outdir)."""
     return click.option('--outdir', type=PATH, metavar='DIR', required=default is None, default=default,
