@@ -19,6 +19,11 @@ Examples:
       --medicalnet=~/weights/resnet_10_23dataset.pth --inception=~/weights/inception-2015-12-05.pt
 
 \b
+  # HA-GAN's 3D FID and MAISI's 2.5D FID, as those papers computed them (docs/metrics.md).
+  python calc_metrics.py --network=snapshot.pkl --metrics=fid3d_hagan,fid25d_maisi \\
+      --medicalnet=~/weights/resnet_50.pth --radimagenet=~/weights/RadImageNet-ResNet50_notop.pth
+
+\b
 Metric names (N: a count such as 500 or 3k):
 """
 
@@ -75,8 +80,9 @@ def find_run_dir(network_pkl: str) -> str | None:
 
 def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = None, mirror: bool | None = None,
                  truncation_psi: float = 1, inception: str | None = None, vgg16: str | None = None,
-                 medicalnet: str | None = None, seed: int | None = 0, verbose: bool | None = False,
-                 device: torch.device | str | None = None, cache: bool = True) -> list[dnnlib.EasyDict]:
+                 medicalnet: str | None = None, radimagenet: str | None = None, seed: int | None = 0,
+                 progress: bool | None = False, device: torch.device | str | None = None, cache: bool = True,
+                 trust_pickle: bool | None = None) -> list[dnnlib.EasyDict]:
     """Evaluate `metrics` for the G_ema of a snapshot pickle or safe export, in this process (rank and world size
     from torch_utils.distributed), and report them (rank 0) to stdout and the run directory's metric-*.jsonl.
 
@@ -88,19 +94,22 @@ def calc_metrics(network_pkl: str, metrics: Sequence[str], data: str | None = No
         metric_main.get_metric(metric)
         if metric.startswith('fid3d') and not medicalnet:  # Say so before other metrics spend time.
             raise ValueError(f'{metric} needs MedicalNet weights: pass their path or URL with --medicalnet')
+        if metric.startswith('fid25d') and not radimagenet:
+            raise ValueError(f'{metric} needs RadImageNet ResNet-50 weights (RadImageNet-ResNet50_notop.pth): pass '
+                             f'their path or URL with --radimagenet')
     rank, num_gpus = distributed.get_rank(), distributed.get_world_size()
     with warnings.catch_warnings():  # torch.load warns before it refuses a TorchScript file; the error says enough.
         warnings.filterwarnings('ignore', message='.*TorchScript archive')
-        network = legacy.load_network(network_pkl)
+        network = legacy.load_network(network_pkl, trust_pickle=trust_pickle)
     dataset_kwargs = resolve_dataset_kwargs(network, data, mirror)
     G_kwargs = dict(truncation_psi=truncation_psi) if truncation_psi != 1 else {}
-    detector_urls = dict(inception=inception, vgg16=vgg16, medicalnet=medicalnet)
+    detector_urls = dict(inception=inception, vgg16=vgg16, medicalnet=medicalnet, radimagenet=radimagenet)
     run_dir = find_run_dir(network_pkl)
     results = []
     for metric in metrics:
         result = metric_main.calc_metric(metric=metric, G=network['G_ema'], G_kwargs=G_kwargs,
                                          dataset_kwargs=dataset_kwargs, num_gpus=num_gpus, rank=rank, device=device,
-                                         cache=cache, progress=verbose, detector_urls=detector_urls, seed=seed)
+                                         cache=cache, progress=progress, detector_urls=detector_urls, seed=seed)
         if rank == 0:
             metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=network_pkl)
         results.append(result)
@@ -143,7 +152,7 @@ def _spawned(rank: int, args: dict, gpus: int, port: int) -> None:
     try:
         run_process(args, env=distributed.local_env(rank, gpus, port))
     except (OSError, ValueError) as e:
-        print(f'Error (rank {rank}): {metric_utils.one_line(e)}', file=sys.stderr, flush=True)
+        print(f'Error (rank {rank}): {dnnlib.util.one_line(e)}', file=sys.stderr, flush=True)
         if torch.distributed.is_initialized():  # Leave without a barrier (other ranks may not fail); no abort message.
             torch.distributed.destroy_process_group()
         sys.exit(1)
@@ -164,46 +173,49 @@ def parse_metric_list(text: str) -> list[str]:
 # CLI.
 
 
-@click.command(cls=dnnlib.cli.Command, help=__doc__ + metric_main.describe_metrics() +
-               '\n\nmid: the middle axial slice; tri: the middle axial, coronal and sagittal slices (per plane and '
-               'mean); all: every axial slice.')
-@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
-              metavar='PATH|URL', required=True)
+@click.command(cls=dnnlib.cli.Command, renamed={'--verbose': '--progress'},
+               help=__doc__ + metric_main.describe_metrics() + '\n\nmid: the middle axial slice; tri: the middle '
+               'axial, coronal and sagittal slices (per plane and mean); all: every axial slice.')
+@dnnlib.cli.network_option()
 @click.option('--metrics', help='Comma-separated metric names', metavar='LIST', default='fid3k_all',
               show_default=True)
-@click.option('--data', help='Dataset zip or folder [default: the one recorded in the network file]', metavar='PATH')
-@click.option('--mirror', help='Add W-mirrored copies of the real volumes', type=bool, metavar='BOOL', default=False,
+@click.option('--data', help='Dataset zip or folder', metavar='PATH', type=dnnlib.cli.PATH,
+              show_default='the one recorded in the network file')
+@click.option('--mirror/--no-mirror', help='Add W-mirrored copies of the real volumes', default=False,
               show_default=True)
 @click.option('--gpus', help='Processes to spawn on this node (ignored under torchrun)', type=click.IntRange(min=1),
               default=1, show_default=True)
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
 @click.option('--seed', help='Seed of latents, labels and noise (recorded with the result)',
               type=click.IntRange(min=0), default=0, show_default=True)
-@click.option('--inception', help='Inception detector (FID, KID): URL or local path [default: the official URL]',
-              metavar='URL|PATH')
-@click.option('--vgg16', help='VGG16 detector (precision/recall): URL or local path [default: the official URL]',
-              metavar='URL|PATH')
-@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH')
-@click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
-def main(network_pkl: str, metrics: str, data: str | None, mirror: bool | None, gpus: int, truncation_psi: float,
-         seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None, verbose: bool | None) -> None:
+@click.option('--inception', help='Inception detector (FID, KID): URL or local path', metavar='URL|PATH',
+              type=dnnlib.cli.PATH, show_default='the official URL')
+@click.option('--vgg16', help='VGG16 detector (precision/recall): URL or local path', metavar='URL|PATH',
+              type=dnnlib.cli.PATH, show_default='the official URL')
+@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH',
+              type=dnnlib.cli.PATH)
+@click.option('--radimagenet', help='RadImageNet ResNet-50 weights for fid25d_maisi: URL or local path',
+              metavar='URL|PATH', type=dnnlib.cli.PATH)
+@dnnlib.cli.progress_option()
+def main(network_pkl: str, trust_pickle: bool, metrics: str, data: str | None, mirror: bool | None, gpus: int,
+         truncation_psi: float, seed: int, inception: str | None, vgg16: str | None, medicalnet: str | None,
+         radimagenet: str | None, progress: bool | None) -> None:
     names = parse_metric_list(metrics)
     if not dnnlib.util.is_url(network_pkl):
-        network_pkl = os.path.expanduser(network_pkl)  # Also '--network=~/...', which the shell leaves as it is.
         if not os.path.isfile(network_pkl):
             raise click.BadParameter(f'no such file: {network_pkl}', param_hint='--network')
     if data is not None:
-        data = os.path.expanduser(data)
         if not os.path.exists(data):
             raise click.BadParameter(f'no such file or folder: {data}', param_hint='--data')
     args = dict(network_pkl=network_pkl, metrics=names, data=data, mirror=mirror, truncation_psi=truncation_psi,
-                inception=inception, vgg16=vgg16, medicalnet=medicalnet, seed=seed, verbose=verbose)
+                inception=inception, vgg16=vgg16, medicalnet=medicalnet, radimagenet=radimagenet, seed=seed,
+                progress=progress, trust_pickle=trust_pickle)
     under_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
     if under_torchrun or gpus == 1:
         try:
             run_process(args)
         except (OSError, ValueError) as e:
-            raise click.ClickException(metric_utils.one_line(e)) from None
+            raise click.ClickException(dnnlib.util.one_line(e)) from None
         return
     if torch.cuda.is_available() and gpus > torch.cuda.device_count():
         raise click.BadParameter(f'{gpus} processes but {torch.cuda.device_count()} GPUs', param_hint='--gpus')

@@ -12,8 +12,12 @@ stays tilted in the world, and dataset.json records its direction cosines and th
 generated volumes are written with them and overlay the real scans in a viewer. --orient=lps resamples each scan
 physically onto the world's L, P, S axes instead (the same box, centre and spacing), so every volume is axis-aligned.
 
+The source is a folder (searched recursively), a .zip of one, or a single file: a volume file packs as a
+one-volume dataset, and one DICOM file stands for the series in its folder that it belongs to.
+
 The output is a packed dataset (its format: volumes/packed.py): a zip (or folder) of uncompressed .npy volumes
-[C, D, H, W] named 00000/vol00000000.npy, plus dataset.json with the shape, the volume record (spacing, direction, centre, intensity mapping, channel names),
+[C, D, H, W] named 00000/vol00000000.npy, plus dataset.json with the shape, the volume record (spacing, direction,
+centre, intensity mapping, channel names),
 the class labels, and each volume's source and grid. It is written to a temporary name next to --dest, checked
 and renamed at the end, so a failed or interrupted run leaves nothing.
 
@@ -36,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -49,11 +52,12 @@ import tqdm
 
 import dnnlib
 from volumes.contract import (INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
-                            format_size, parse_size, parse_xyz)
+                            format_size, parse_size, parse_xyz, xyz_to_dhw)
+from training import volume_shape
 from volumes import packed, packing, phantom, volume_io
 from volumes.sources import (Case, PackError, attach_label_maps, case_label, channel_names, folder_cases,
-                             load_label_names, load_labels, parse_phantom_source, phantom_cases, sequence_cases,
-                             source_root, unmatched_labels)
+                             is_single_file_source, load_label_names, load_labels, parse_phantom_source,
+                             phantom_cases, sequence_cases, single_file_cases, source_root, unmatched_labels)
 
 DTYPES = ('uint8', 'uint16')
 ON_ERROR = ('fail', 'skip', 'stop')
@@ -140,6 +144,51 @@ def process_case(case: Case, options: PackOptions) -> packing.PackedCase:
     return packing.pack_images(images, options.grid, options.intensity, names, labels, labels_name)
 
 #----------------------------------------------------------------------------
+# Sizes train.py can train (training/volume_shape.py's automatic block schedule decides; asked, not restated).
+
+
+def _trainable(shape_dhw: tuple[int, int, int]) -> bool:
+    try:
+        volume_shape.make_schedule(shape_dhw)
+    except ValueError:
+        return False
+    return True
+
+
+def _axis_trainable(size: int) -> bool:
+    """Whether an axis of this size fits the schedule beside a larger one (a 4x4 plane: 3 is allowed there)."""
+    return _trainable((size, 4, 4))
+
+
+def _nearest_axis_sizes(size: int) -> tuple[int | None, int]:
+    """(the nearest trainable axis size <= size or None, the nearest >= size; 3 goes up to 4, which may be largest)."""
+    below = next((s for s in range(size, 2, -1) if _axis_trainable(s)), None)
+    above = next(s for s in range(size if size != 3 else 4, 2 * size + 8) if _axis_trainable(s))
+    return below, above
+
+
+def nearest_trainable_sizes(size_xyz: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The trainable sizes (x, y, z) nearest to size_xyz: every axis rounded down, and every axis rounded up."""
+    options = [_nearest_axis_sizes(s) for s in size_xyz]
+    picks = [tuple(o[0] for o in options), tuple(o[1] for o in options)]
+    picks = [(4, *p[1:]) if None not in p and max(p) == 3 else p for p in picks]  # 3 is never the largest axis.
+    return [p for p in dict.fromkeys(picks) if None not in p and _trainable(xyz_to_dhw(p))]
+
+
+def untrainable_size_warning(size_xyz: tuple[int, int, int]) -> str | None:
+    """One line saying that train.py will refuse volumes of size_xyz, why, and the nearest sizes it trains; None
+    when it trains them."""
+    if _trainable(xyz_to_dhw(size_xyz)):
+        return None
+    bad = [f'{axis}={s}' for axis, s in zip('xyz', size_xyz) if not _axis_trainable(s)]
+    listed = ' and '.join([', '.join(bad[:-1]), bad[-1]] if len(bad) > 1 else bad)
+    why = f'{listed} {"is" if len(bad) == 1 else "are"} not' if bad else 'the largest axis is 3'
+    nearest = ' or '.join(format_size(xyz_to_dhw(p)) for p in nearest_trainable_sizes(size_xyz))
+    return (f'train.py will refuse {format_size(xyz_to_dhw(size_xyz))} volumes: each axis must be b x 2^k with b in '
+            f'4..7 (or 3, if not the largest; training/volume_shape.py), and {why}. Nearest trainable sizes: '
+            f'{nearest} (or give train.py an explicit --base)')
+
+#----------------------------------------------------------------------------
 # The whole run.
 
 
@@ -167,8 +216,11 @@ class FailedInputs(PackError):
     def __init__(self, summary: PackSummary) -> None:
         self.summary = summary
         failed, total = len(summary.skipped), summary.written + len(summary.skipped)
-        super().__init__(f'{failed} of {total} inputs could not be packed (listed above); nothing was written. '
-                         f'Fix them, or pass --on-error=skip to pack the other {summary.written}.')
+        names = ', '.join(name for name, _ in summary.skipped[:3]) + (f' and {failed - 3} more' if failed > 3 else '')
+        advice = f'Fix them, or pass --on-error=skip to pack the other {summary.written}.' if summary.written else \
+            'Fix them.'
+        super().__init__(f'{failed} of {total} inputs could not be packed: {names} (reasons listed above); nothing '
+                         f'was written. {advice}')
 
     def details(self) -> str:
         return '\n'.join(f'  failed {name}: {reason}' for name, reason in self.summary.skipped)
@@ -183,6 +235,11 @@ def _find_cases(source: str, root: str | None, options: PackOptions) -> tuple[li
         if options.channels:
             raise PackError('--channels does not apply to a phantom source')
         cases, problems = phantom_cases(*ph), []
+    elif is_single_file_source(source):
+        if options.channels:
+            raise PackError(f'--channels groups the files of a folder; --source {source} is one file (give its '
+                            f'folder)')
+        cases, problems = single_file_cases(source), []
     else:
         cases, problems = sequence_cases(root, options.channels) if options.channels else folder_cases(root)
     if options.seg is not None:
@@ -204,7 +261,8 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     """Pack a source into a dataset zip or folder (see the module docstring for the steps).
 
     Args:
-        source: A folder (searched recursively), a .zip of such files, or 'phantom:N[:SEED]'.
+        source: A folder (searched recursively), a .zip of such files, one volume file (a DICOM file stands for
+            the series in its folder that it belongs to), or 'phantom:N[:SEED]'.
         dest: A .zip path, or an empty or non-existent folder.
         size: Output size (x, y, z); None: all volumes must already share a size.
         spacing: Resample to this spacing (x, y, z) mm; with size and no fov, the box is size * spacing.
@@ -258,6 +316,9 @@ def pack_dataset(source: str, dest: str, size: tuple[int, int, int] | None = Non
     except BaseException:
         writer.abort()
         raise
+    size_warning = untrainable_size_warning(size or dhw_to_xyz(summary.shape[1:]))
+    if size_warning is not None:
+        summary.warnings.insert(0, size_warning)
     return summary
 
 
@@ -267,7 +328,8 @@ def _pack(source: str, root: str | None, writer: packed.PackedWriter, options: P
     label_map = load_labels(options.labels) if options.labels else options.class_labels
 
     def fail(name: str, reason: str) -> None:
-        reason = reason.replace(root, source.rstrip('/\\')) if root and root != source else reason
+        if root and root != source and not is_single_file_source(source):  # A zip's temporary extraction.
+            reason = reason.replace(root, source.rstrip('/\\'))
         if options.on_error == 'stop':
             raise PackError(reason if name in reason else f'{name}: {reason}')
         summary.skipped.append((name, reason))
@@ -308,6 +370,8 @@ def _pack(source: str, root: str | None, writer: packed.PackedWriter, options: P
         done.append((fname, case.name, label, result.grid))
         summary.written += 1
 
+    if summary.written == 0 and summary.skipped and options.on_error == 'fail':
+        raise FailedInputs(summary)  # Every input failed: name them all, as when only some do.
     if summary.written == 0:
         raise PackError(f'no volumes were written from {source} ({len(summary.skipped)} skipped'
                         + (f', e.g. {summary.skipped[0][0]}: {summary.skipped[0][1]})' if summary.skipped else ')'))
@@ -453,8 +517,9 @@ def _exit_on_sigterm() -> Iterator[None]:
 
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--source', required=True, metavar='PATH', help='Folder, .zip, or phantom:N[:SEED]')
-@click.option('--dest', required=True, metavar='PATH', help='Output .zip, or an empty or new folder')
+@click.option('--source', required=True, metavar='PATH', type=dnnlib.cli.PATH, help='Folder, .zip, one volume file (a DICOM file: its '
+              'series), or phantom:N[:SEED]')
+@dnnlib.cli.dest_option('Output .zip, or an empty or new folder')
 @click.option('--size', metavar='XxYxZ', help='Output size, e.g. 256x256x24 (W x H x D)')
 @click.option('--spacing', metavar='MM', help='Resample to this spacing: sx,sy,sz or one number')
 @click.option('--fov', metavar='MM', help='Centred physical crop/pad: fx,fy,fz or one number')
@@ -463,11 +528,12 @@ def _exit_on_sigterm() -> Iterator[None]:
                    'lps: resample physically onto the world\'s L, P, S axes')
 @click.option('--interp', 'interpolation', type=click.Choice(INTERPOLATIONS), default='linear', show_default=True,
               help='Image interpolator (SimpleITK): linear, bspline (cubic) or nearest')
-@click.option('--clip', metavar='LO,HI', help='Clip each volume to its own intensity percentiles  [default: 0.5,99.5]')
+@click.option('--clip', metavar='LO,HI', help='Clip each volume to its own intensity percentiles',
+              show_default='0.5,99.5')
 @click.option('--window', metavar='LO,HI', help='Clip to a fixed window in source units instead (e.g. -1000,1000 '
               'Hounsfield units); generated volumes come back in those units')
-@click.option('--dtype', type=click.Choice(DTYPES), help='Stored type  [default: uint8]')
-@click.option('--labels', type=click.Path(exists=True, dir_okay=False), help='Labels: CSV (name,label...) or JSON')
+@click.option('--dtype', type=click.Choice(DTYPES), help='Stored type', show_default='uint8')
+@click.option('--labels', type=dnnlib.cli.EXISTING_PATH, metavar='PATH', help='Labels: CSV (name,label...) or JSON')
 @click.option('--max-volumes', type=click.IntRange(min=1), metavar='INT', help='Stop after this many volumes')
 @click.option('--on-error', type=click.Choice(ON_ERROR), default='fail', show_default=True,
               help='For inputs that cannot be packed: fail (name them all, write nothing), skip them, or stop '
@@ -476,7 +542,7 @@ def _exit_on_sigterm() -> Iterator[None]:
 @click.option('--channels', metavar='GLOBS', help='One pattern per sequence, e.g. "*_t2w.nii.gz,*_adc.nii.gz"')
 @click.option('--seg', metavar='GLOB', help='Each volume\'s label map, "*" standing for the case, e.g. "*_seg.nii.gz" '
               '(phantom: the phantoms\' organ mask)')
-@click.option('--seg-names', metavar='JSON', type=click.Path(exists=True, dir_okay=False),
+@click.option('--seg-names', metavar='PATH', type=dnnlib.cli.EXISTING_PATH,
               help='Names of the label values, e.g. {"1": "CZ+TZ", "2": "PZ"}')
 @click.option('--seg-interp', 'seg_interpolation', type=click.Choice(['nearest', 'gaussian']), default='nearest',
               show_default=True, help='Label-map interpolator (gaussian: ITK\'s label-Gaussian)')
@@ -491,9 +557,12 @@ def main(source: str, dest: str, size: str | None, spacing: str | None, fov: str
                    channels=_parse_channels(channels), seg=seg, seg_names=seg_names,
                    seg_interpolation=seg_interpolation, crop=crop)
     check_geometry_options(options['size'], options['spacing'], options['fov'])
+    size_warning = untrainable_size_warning(options['size']) if options['size'] else None
+    if size_warning is not None:  # Said before the work; the summary repeats it.
+        click.echo(f'Warning: {size_warning}. Packing anyway: a packed set can still serve radiomics or audits.')
     try:
         with _exit_on_sigterm():
-            summary = pack_dataset(source=os.path.expanduser(source), dest=dest, dtype=dtype, labels=labels,
+            summary = pack_dataset(source=source, dest=dest, dtype=dtype, labels=labels,
                                    max_volumes=max_volumes, on_error=on_error, progress=True, overwrite=overwrite,
                                    **options)
     except FailedInputs as e:

@@ -63,7 +63,28 @@ def check(volume_dir: str, data_zip: str) -> None:
     print('PASS: the generated volumes show the organ brighter than the background, and their label maps cover it.')
 
 
-@click.command(cls=dnnlib.cli.Command)
+HELP = """Run the whole project on built-in phantom data, each step through its own command line as a user types it:
+pack --volumes phantoms with their organ masks, train a small model on the volumes and label maps (the demo preset,
+--kimg thousand volumes), export the generator, generate 16 volumes with their label maps and previews, mix styles,
+measure two metrics, export an nnU-Net dataset, and check that the generated volumes show the organ and that their
+label maps cover it (exit code 1 if not).
+
+It takes about 5 minutes with the defaults on an idle 2-core CPU, most of it training (docs/performance.md has the
+measured steps; `make demo` adds about a minute to install).
+
+Everything is written under --outdir (a phantoms.zip already there is reused):
+
+\b
+  phantoms.zip                      the packed phantoms and their organ masks
+  runs/NNNNN-phantoms-.../          the training run: log.txt, reals/fakes grids, snapshots
+  G.pt                              the exported generator (loads with torch.load(weights_only=True))
+  generated/                        16 NIfTI volumes, their label maps (*_seg.nii.gz) and previews
+  mixing/                           style-mixing volumes and grid
+  nnunet/Dataset501_PhantomSynth/   the nnU-Net raw dataset
+"""
+
+
+@click.command(cls=dnnlib.cli.Command, help=HELP)
 @click.option('--outdir', default='demo-out', show_default=True, help='Where everything is written')
 @click.option('--volumes', default=96, show_default=True, help='Phantom volumes to pack')
 @click.option('--kimg', default=2.0, show_default=True, help='Training length in thousands of volumes')

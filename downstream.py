@@ -126,7 +126,7 @@ def resolve_device(choice: str):
 
 
 def load_synthetic(source: str, reference, count: int | None, seeds: list[int] | None, needed: int, device: str,
-                   progress: bool | None):
+                   progress: bool | None, trust_pickle: bool):
     """(synthetic set, record): the volumes of a folder, a packed dataset or a network, checked against the real
     set."""
     from metrics.downstream import data
@@ -144,7 +144,7 @@ def load_synthetic(source: str, reference, count: int | None, seeds: list[int] |
                                count=len(synthetic.cases), names=[c.name for c in synthetic.cases])
     import legacy
     try:
-        G = legacy.load_network(source)['G_ema']
+        G = legacy.load_network(source, trust_pickle=trust_pickle)['G_ema']
     except (OSError, ValueError) as e:
         raise ValueError(f'--synthetic {legacy.one_line(e)}') from None
     data.check_network(G, reference, source, '--synthetic')
@@ -199,21 +199,23 @@ def write_outputs(outdir: str, scores: list, result: dict, class_names: list[str
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
 # Data.
-@click.option('--real', help='Labelled real dataset (dataset_tool.py --seg)', metavar='ZIP', required=True)
-@click.option('--test', help='Real test dataset  [default: a --test-fraction of --real, split by case]',
-              metavar='ZIP')
+@click.option('--real', help='Labelled real dataset (dataset_tool.py --seg)', metavar='PATH', type=dnnlib.cli.PATH,
+              required=True)
+@click.option('--test', help='Real test dataset', metavar='PATH', type=dnnlib.cli.PATH,
+              show_default='a --test-fraction of --real, split by case')
 @click.option('--test-fraction', help='Share of the real cases held out for testing',
               type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True), default=0.3, show_default=True)
 @click.option('--synthetic', help='Network (snapshot or export), folder of NAME + NAME_seg volumes, or labelled '
-              'dataset', metavar='PATH')
-@click.option('--synthetic-count', help='Volumes a network generates (seeds 0..N-1)  [default: as the regimes need]',
-              type=click.IntRange(min=1, max=dnnlib.cli.MAX_SEEDS), metavar='N')
+              'dataset', metavar='PATH', type=dnnlib.cli.PATH)
+@click.option('--synthetic-count', help='Volumes a network generates (seeds 0..N-1)',
+              type=click.IntRange(min=1, max=dnnlib.cli.MAX_SEEDS), metavar='N', show_default='as the regimes need')
 @click.option('--synthetic-seeds', help='Seeds a network generates, e.g. 0-199', metavar='LIST')
+@dnnlib.cli.trust_pickle_option()
 @click.option('--synthetic-ratio', help='mixed: synthetic volumes per real one',
               type=FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True)
 # Experiment.
-@click.option('--regimes', help='Some of real,synthetic,mixed  [default: all with --synthetic, else real]',
-              metavar='LIST')
+@click.option('--regimes', help='Some of real,synthetic,mixed', metavar='LIST',
+              show_default='all with --synthetic, else real')
 @click.option('--real-fraction', 'fractions', help='Shares of the real training part for real and mixed',
               metavar='LIST', default='1', show_default=True)
 @click.option('--seeds', 'repeats', help='Repeats of every regime (seeds --seed, --seed+1, ...)',
@@ -241,9 +243,9 @@ def write_outputs(outdir: str, scores: list, result: dict, class_names: list[str
 @click.option('--device', help='Where to train', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto',
               show_default=True)
 # Output.
-@click.option('--outdir', help='Where to write the results', metavar='DIR', required=True)
+@dnnlib.cli.outdir_option('Where to write results.csv, summary.json and dice.png (a new or empty folder)')
 @dnnlib.cli.overwrite_option()
-@click.option('--verbose', help='Progress bars  [default: on a terminal only]', type=bool, metavar='BOOL')
+@dnnlib.cli.progress_option()
 def main(**kwargs) -> None:
     opts = dnnlib.EasyDict(kwargs)
     opts.regimes = parse_regimes(opts.regimes, opts.synthetic)
@@ -253,8 +255,6 @@ def main(**kwargs) -> None:
     if opts.synthetic_count is not None and opts.synthetic_seeds is not None:
         raise click.BadParameter('give --synthetic-count or --synthetic-seeds, not both',
                                  param_hint='--synthetic-seeds')
-    for key in ('real', 'test', 'synthetic', 'outdir'):
-        opts[key] = os.path.expanduser(opts[key]) if opts[key] else None
     if opts.backend == 'nnunet':
         from metrics.downstream import nnunet
         try:
@@ -281,7 +281,8 @@ def run(opts: dnnlib.EasyDict) -> None:
     if opts.synthetic:
         needed = experiment.synthetic_needed(opts.regimes, opts.fractions, len(train_set.cases), opts.synthetic_ratio)
         synthetic_set, synthetic_record = load_synthetic(opts.synthetic, train_set, opts.synthetic_count,
-                                                         opts.synthetic_seeds, needed, opts.device, opts.verbose)
+                                                         opts.synthetic_seeds, needed, opts.device, opts.progress,
+                                                         opts.trust_pickle)
     runs = experiment.plan(opts.regimes, opts.fractions, seeds, len(train_set.cases),
                            len(synthetic_set.cases) if synthetic_set else 0, opts.synthetic_ratio)
     if opts.backend == 'nnunet':
@@ -297,7 +298,7 @@ def run(opts: dnnlib.EasyDict) -> None:
     # The runs.
     outdir = dnnlib.cli.prepare_outdir(opts.outdir, opts.overwrite, OUTPUTS)
     engine = make_backend(opts.backend, options, outdir, train_set, device, opts.nnunet_trainer, opts.nnunet_config)
-    scores = run_experiment(engine, runs, train_set, test_set, synthetic_set, opts.verbose)
+    scores = run_experiment(engine, runs, train_set, test_set, synthetic_set, opts.progress)
 
     # The outputs.
     protocol = make_protocol(opts, device, seeds, runs, train_set, synthetic_set, synthetic_record, split)

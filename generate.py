@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Generate volumes with a trained network and write them as NIfTI (or NRRD/.npy) with a real affine.
 
-Volumes get the voxel spacing, orientation (LPS, written as NIfTI's RAS by the writer) and stored dtype (uint8 or
-uint16) of the training data, read from its dataset.json (or from a safe export, which records them). Seeds fix
-the volumes whatever --batch is, also with --noise-mode=random.
+Volumes get the voxel spacing, direction, centre and stored dtype (uint8 or uint16) of the training data from the
+volume record the network carries (every snapshot and safe export holds it; the dataset is not needed), and come
+back in source units (e.g. Hounsfield units) where the data was packed with a fixed --window. Seeds fix the volumes
+whatever --batch is, also with --noise-mode=random.
 
 Examples:
 
@@ -31,7 +32,7 @@ import contextlib
 import click
 
 import dnnlib
-from dnnlib.cli import FINITE_FLOAT, MAX_SEEDS, FiniteFloatRange
+from dnnlib.cli import FiniteFloatRange
 from volumes.contract import WRITE_FORMATS
 
 
@@ -40,14 +41,8 @@ from volumes.contract import WRITE_FORMATS
 
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
-              required=True)
-@click.option('--seeds', help='Seeds, e.g. 0-99,200')
-@click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS))
-@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
-@click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
-@click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
-              show_default=True)
+@dnnlib.cli.network_option()
+@dnnlib.cli.generation_options()
 @click.option('--batch', help='Volumes per forward pass', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--format', 'fmt', help='Output file format', type=click.Choice(WRITE_FORMATS), default='nii.gz',
               show_default=True)
@@ -59,16 +54,24 @@ from volumes.contract import WRITE_FORMATS
                    'dataset (imagesTr, labelsTr with the labels renumbered 0, 1, 2, ... as nnU-Net needs, '
                    'dataset.json, and label_mapping.json from those numbers back to the packed values)')
 @click.option('--preview', help='Also write a PNG of the middle axial, coronal and sagittal slices', is_flag=True)
-@click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ')
-@click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH')
+@click.option('--projected-w', help='Render the latents (and noise) that projector.py wrote', metavar='NPZ',
+              type=dnnlib.cli.PATH)
+@click.option('--qc-data', help='Dataset for the quality-control filter', metavar='PATH', type=dnnlib.cli.PATH)
 @click.option('--qc-ssim', help='Keep volumes whose best slice-wise SSIM to a real volume is at least this',
               type=FiniteFloatRange(min=-1, max=1))
-@click.option('--outdir', help='Where to write the volumes (a new or empty folder)', required=True, metavar='DIR')
+@click.option('--exclude-copies', is_flag=True, help='Drop volumes audit.py would flag as copies of a training case '
+              '(needs --data and --holdout) and generate replacements from the next seeds')
+@click.option('--data', 'copies_data', help='--exclude-copies: the training set (TRAIN.zip)', metavar='PATH',
+              type=dnnlib.cli.PATH)
+@click.option('--holdout', 'copies_holdout', metavar='PATH', type=dnnlib.cli.PATH,
+              help='--exclude-copies: real cases the model never saw, packed like --data')
+@dnnlib.cli.outdir_option('Where to write the volumes (a new or empty folder)')
 @dnnlib.cli.overwrite_option('generate.py\'s earlier outputs in --outdir (seed*, proj00*, imagesTr, labelsTr, '
                              'dataset.json, label_mapping.json)')
-def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi: float, class_idx: int | None,
-         noise_mode: str, batch: int, fmt: str, units: str, layout: str, preview: bool, projected_w: str | None,
-         qc_data: str | None, qc_ssim: float | None, outdir: str, overwrite: bool) -> None:
+def main(network_pkl: str, trust_pickle: bool, seeds: str | None, count: int | None, truncation_psi: float,
+         class_idx: int | None, noise_mode: str, batch: int, fmt: str, units: str, layout: str, preview: bool,
+         projected_w: str | None, qc_data: str | None, qc_ssim: float | None, exclude_copies: bool,
+         copies_data: str | None, copies_holdout: str | None, outdir: str, overwrite: bool) -> None:
     # Everything is checked before the output folder is made or cleared, so bad input leaves it as it was.
     if projected_w is not None and (seeds is not None or count is not None):
         raise click.BadParameter('renders the latents in the file; leave --seeds and --count out',
@@ -77,12 +80,17 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
         raise click.BadParameter('give exactly one of --seeds and --count (or --projected-w)', param_hint='--seeds')
     if (qc_data is None) != (qc_ssim is None):
         raise click.BadParameter('--qc-data and --qc-ssim go together', param_hint='--qc-ssim')
+    if exclude_copies and (copies_data is None or copies_holdout is None or projected_w is not None):
+        raise click.BadParameter('needs --data and --holdout, and seeds (not --projected-w) to replace copies from',
+                                 param_hint='--exclude-copies')
+    if not exclude_copies and (copies_data is not None or copies_holdout is not None):
+        raise click.BadParameter('--data and --holdout are for --exclude-copies', param_hint='--exclude-copies')
     import torch
 
     import legacy
     from training import generation
     seed_list = dnnlib.cli.parse_seeds(seeds) if seeds is not None else list(range(count or 0))
-    data = legacy.load_network_or_exit(network_pkl)
+    data = legacy.load_network_or_exit(network_pkl, trust_pickle=trust_pickle)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema'].to(device).eval()
     if projected_w is not None:
@@ -91,6 +99,10 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     else:
         c = generation.class_labels(G, class_idx)
     qc = generation.make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
+    copies = None
+    if exclude_copies:
+        from metrics.memorization.copies import CopyFilter
+        copies = CopyFilter(copies_data, copies_holdout, data, device)
     writer = generation.OutputWriter(outdir, fmt, G.volume_info, units=units, layout=layout, preview=preview)
     if overwrite:
         generation.check_dataset_json_is_ours(outdir)
@@ -99,7 +111,9 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     if projected_w is not None:
         results, stem = generation.generate_from_ws(G, ws, noise_mode, device), 'proj{:02d}'
     else:
-        results = generation.generate_from_seeds(G, seed_list, c, truncation_psi, noise_mode, batch, device)
+        def generate(chunk: list[int]):
+            return generation.generate_from_seeds(G, chunk, c, truncation_psi, noise_mode, batch, device)
+        results = generate(seed_list) if copies is None else copies.stream(generate, seed_list, batch)
         stem = 'seed{:04d}'
     dropped = 0
     with contextlib.closing(results):  # On an error, close the progress bar before the message is printed.
@@ -111,6 +125,8 @@ def main(network_pkl: str, seeds: str | None, count: int | None, truncation_psi:
     writer.close()
     qc_note = f'; the QC filter (best slice SSIM >= {qc_ssim}) dropped {dropped}' if qc is not None else ''
     print(f'Wrote {writer.written} volumes to {outdir}{qc_note}')
+    if copies is not None:
+        print(copies.note())
     if writer.note():
         print(writer.note())
 

@@ -23,25 +23,24 @@ import click
 import dnnlib
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
-              required=True)
-@click.option('--target', help='Volume to project (NIfTI, NRRD, MHA or .npy)', required=True, metavar='FILE')
+@dnnlib.cli.network_option()
+@click.option('--target', help='Volume to project (NIfTI, NRRD, MHA or .npy)', required=True, metavar='PATH',
+              type=dnnlib.cli.PATH)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--num-steps', help='Optimisation steps', type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option('--seed', help='Random seed', type=click.IntRange(min=0, max=2**32 - 1), default=303,
               show_default=True)
-@click.option('--outdir', help='Where to write projected_w.npz, proj.nii.gz and proj.png (a new or empty folder)',
-              required=True, metavar='DIR')
+@dnnlib.cli.outdir_option('Where to write projected_w.npz, proj.nii.gz and proj.png (a new or empty folder)')
 @dnnlib.cli.overwrite_option('projector.py\'s earlier outputs in --outdir (projected_w.npz, proj.nii.gz, '
                              'proj_seg.nii.gz, proj.png)')
 def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, seed: int, outdir: str,
-         overwrite: bool) -> None:
+         overwrite: bool, trust_pickle: bool) -> None:
     import numpy as np
     import torch
 
     import legacy
     from training import generation, projection, visualize
-    data = legacy.load_network_or_exit(network_pkl)
+    data = legacy.load_network_or_exit(network_pkl, trust_pickle=trust_pickle)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema']
     c = generation.class_labels(G, class_idx)
@@ -58,7 +57,7 @@ def main(network_pkl: str, target: str, class_idx: int | None, num_steps: int, s
     generation.OutputWriter(outdir, 'nii.gz', G.volume_info).write(proj, 'proj')
     pair = np.stack([target_volume.numpy(), proj])  # [2, C, D, H, W]: before, after
     generation.save_png(visualize.volume_grid(pair, (2, 1), (-1, 1), planes=visualize.PLANES,
-                                              spacing=G.volume_info.spacing),
+                                              spacing=G.volume_info.spacing, min_size=visualize.PREVIEW_SIZE),
                         os.path.join(outdir, 'proj.png'))
     print(f'MSE {losses[0]:.5f} -> {losses[-1]:.5f}; wrote projected_w.npz, proj.nii.gz and proj.png to {outdir}')
 

@@ -21,22 +21,21 @@ from dnnlib.cli import FINITE_FLOAT
 from volumes.contract import WRITE_FORMATS
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
-@click.option('--network', 'network_pkl', help='Snapshot pickle (trusted: loading it runs code) or safe export',
-              required=True)
+@dnnlib.cli.network_option()
 @click.option('--rows', help='Row seeds, e.g. 0-3', required=True)
 @click.option('--cols', help='Column seeds, e.g. 10-13', required=True)
-@click.option('--styles', help='Layers taken from the column seed, e.g. 0-3  [default: the coarse half of them]')
+@click.option('--styles', help='Layers taken from the column seed, e.g. 0-3', show_default='the coarse half')
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1, show_default=True)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']), default='const',
               show_default=True)
 @click.option('--format', 'fmt', help='Volume file format', type=click.Choice(WRITE_FORMATS),
               default='nii.gz', show_default=True)
-@click.option('--outdir', help='Where to write grid.png and the volumes (a new or empty folder)', required=True,
-              metavar='DIR')
+@dnnlib.cli.outdir_option('Where to write grid.png and the volumes (a new or empty folder)')
 @dnnlib.cli.overwrite_option('style_mixing.py\'s earlier outputs in --outdir (ROW-COL volumes, grid.png)')
 def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_psi: float, class_idx: int | None,
-         noise_mode: str, fmt: str, outdir: str, overwrite: bool) -> None:
+         noise_mode: str, fmt: str, outdir: str, overwrite: bool,
+         trust_pickle: bool) -> None:
     import torch
 
     import legacy
@@ -44,7 +43,7 @@ def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_
     row_seeds = dnnlib.cli.parse_seeds(rows, param_hint='--rows')
     col_seeds = dnnlib.cli.parse_seeds(cols, param_hint='--cols')
     style_layers = generation.parse_range(styles) if styles is not None else None
-    data = legacy.load_network_or_exit(network_pkl)
+    data = legacy.load_network_or_exit(network_pkl, trust_pickle=trust_pickle)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     G = data['G_ema'].to(device).eval()
     if style_layers is None:  # The coarse half: the layers that set the overall shape.
@@ -60,8 +59,8 @@ def main(network_pkl: str, rows: str, cols: str, styles: str | None, truncation_
             writer.write(volumes[(row, col)], f'{row}-{col}')
     grid = visualize.display_volumes(generation.mixing_grid(volumes, row_seeds, col_seeds), G.volume_info)
     generation.save_png(visualize.volume_grid(grid, (len(col_seeds) + 1, len(row_seeds) + 1), drange=(-1, 1),
-                                              spacing=G.volume_info.spacing),
-             os.path.join(outdir, 'grid.png'))
+                                              spacing=G.volume_info.spacing, min_size=visualize.PREVIEW_SIZE),
+                        os.path.join(outdir, 'grid.png'))
     print(f'Wrote {len(row_seeds) * len(col_seeds)} mixed volumes and grid.png to {outdir}')
 
 

@@ -42,7 +42,6 @@ custom_ops = dnnlib.util.lazy_import('torch_utils.custom_ops')
 distributed = dnnlib.util.lazy_import('torch_utils.distributed')
 training_loop = dnnlib.util.lazy_import('training.training_loop')
 
-AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 
 #----------------------------------------------------------------------------
 # Presets.
@@ -140,7 +139,8 @@ def setup_training_loop_kwargs(opts: dnnlib.EasyDict, gpus: int) -> tuple[str, d
     c.metrics = parse_metrics(opts.metrics if opts.metrics is not None else ','.join(spec.metrics))
     c.metric_kwargs = dnnlib.EasyDict({f'{k}_url': v for k, v in [('inception', opts.inception),
                                                                   ('vgg16', opts.vgg16),
-                                                                  ('medicalnet', opts.medicalnet)] if v})
+                                                                  ('medicalnet', opts.medicalnet),
+                                                                  ('radimagenet', opts.radimagenet)] if v})
     c.grid_planes = ['axial', 'coronal', 'sagittal'] if opts.grid_planes == 'tri' else ['axial']
     c.max_nonfinite = opts.max_nonfinite
     desc += augment_options(opts, c)
@@ -219,8 +219,7 @@ def augment_options(opts, c) -> str:
             raise click.BadParameter('--augpipe cannot be given with --aug=noaug', param_hint='--augpipe')
         return desc
     augpipe = opts.augpipe or 'bgc'
-    from training.augment import AUGPIPE_SPECS
-    c.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **AUGPIPE_SPECS[augpipe])
+    c.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **presets.AUGPIPE_SPECS[augpipe])
     return desc + (f'-{augpipe}' if opts.augpipe is not None else '')
 
 
@@ -304,23 +303,26 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
 # Required.
-@click.option('--outdir', help='Where to make the run directory', metavar='DIR', required=True)
+@click.option('--outdir', help='Where to make the run directory (runs are numbered folders in it)', metavar='DIR',
+              type=dnnlib.cli.PATH, required=True)
 @click.option('--data', help='Training data (a zip or folder made by dataset_tool.py)', metavar='PATH',
-              required=True)
+              type=dnnlib.cli.PATH, required=True)
 # General.
 @click.option('--cfg', help='Preset name (configs/*.toml) or a .toml file', default='auto', show_default=True)
 @click.option('--gpus', help='Processes to spawn on this node (ignored under torchrun)', type=click.IntRange(min=1),
               default=1, show_default=True)
 @click.option('--snap', help='Snapshot interval in ticks', type=click.IntRange(min=1), default=50, show_default=True)
-@click.option('--metrics', help='Comma-separated metrics, or "none" [default: the preset\'s, else none]')
+@click.option('--metrics', help='Comma-separated metrics, or "none"', metavar='LIST',
+              show_default='the preset\'s, else none')
 @click.option('--seed', help='Random seed', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('-n', '--dry-run', help='Print the resolved options and exit', is_flag=True)
 # Dataset.
-@click.option('--cond', help='Train a conditional model on the dataset labels', type=bool, metavar='BOOL')
+@click.option('--cond/--no-cond', help='Train a conditional model on the dataset labels', default=None,
+              show_default='the preset\'s')
 @click.option('--subset', help='Train on a random subset of N volumes', type=click.IntRange(min=1), metavar='N')
-@click.option('--mirror', help='Add x-flips to the dataset', type=bool, metavar='BOOL', default=False)
-@click.option('--seg', help='Generate the label maps with the images  [default: when the dataset has them]',
-              type=bool, metavar='BOOL')
+@click.option('--mirror/--no-mirror', help='Add x-flips to the dataset', default=False, show_default=True)
+@click.option('--seg/--no-seg', help='Generate the label maps with the images', default=None,
+              show_default='when the dataset has them')
 # Hyperparameters.
 @click.option('--gamma', help='Override the R1 gamma', type=FiniteFloatRange(min=0))
 @click.option('--kimg', help='Override the training length (thousands of volumes)', type=FiniteFloatRange(min=0,
@@ -335,30 +337,37 @@ def _spawned(rank: int, c: dict, run_dir: str, gpus: int, port: int) -> None:
 @click.option('--kimg-per-tick', help='Progress interval in kimg', type=FiniteFloatRange(min=0, min_open=True),
               default=4, show_default=True)
 # Augmentation.
-@click.option('--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed']))
+@click.option('--aug', help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']), show_default='ada')
 @click.option('--p', help='Augment probability for --aug=fixed', type=FiniteFloatRange(min=0, max=1))
 @click.option('--target', help='ADA target value for --aug=ada', type=FiniteFloatRange(min=0, max=1))
-@click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=click.Choice(AUGPIPES))
+@click.option('--augpipe', help='Augmentation pipeline', type=click.Choice(list(presets.AUGPIPE_SPECS)),
+              show_default='bgc')
 # Transfer learning and resume.
-@click.option('--resume', help='A snapshot to start from, or "latest" to continue the newest run', metavar='PKL')
+@click.option('--resume', help='A snapshot to start from, or "latest" to continue the newest run', metavar='PATH',
+              type=dnnlib.cli.PATH)
+@dnnlib.cli.trust_pickle_option()
 @click.option('--freezed', help='Freeze-D: freeze the first N discriminator layers', type=click.IntRange(min=0),
               default=0, show_default=True)
 # Performance.
-@click.option('--fp32', help='Disable mixed precision', type=bool, metavar='BOOL', default=False, show_default=True)
-@click.option('--nhwc', help='channels_last_3d memory format in the mixed-precision blocks', type=bool,
-              metavar='BOOL', default=False, show_default=True)
-@click.option('--allow-tf32', help='Allow TF32 for matmul and convolutions', type=bool, metavar='BOOL',
-              default=False, show_default=True)
-@click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL', default=False,
+@click.option('--fp32/--no-fp32', help='Disable mixed precision', default=False, show_default=True)
+@click.option('--nhwc/--no-nhwc', help='channels_last_3d memory format in the mixed-precision blocks', default=False,
               show_default=True)
+@click.option('--allow-tf32/--no-allow-tf32', help='Allow TF32 for matmul and convolutions', default=False,
+              show_default=True)
+@click.option('--nobench/--bench', help='Disable cuDNN benchmarking', default=False, show_default=True)
 @click.option('--max-nonfinite', help='Stop after this many minibatches in a row with non-finite gradients',
               type=click.IntRange(min=1), default=50, show_default=True)
 @click.option('--workers', help='DataLoader worker processes', type=click.IntRange(min=0), default=3,
               show_default=True)
 # Metrics and grids.
-@click.option('--inception', help='Inception detector: URL or local path', metavar='URL|PATH')
-@click.option('--vgg16', help='VGG16 detector: URL or local path', metavar='URL|PATH')
-@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH')
+@click.option('--inception', help='Inception detector: URL or local path', metavar='URL|PATH', type=dnnlib.cli.PATH,
+              show_default='the official URL')
+@click.option('--vgg16', help='VGG16 detector: URL or local path', metavar='URL|PATH', type=dnnlib.cli.PATH,
+              show_default='the official URL')
+@click.option('--medicalnet', help='MedicalNet weights for 3D FID: URL or local path', metavar='URL|PATH',
+              type=dnnlib.cli.PATH)
+@click.option('--radimagenet', help='RadImageNet ResNet-50 weights for fid25d_maisi: URL or local path',
+              metavar='URL|PATH', type=dnnlib.cli.PATH)
 @click.option('--grid-planes', help='Planes shown in fakes*.png', type=click.Choice(['axial', 'tri']),
               default='axial', show_default=True)
 @click.pass_context
@@ -366,6 +375,8 @@ def main(ctx: click.Context, **kwargs) -> None:
     opts = dnnlib.EasyDict(kwargs)
     opts.aug_given = opts.aug is not None
     opts.aug = opts.aug or 'ada'
+    if opts.pop('trust_pickle'):  # Read by every load of --resume's files, also in the processes started here.
+        os.environ[dnnlib.cli.TRUST_PICKLE_ENV] = '1'
     under_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
     gpus = int(os.environ['WORLD_SIZE']) if under_torchrun else opts.gpus
 
@@ -439,9 +450,27 @@ def print_options(c: dnnlib.EasyDict, opts, run_dir: str, gpus: int) -> None:
     print(f'Training duration:  {c.total_kimg} kimg')
     print(f'Number of GPUs:     {gpus}')
     print(f'Volume size:        {contract.format_size(c.training_set_kwargs.img_shape)} (x, y, z)')
-    print(f'Conditional model:  {c.training_set_kwargs.use_labels}\n')
+    print(f'Conditional model:  {c.training_set_kwargs.use_labels}')
+    training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+    print(f'Generated channels: {generated_channels(training_set)}\n')
     print('Generator blocks (the discriminator mirrors them):')
     print(block_schedule(c.training_set_kwargs.img_shape, c.G_kwargs.synthesis_kwargs).describe() + '\n')
+
+
+def generated_channels(training_set) -> str:
+    """What the generator makes, in words: its image channels and, with label maps, one one-hot channel per label
+    value, background first (volumes.contract.VolumeInfo.num_channels)."""
+    def count(n: int, word: str) -> str:
+        return f'{n} {word}{"s" * (n != 1)}'
+
+    info = training_set.volume_info
+    images = f'{count(len(info.channels), "image channel")} ({", ".join(info.channels)})'
+    if not info.label_values:
+        left_out = ' (the dataset\'s label maps are left out: --seg=0)' if training_set.has_label_maps else ''
+        return images + left_out
+    names = ['background', *(info.label_names[v] for v in info.label_values[1:])]
+    return (f'{info.num_channels} = {images} + {count(len(names), "one-hot label channel")} ({", ".join(names)}); '
+            f'generate.py writes the label map beside each volume')
 
 
 if __name__ == '__main__':

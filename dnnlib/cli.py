@@ -1,5 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Click parameter types shared by the command-line tools."""
+"""The command-line conventions every tool follows, in one place.
+
+- Paths: `PATH` expands `~` (URLs are left alone). A network is `--network PATH` (a snapshot .pkl or a safe export
+  .pt); an output folder is `--outdir DIR` with `--overwrite`; a single output file or dataset is `--dest PATH`.
+- Booleans are switches, `--mirror` / `--no-mirror`. The official 2D spelling with a value (`--mirror=1`,
+  `--verbose=false`) still works for one release, with a one-line note (Command.parse_args).
+- Defaults are shown by click (`show_default`); a default that is decided at run time says how in words.
+- Progress bars: `--progress/--no-progress`; by default shown on a terminal only, never in a batch job's log.
+- Usage errors are one line (Command, Group).
+"""
 
 from __future__ import annotations
 
@@ -42,6 +51,74 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f'"{value}" is not a finite number', param, ctx)
         return number
+
+class PathType(click.ParamType):
+    """A path with `~` expanded (a URL is kept as it is); with `exists`, a missing path is a usage error."""
+
+    name = 'path'
+
+    def __init__(self, exists: bool = False) -> None:
+        self.exists = exists
+
+    def convert(self, value, param, ctx) -> str:
+        text = str(value)
+        if '://' in text:
+            return text
+        path = os.path.expanduser(text)
+        if self.exists and not os.path.exists(path):
+            self.fail(f'"{text}" does not exist', param, ctx)
+        return path
+
+
+PATH = PathType()
+EXISTING_PATH = PathType(exists=True)
+
+
+def network_option(required: bool = True) -> Callable:
+    """--network (a snapshot pickle or a safe export, passed as `network_pkl`) and --trust-pickle (`trust_pickle`):
+    every tool that loads a network takes both."""
+    def decorate(function: Callable) -> Callable:
+        function = trust_pickle_option()(function)
+        return click.option('--network', 'network_pkl', type=PATH, metavar='PATH', required=required,
+                            help='Network: a snapshot (.pkl) or a safe export (.pt, see legacy.py export)')(function)
+    return decorate
+
+
+def dest_option(help: str) -> Callable:  # noqa: A002 (click's own word)
+    """--dest: the one file or dataset a tool writes."""
+    return click.option('--dest', type=PATH, metavar='PATH', required=True, help=help)
+
+
+def generation_options(seeds_help: str = 'Seeds, e.g. 0-99,200') -> Callable:
+    """What to generate: --seeds or --count, --trunc (truncation_psi), --class (class_idx), --noise-mode."""
+    options = [
+        click.option('--seeds', help=seeds_help),
+        click.option('--count', help='Generate seeds 0..N-1', type=click.IntRange(min=1, max=MAX_SEEDS)),
+        click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1,
+                     show_default=True),
+        click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0)),
+        click.option('--noise-mode', help='Noise inputs', type=click.Choice(['const', 'random', 'none']),
+                     default='const', show_default=True),
+    ]
+
+    def decorate(function: Callable) -> Callable:
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
+def outdir_option(help: str, default: str | None = None) -> Callable:  # noqa: A002 (click's own word)
+    """--outdir: the folder a tool writes into (one run per folder: see prepare_outdir)."""
+    return click.option('--outdir', type=PATH, metavar='DIR', required=default is None, default=default,
+                        show_default=default is not None, help=help)
+
+
+def progress_option() -> Callable:
+    """--progress/--no-progress: progress bars; None (the default) shows them on a terminal only."""
+    return click.option('--progress/--no-progress', default=None, show_default='on a terminal',
+                        help='Progress bars')
+
 
 def parse_seeds(text: str, param_hint: str = '--seeds') -> list[int]:
     """'0-3,9' -> [0, 1, 2, 3, 9]."""
@@ -103,7 +180,23 @@ def overwrite_option(what: str = 'this tool\'s earlier outputs in --outdir') -> 
                         f'otherwise)')
 
 #----------------------------------------------------------------------------
+# Files from strangers.
+
+TRUST_PICKLE_ENV = 'STYLEGAN3D_TRUST_PICKLE'  # =1: as --trust-pickle, also for processes a tool starts.
+
+
+def trust_pickle_option() -> Callable:
+    """The --trust-pickle flag of a tool that loads network files (legacy.load_network's `trust_pickle`)."""
+    return click.option('--trust-pickle', is_flag=True, envvar=TRUST_PICKLE_ENV, show_envvar=True,
+                        help='Also load network files that the safe loader refuses; they can run code: only for '
+                        'files from people you trust')
+
+#----------------------------------------------------------------------------
 # Usage errors on one line.
+
+
+BOOLEAN_WORDS = {'1': True, 'true': True, 'yes': True, 'on': True, '0': False, 'false': False, 'no': False,
+                 'off': False}
 
 
 class UsageError(click.ClickException):
@@ -113,7 +206,38 @@ class UsageError(click.ClickException):
 
 
 class _OneLineUsage:
-    """Turns click's usage errors (usage text, a hint and the error: four lines) into one line on stderr."""
+    """Turns click's usage errors (usage text, a hint and the error: four lines) into one line on stderr, and reads
+    the official spelling of switches with a value (`--mirror=1`)."""
+
+    renamed: dict[str, str] = {}  # Old option name -> new name, read for one release with a note.
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, [self._switch_spelling(self._new_name(arg)) for arg in args])
+
+    def _new_name(self, arg: str) -> str:
+        """'--out=x' -> '--dest=x' for a renamed option (with a note)."""
+        name, sep, value = arg.partition('=')
+        if name not in self.renamed:
+            return arg
+        click.echo(f'Note: {name} is called {self.renamed[name]} now; the old name works until the next release.',
+                   err=True)
+        return self.renamed[name] + sep + value
+
+    def _switch_spelling(self, arg: str) -> str:
+        """'--mirror=1' -> '--mirror', '--verbose=false' -> '--no-verbose' (with a note), for switches only."""
+        name, sep, value = arg.partition('=')
+        if not sep or not name.startswith('--'):
+            return arg
+        for param in self.params:
+            if isinstance(param, click.Option) and param.is_flag and name in param.opts and param.secondary_opts:
+                answer = value.strip().lower()
+                if answer not in BOOLEAN_WORDS:
+                    return arg  # click says what is wrong.
+                new = param.opts[0] if BOOLEAN_WORDS[answer] else param.secondary_opts[0]
+                click.echo(f'Note: {arg} is written {new} now; the old spelling works until the next release.',
+                           err=True)
+                return new
+        return arg
 
     def make_context(self, *args, **kwargs):
         try:
@@ -129,7 +253,12 @@ class _OneLineUsage:
 
 
 class Command(_OneLineUsage, click.Command):
-    """click.Command with one-line usage errors: use as @click.command(cls=Command)."""
+    """click.Command with one-line usage errors: use as @click.command(cls=Command); `renamed` maps old option names
+    to new ones, e.g. @click.command(cls=Command, renamed={'--out': '--dest'})."""
+
+    def __init__(self, *args, renamed: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.renamed = dict(renamed or {})
 
 
 class Group(_OneLineUsage, click.Group):

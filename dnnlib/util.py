@@ -174,9 +174,19 @@ def write_error_message(path: str, error: BaseException) -> str:
     return str(error) if isinstance(error, WriteError) else f'cannot write {path}: {describe_os_error(error)}'
 
 
+def one_line(error: BaseException | str, limit: int | None = None) -> str:
+    """An error's message on one line; with `limit`, a longer one (torch's run over many lines) is cut to its first
+    sentence, or to `limit` characters."""
+    text = ' '.join(str(error).split()) or type(error).__name__
+    if limit is not None and len(text) > limit:
+        end = text.find('. ')
+        text = text[:end + 1] if 0 < end < limit else text[:limit - 3] + '...'
+    return text
+
+
 def describe_os_error(error: BaseException) -> str:
     """'File too large', 'No space left on device', ... (the reason without the path)."""
-    return getattr(error, 'strerror', None) or ' '.join(str(error).split()) or type(error).__name__
+    return getattr(error, 'strerror', None) or one_line(error)
 
 
 @contextlib.contextmanager

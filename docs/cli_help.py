@@ -23,6 +23,7 @@ COMMANDS = [  # (how a user runs it, module, attribute, subcommand)
     ('python calc_metrics.py', 'calc_metrics', 'main', None),
     ('python radiomics.py', 'radiomics', 'main', None),
     ('python downstream.py', 'downstream', 'main', None),
+    ('python audit.py', 'audit', 'main', None),
     ('python legacy.py export', 'legacy', 'cli', 'export'),
     ('python demo.py', 'demo', 'main', None),
 ]

@@ -41,7 +41,7 @@ def _count(text: str | None) -> int | None:
 class MetricFamily:
     """Metrics whose names match `regex`: `target` ('module:function' in metrics/) called with arguments(groups)."""
     shown: str                              # The pattern as users read it, e.g. 'fid<N>_<mid|tri|all>'.
-    regex: str                              # Named groups: n (a count), k, slices, depth.
+    regex: str                              # Named groups: n (a count), k, slices, depth, version.
     target: str
     arguments: Callable[[dict], dict]
     help: str
@@ -83,6 +83,22 @@ FAMILIES = (
                  ('msssim_gen100', 'msssim_gen1k')),
     MetricFamily('mmd<N>_full', rf'mmd(?P<n>{_COUNT})?_full', 'mmd:compute_mmd', lambda g: dict(num_gen=_count(g['n'])),
                  'linear-kernel MMD^2 per voxel (N defaults to the dataset size)', ('mmd_full',)),
+    MetricFamily('frd<N>_<v1|v0>', rf'frd(?P<n>{_COUNT})?_(?P<version>v1|v0)', 'frd_metric:compute_frd',
+                 lambda g: dict(num_gen=_count(g['n']), version=g['version']),
+                 'Frechet Radiomics Distance as frd-score 1.0.1 (N defaults to the dataset size)',
+                 ('frd_v1', 'frd_v0')),
+    # Published protocols of other 3D generators (metrics/peer_fid.py, docs/metrics.md).
+    MetricFamily('fid3d<N>_<hagan|wdm|brainldm>', rf'fid3d(?P<n>{_COUNT})?_(?P<peer>hagan|wdm|brainldm)',
+                 'peer_fid:compute_fid3d_peer',
+                 lambda g: dict(num_gen=_count(g['n']), peer=g['peer'], metric=f"fid3d{g['n'] or ''}_{g['peer']}"),
+                 "3D FID as that paper computed it (docs/metrics.md; N: the paper's; needs --medicalnet)",
+                 ('fid3d_hagan', 'fid3d_wdm', 'fid3d_brainldm')),
+    MetricFamily('fid25d<N>_maisi[_c<PCT>]', rf'fid25d(?P<n>{_COUNT})?_maisi(?:_c(?P<centre>[1-9]\d?))?',
+                 'peer_fid:compute_fid25d_maisi',
+                 lambda g: dict(num_gen=_count(g['n']), centre_percent=int(g['centre']) if g['centre'] else None,
+                                metric=f"fid25d{g['n'] or ''}_maisi" + (f"_c{g['centre']}" if g['centre'] else '')),
+                 "MAISI's 2.5D FID per plane (PCT: central % of slices; N: 100; needs --radimagenet)",
+                 ('fid25d_maisi',)),
 )
 
 _custom: dict[str, MetricFn] = {}  # Metrics added with register_metric.
@@ -135,8 +151,8 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
     Args:
         metric: A registered or pattern name.
         **kwargs: MetricOptions arguments (G, G_kwargs, dataset_kwargs, num_gpus, rank, device, cache, progress,
-            detector_urls, seed); `<name>_url` arguments (inception_url, vgg16_url, medicalnet_url) are merged into
-            detector_urls.
+            detector_urls, seed); `<name>_url` arguments (inception_url, vgg16_url, medicalnet_url,
+            radimagenet_url) are merged into detector_urls.
 
     Returns:
         EasyDict(results={key: value}, metric, total_time, total_time_str, num_gpus, details): keys are the metric

@@ -44,7 +44,7 @@ DETECTOR_URLS = dnnlib.EasyDict(
 INCEPTION = 'Inception detector (--inception)'  # How errors name the detectors and the options that set them.
 VGG16 = 'VGG16 detector (--vgg16)'
 SLICE_STRATEGIES = ('mid', 'tri', 'all')
-PLANES = ('axial', 'coronal', 'sagittal')
+PLANES = contract.PLANES
 
 View = tuple[str, int]  # (plane or 'volume', channel index)
 
@@ -148,16 +148,12 @@ def fetch_file(url_or_path: str, what: str) -> str:
         try:
             dnnlib.util.open_url(url_or_path, return_filename=True)
         except OSError as e:
-            error = f'{what}: {one_line(e)}'
+            error = f'{what}: {dnnlib.util.one_line(e)}'
     if distributed.get_world_size() > 1:  # Also the barrier that makes the other ranks wait for the download.
         error = distributed.broadcast_object(error)
     if error is not None:
         raise OSError(error)
     return dnnlib.util.open_url(url_or_path, return_filename=True)
-
-
-def one_line(error: BaseException | str) -> str:
-    return ' '.join(str(error).split())
 
 
 def get_detector(url_or_path: str, device: torch.device | str, what: str = 'detector') -> torch.jit.ScriptModule:
@@ -177,7 +173,7 @@ def get_detector(url_or_path: str, device: torch.device | str, what: str = 'dete
                 warnings.simplefilter('ignore', DeprecationWarning)
                 detector = torch.jit.load(path, map_location=device)
         except RuntimeError as e:
-            raise ValueError(f'{what}: {url_or_path} is not a TorchScript file ({one_line(e)[:160]})') from None
+            raise ValueError(f'{what}: {url_or_path} is not a TorchScript file ({dnnlib.util.one_line(e, 160)})') from None
         _detector_cache[key] = detector.eval()
     return _detector_cache[key]
 
@@ -337,17 +333,13 @@ def extract_slices(volumes: torch.Tensor, strategy: str, channel: int = 0) -> di
 
     `mid`: the middle axial slice (index D // 2), S = 1. `all`: every axial slice, S = D.
     `tri`: the middle axial [H, W], coronal [D, W] (index H // 2) and sagittal [D, H] (index W // 2) slices, upright
-    as training/visualize.py shows them (the slice axis D runs towards superior, so it is flipped: head at the top).
+    as training/visualize.py shows them (volumes.contract.upright_slice).
     """
-    strategy_planes(strategy)
+    planes = strategy_planes(strategy)
     x = volumes[:, channel]  # [N, D, H, W]
-    D, H, W = x.shape[1:]
     if strategy == 'all':
         return dict(axial=x)
-    slices = dict(axial=x[:, D // 2])
-    if strategy == 'tri':
-        slices.update(coronal=x[:, :, H // 2].flip(1), sagittal=x[:, :, :, W // 2].flip(1))  # [N, D, W], [N, D, H]
-    return {plane: s[:, None] for plane, s in slices.items()}  # [N, h, w] -> [N, 1, h, w]
+    return {plane: contract.upright_slice(x, plane)[:, None] for plane in planes}  # [N, 1, h, w] each
 
 
 def slices_per_volume(strategy: str, img_shape: Sequence[int]) -> int:
@@ -429,7 +421,7 @@ class SliceFeaturizer(Featurizer):
         except torch.jit.Error as e:  # A TorchScript file that is no image detector; its last line says why.
             reason = [line for line in str(e).splitlines() if line.strip()][-1:] or ['']
             raise ValueError(f'{self.what}: {self.detector_url} fails on uint8 [N, 3, H, W] images with '
-                             f'{self.detector_kwargs} ({one_line(reason[0])[:200]})') from None
+                             f'{self.detector_kwargs} ({dnnlib.util.one_line(reason[0], 200)})') from None
         return torch.cat(chunks).float()
 
     def __call__(self, volumes: torch.Tensor) -> dict[View, torch.Tensor]:

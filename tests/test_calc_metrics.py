@@ -14,6 +14,7 @@ import calc_metrics
 import legacy
 from metrics import metric_utils
 from tests.metrics import fakes
+from torch_utils import safe_unpickle
 from training.networks import Generator
 
 SHAPE = (8, 16, 16)
@@ -22,6 +23,7 @@ SHAPE = (8, 16, 16)
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     """A run directory holding a snapshot of a fake generator whose training data is recorded in the pickle."""
+    safe_unpickle.add_known_module(fakes)  # The test double is no network of the project: admitted by its test.
     root = tmp_path_factory.mktemp('calc')
     G = fakes.FakeGenerator(SHAPE)
     data = fakes.write_dataset(str(root / 'reals'), fakes.sample_real_volumes(G, 8))
@@ -52,7 +54,7 @@ def _invoke(*args):
 
 
 def test_cli_writes_jsonl_next_to_the_snapshot_and_prints_a_table(run):
-    result = _invoke(f'--network={run["snapshot"]}', '--metrics=mmd_full,msssim_gen3', '--seed=0', '--verbose=false')
+    result = _invoke(f'--network={run["snapshot"]}', '--metrics=mmd_full,msssim_gen3', '--seed=0', '--no-progress')
     assert result.exit_code == 0, result.output
     lines = (run['run_dir'] / 'metric-mmd_full.jsonl').read_text().splitlines()
     record = json.loads(lines[-1])
@@ -79,7 +81,7 @@ def test_cli_with_tiny_detectors_end_to_end_and_the_real_cache(run, cache_dir, m
         return count
     monkeypatch.setattr(metric_utils, 'get_detector', counting_get)
     args = [f'--network={run["snapshot"]}', '--metrics=fid6_tri,kid6_all,pr63_mid', f'--inception={run["detector"]}',
-            f'--vgg16={run["vgg16"]}', '--seed=2', '--verbose=false']
+            f'--vgg16={run["vgg16"]}', '--seed=2', '--no-progress']
     records = []
     for attempt in range(2):
         seen.clear()
@@ -105,13 +107,13 @@ def test_safe_export_and_home_relative_paths(run, tmp_path, monkeypatch):
                   synthesis_kwargs=dict(channel_base=128, channel_max=16)).eval()
     export = tmp_path / 'G.pt'
     legacy.export_network(G, fakes.dataset_kwargs(run['data']), str(export))  # Records the dataset, no code.
-    result = _invoke(f'--network={export}', '--metrics=mmd4_full', '--seed=0', '--verbose=false')
+    result = _invoke(f'--network={export}', '--metrics=mmd4_full', '--seed=0', '--no-progress')
     assert result.exit_code == 0, result.output
     record = json.loads(next(line for line in result.output.splitlines() if line.startswith('{')))
     assert record['details']['num_real_volumes'] == 8 and record['snapshot_pkl'] == str(export)
     monkeypatch.setenv('HOME', str(tmp_path))  # '--data=~/...': the shell does not expand '~' after '='.
     os.symlink(run['data'], tmp_path / 'reals')
-    result = _invoke('--network=~/G.pt', '--data=~/reals', '--metrics=mmd4_full', '--seed=0', '--verbose=false')
+    result = _invoke('--network=~/G.pt', '--data=~/reals', '--metrics=mmd4_full', '--seed=0', '--no-progress')
     assert result.exit_code == 0, result.output
     assert json.loads(next(line for line in result.output.splitlines() if line.startswith('{')))['results'] == \
         record['results']
@@ -120,7 +122,7 @@ def test_safe_export_and_home_relative_paths(run, tmp_path, monkeypatch):
 def test_progress_bars_end_their_lines_before_results(run):
     # stdout and stderr in one stream, as in a log file: every result line starts on a line of its own.
     result = _invoke(f'--network={run["snapshot"]}', '--metrics=fid4_mid,mmd4_full', f'--inception={run["detector"]}',
-                     '--seed=0', '--verbose=true')
+                     '--seed=0', '--progress')
     assert result.exit_code == 0, result.output
     lines = result.output.split('\n')
     assert any('100%' in line and 'generated (tinydet)' in line for line in lines)  # The bars were shown.
@@ -166,7 +168,7 @@ def test_cli_errors_are_one_line(run, cache_dir, args, code, message):
     args = [a.format(tinydet=run['detector'], root=run['root']) for a in args]
     if not any(a.startswith('--network') for a in args):
         args = [f'--network={run["snapshot"]}'] + args
-    result = _invoke(*args, '--verbose=false')
+    result = _invoke(*args, '--no-progress')
     assert result.exit_code == code, result.output
     error_lines = [line for line in result.output.splitlines() if line.startswith('Error')]
     assert len(error_lines) == 1 and message in error_lines[0], result.output
@@ -176,5 +178,5 @@ def test_cli_errors_are_one_line(run, cache_dir, args, code, message):
 
 
 def test_network_without_dataset_needs_data(run):
-    result = _invoke(f'--network={run["bare"]}', '--metrics=mmd_full', '--verbose=false')
+    result = _invoke(f'--network={run["bare"]}', '--metrics=mmd_full', '--no-progress')
     assert result.exit_code == 1 and 'give one with --data' in result.output

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from click.testing import CliRunner
 
 import dataset_tool
+from tests.faults.helpers import assert_clean_failure, run_cli
 from tests.volumes.test_volume_io import measured_radius, sphere_image, write_dicom_series
 from training.dataset import VolumeFolderDataset
 
@@ -355,8 +356,9 @@ def test_bad_volume_stops_or_is_skipped(tmp_path, kind, message):
     fail = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip')  # The default: name, write none.
     assert fail.exit_code == 1 and isinstance(fail.exception, SystemExit), fail.output
     assert fail.output.splitlines()[-2].startswith(f'  failed {name}:') and message in fail.output.splitlines()[-2]
-    assert fail.output.splitlines()[-1] == ('Error: 1 of 2 inputs could not be packed (listed above); nothing was '
-                                            'written. Fix them, or pass --on-error=skip to pack the other 1.')
+    assert fail.output.splitlines()[-1] == (f'Error: 1 of 2 inputs could not be packed: {name} (reasons listed '
+                                            f'above); nothing was written. Fix them, or pass --on-error=skip to pack '
+                                            f'the other 1.')
     assert os.listdir(tmp_path / 'out') == []
 
     skip = pack('--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'd.zip', '--on-error', 'skip')
@@ -382,9 +384,24 @@ def test_empty_folder_and_all_skipped_leave_nothing(tmp_path):
     assert result.exit_code == 1 and 'no volumes (NIfTI, NRRD, MHA/MHD, .npy or DICOM) found' in result.output
     assert str(tmp_path / 'empty') in result.output and len(result.output.strip().splitlines()) == 1
     make_bad(tmp_path / 'bad', '2d')
-    result = pack('--source', tmp_path / 'bad', '--dest', tmp_path / 'out.zip')
+    result = pack('--source', tmp_path / 'bad', '--dest', tmp_path / 'out.zip', '--on-error', 'skip')
     assert result.exit_code == 1 and 'no volumes were written' in result.output and 'bad.nii' in result.output
     assert sorted(os.listdir(tmp_path)) == ['bad', 'empty']
+
+
+def test_when_every_input_fails_under_on_error_fail_they_are_named_as_failed(tmp_path):
+    # The default --on-error=fail once answered "no volumes were written (2 skipped, e.g. ...)": nothing is skipped
+    # under fail; the inputs failed and nothing was written.
+    make_bad(tmp_path / 'src', '2d')
+    make_bad(tmp_path / 'src', 'zero-size')
+    result = run_cli(['dataset_tool.py', f'--source={tmp_path / "src"}', f'--dest={tmp_path / "out.zip"}'])
+    line = assert_clean_failure(result, '2 of 2 inputs could not be packed: bad.nii, bad.npy (reasons listed above); '
+                                        'nothing was written. Fix them.')
+    assert 'skip' not in line and 'skipped' not in result.stdout
+    assert result.stdout.splitlines() == [f'  failed bad.nii: {tmp_path / "src" / "bad.nii"} is a 2D image (size 8x6); '
+                                          f'expected a 3D volume',
+                                          f'  failed bad.npy: {tmp_path / "src" / "bad.npy"} is empty (size 8x6x0)']
+    assert sorted(os.listdir(tmp_path)) == ['src']
 
 
 def test_label_file_naming_missing_files(tmp_path):
@@ -533,3 +550,141 @@ def test_spacing_that_fov_and_size_would_override_is_refused(tmp_path):
     agreed = pack('--source', 'phantom:1', '--dest', tmp_path / 'out.zip', '--size', '16x16x8',
                   '--fov', '64,64,32', '--spacing', '4')
     assert agreed.exit_code == 0, agreed.output
+
+#----------------------------------------------------------------------------
+# The walkthrough's commands, run as written on a folder laid out as it shows.
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def walkthrough_commands(tool):
+    """The `python TOOL ...` commands of docs/walkthrough.md, continuation lines joined, as argument lists."""
+    import shlex
+    text = open(os.path.join(REPO, 'docs', 'walkthrough.md')).read().replace('\\\n', ' ')
+    return [shlex.split(line)[2:] for line in text.splitlines() if line.startswith(f'python {tool} ')]
+
+
+def write_prostate_like_cases(root, cases):
+    """case/case_{t2w,adc,hbv,seg}.nii.gz: 64x64x12 voxels of 2 x 2 x 6 mm (a 128 x 128 x 72 mm box) with two zones."""
+    zz, yy, xx = np.meshgrid(np.arange(12), np.arange(64), np.arange(64), indexing='ij')  # [D, H, W]
+    r2 = ((xx - 30) / 12) ** 2 + ((yy - 34) / 10) ** 2 + ((zz - 6) / 3) ** 2
+    seg = np.where(r2 < 0.4, 1, np.where(r2 < 1, 2, 0)).astype(np.uint8)
+    zones = seg.astype(np.float32)
+    for i, case in enumerate(cases):
+        os.makedirs(root / case)
+        for name, volume in [('t2w', 100 + 300 * (seg == 1) + 150 * (seg == 2) + i), ('adc', 900 - 200 * zones),
+                             ('hbv', 10 + 5 * zones), ('seg', seg)]:
+            image = sitk.GetImageFromArray(volume.astype(np.uint8 if name == 'seg' else np.float32))
+            image.SetSpacing((2.0, 2.0, 6.0))
+            sitk.WriteImage(image, str(root / case / f'{case}_{name}.nii.gz'))
+    return seg
+
+
+def test_the_walkthrough_packing_commands_work_as_written(tmp_path):
+    # A user found the labelled command failing: with one --channels pattern, --seg looked for case_0007_t2w_seg.
+    source = tmp_path / 'prostate'
+    seg = write_prostate_like_cases(source, ['case_0001', 'case_0007'])
+    (tmp_path / 'zones.json').write_text('{"1": "CZ+TZ", "2": "PZ"}')  # The walkthrough's echo line.
+    commands = walkthrough_commands('dataset_tool.py')
+    assert len(commands) == 3 and all('--source=~/data/prostate' in args for args in commands)
+    for args in commands:
+        args = [a.replace('~/data/prostate', str(source)) for a in args]
+        result = subprocess.run([sys.executable, os.path.join(REPO, 'dataset_tool.py'), *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stderr == '', (args, result.stdout, result.stderr)
+        assert 'Wrote 2 volumes' in result.stdout and 'skipped 0.' in result.stdout, result.stdout
+    info, arrays = read_zip(tmp_path / 'prostate_zones.zip')
+    assert info['shape'] == [1, 24, 256, 256] and info['volume_info']['channels'] == ['t2w']
+    assert info['volume_info']['label_names'] == {'1': 'CZ+TZ', '2': 'PZ'}
+    assert info['sources'] == [['00000/vol00000000.npy', 'case_0001'], ['00000/vol00000001.npy', 'case_0007']]
+    # Each case got its own case_NNNN_seg.nii.gz: each zone keeps its volume, at 4 x 4 x 2 voxels per source voxel.
+    for i in range(2):
+        packed = arrays[f'00000/seg0000000{i}.npy']
+        assert set(np.unique(packed)) == {0, 1, 2}
+        for value in (1, 2):
+            assert (packed == value).sum() == pytest.approx((seg == value).sum() * 16 * 2, rel=0.1)
+    assert read_zip(tmp_path / 'prostate_bpmri.zip')[0]['shape'] == [3, 24, 256, 256]
+
+#----------------------------------------------------------------------------
+# Sizes train.py cannot train: packed, with one warning line before and in the summary.
+
+WARNING_30 = ('train.py will refuse 30x30x10 volumes: each axis must be b x 2^k with b in 4..7 (or 3, if not the '
+              'largest; training/volume_shape.py), and x=30 and y=30 are not. Nearest trainable sizes: 28x28x10 or '
+              '32x32x10 (or give train.py an explicit --base)')
+
+
+def test_a_size_train_py_refuses_is_packed_with_a_warning_that_names_the_nearest_sizes(tmp_path):
+    result = run_cli(['dataset_tool.py', '--source=phantom:2', '--size=30x30x10', f'--dest={tmp_path / "p.zip"}'])
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f'Warning: {WARNING_30}. Packing anyway: a packed set can still serve radiomics or audits.'
+    assert lines[1].startswith('Wrote 2 volumes of shape [C, D, H, W] = [1, 10, 30, 30]')
+    assert lines[2:] == [f'  warning: {WARNING_30}']
+    # The warning is true: train.py refuses the packed set, and trains the sizes it names.
+    from training.volume_shape import make_schedule
+    for size in ((10, 28, 28), (10, 32, 32)):
+        assert make_schedule(size).img_shape == size
+    refused = run_cli(['train.py', f'--outdir={tmp_path / "runs"}', f'--data={tmp_path / "p.zip"}', '--dry-run',
+                       '--workers=0'])
+    assert_clean_failure(refused, 'volume size 30x30x10 does not factor')
+    # A size it trains gives no warning; without --size the packed size is checked afterwards, in the summary.
+    fine = run_cli(['dataset_tool.py', '--source=phantom:1', '--size=32x32x10', f'--dest={tmp_path / "q.zip"}'])
+    assert fine.returncode == 0 and 'arning' not in fine.stdout + fine.stderr, fine.stdout
+    write_npy_cases(tmp_path / 'src', ['a', 'b'], shape=(4, 6, 9))  # 9x6x4.
+    unsized = run_cli(['dataset_tool.py', f'--source={tmp_path / "src"}', f'--dest={tmp_path / "r.zip"}'])
+    assert unsized.returncode == 0 and unsized.stdout.splitlines()[0].startswith('Wrote 2 volumes'), unsized.stdout
+    assert unsized.stdout.splitlines()[1].startswith('  warning: train.py will refuse 9x6x4 volumes: ')
+    assert 'and x=9 is not. Nearest trainable sizes: 8x6x4 or 10x6x4 ' in unsized.stdout
+
+#----------------------------------------------------------------------------
+# One file as the source.
+
+
+def test_one_volume_file_is_a_one_volume_source_with_its_label_map(tmp_path):
+    seg = write_prostate_like_cases(tmp_path, ['case_0007'])
+    t2w = tmp_path / 'case_0007' / 'case_0007_t2w.nii.gz'
+    # Without --channels, '*' in --seg is the file's name without its extension.
+    (tmp_path / 'case_0007' / 'case_0007_t2w_seg.nii.gz').symlink_to(tmp_path / 'case_0007' / 'case_0007_seg.nii.gz')
+    result = run_cli(['dataset_tool.py', f'--source={t2w}', f'--dest={tmp_path / "one.zip"}', '--seg=*_seg.nii.gz',
+                      '--clip=0,100'])
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    assert result.stdout.startswith(f'Wrote 1 volume of shape [C, D, H, W] = [1, 12, 64, 64] to {tmp_path / "one.zip"}')
+    info, arrays = read_zip(tmp_path / 'one.zip')
+    assert info['sources'] == [['00000/vol00000000.npy', 'case_0007_t2w.nii.gz']]
+    assert np.array_equal(arrays['00000/seg00000000.npy'], seg)  # Its label map, found beside it.
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(t2w)))
+    expected = np.rint((expected - expected.min()) * 255 / np.ptp(expected))
+    assert np.array_equal(arrays['00000/vol00000000.npy'][0], expected)
+
+
+def test_one_dicom_file_stands_for_its_series(tmp_path):
+    volume = np.arange(5 * 8 * 8, dtype=np.int16).reshape(5, 8, 8)
+    write_dicom_series(tmp_path / 'mr', volume, (1.0, 1.0, 2.0), uid='1.2.3.1')
+    write_dicom_series(tmp_path / 'mr', volume[::-1], (1.0, 1.0, 2.0), uid='1.2.3.2', origin=(0, 0, 50),
+                       extension='')  # Another series in the same folder: slice000, slice001, ...
+    for name, uid, series in [('slice002.dcm', '1.2.3.1', volume), ('slice004', '1.2.3.2', volume[::-1])]:
+        dest = tmp_path / f'{uid}.zip'
+        result = run_cli(['dataset_tool.py', f'--source={tmp_path / "mr" / name}', f'--dest={dest}', '--clip=0,100'])
+        assert result.returncode == 0 and result.stderr == '', result.stderr
+        info, arrays = read_zip(dest)
+        assert info['shape'] == [1, 5, 8, 8] and len(arrays) == 1  # The five slices of its own series only.
+        assert info['sources'] == [['00000/vol00000000.npy', f'mr#{uid}']]
+        assert np.array_equal(arrays['00000/vol00000000.npy'][0], np.rint(series * 255.0 / volume.max()))
+
+
+def test_one_file_source_errors_are_one_line(tmp_path):
+    write_npy_cases(tmp_path, ['a'])
+    (tmp_path / 'notes.txt').write_text('not a volume')
+    make_bad(tmp_path / 'bad', 'truncated')
+    for args, fragments in [
+        ([f'--source={tmp_path / "notes.txt"}'], [str(tmp_path / 'notes.txt'), 'neither a folder, a .zip archive nor '
+                                                  'a volume file']),
+        ([f'--source={tmp_path / "a.npy"}', '--channels=*_t2w.nii.gz'], ['--channels groups the files of a folder',
+                                                                         'a.npy is one file']),
+        ([f'--source={tmp_path / "bad" / "bad.nii.gz"}'], ['1 of 1 inputs could not be packed: bad.nii.gz']),
+    ]:
+        result = run_cli(['dataset_tool.py', *args, f'--dest={tmp_path / "out.zip"}'])
+        assert_clean_failure(result, *fragments)
+        assert not os.path.exists(tmp_path / 'out.zip')
+    # The reason names the file itself (not the folder joined to the file again).
+    assert f'  failed bad.nii.gz: {tmp_path / "bad" / "bad.nii.gz"} is truncated' in result.stdout, result.stdout

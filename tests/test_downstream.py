@@ -27,7 +27,7 @@ from volumes.contract import VolumeInfo
 from volumes.packed import PackedDataset
 
 SIZE = (16, 16, 8)  # x, y, z: 4 x 4 x 9 mm voxels over the phantom's field of view.
-TRAIN = ['--iters=80', '--width=4', '--lr=1e-2', '--batch=4', '--seeds=1', '--verbose=0']
+TRAIN = ['--iters=80', '--width=4', '--lr=1e-2', '--batch=4', '--seeds=1', '--no-progress']
 NAMES = ['inner zone', 'outer zone']
 
 

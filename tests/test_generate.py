@@ -133,8 +133,9 @@ def test_nifti_carries_dataset_spacing_and_orientation(network, tmp_path):
     assert image.get_data_dtype() == np.uint8
     assert same_volume(np.asanyarray(image.dataobj), stored_uint(network['G'], 1, 'uint8').transpose(2, 1, 0))
     # Middle axial [H, W], coronal [D, W] and sagittal [D, H] slices side by side, in square 0.5 mm pixels: the
-    # 12 rows of 0.75 mm become 18, the 8 slices of 3 mm become 48.
-    assert PIL.Image.open(tmp_path / 'seed0001.png').size == (16 + 16 + 18, 48)
+    # 12 rows of 0.75 mm become 18, the 8 slices of 3 mm become 48; then all are enlarged 15 times, so that the
+    # smallest plane (axial, 18 x 16) is at least 256 pixels on its long side.
+    assert PIL.Image.open(tmp_path / 'seed0001.png').size == ((16 + 16 + 18) * 15, 48 * 15)
 
 
 def test_canonical_uint16_dataset_gives_lps_uint16_volumes(network, tmp_path):
@@ -403,7 +404,8 @@ def test_style_mixing_end_to_end(network, tmp_path):
                                         '--styles', '0-2', '--outdir', tmp_path])
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path)) == ['0-5.nii.gz', '0-6.nii.gz', '1-5.nii.gz', '1-6.nii.gz', 'grid.png']
-    assert PIL.Image.open(tmp_path / 'grid.png').size == (3 * 16, 3 * 18)  # 1 + cols by 1 + rows, 0.5 mm pixels.
+    # 1 + cols by 1 + rows tiles of 16 x 18 pixels (0.5 mm), each enlarged 15 times to reach 256 pixels.
+    assert PIL.Image.open(tmp_path / 'grid.png').size == (3 * 16 * 15, 3 * 18 * 15)
     image = nib.load(tmp_path / '1-6.nii.gz')
     assert np.allclose(image.affine, expected_ras_affine(ROTATED), atol=1e-5)
 
@@ -463,7 +465,7 @@ def test_projector_cli_and_projected_w_render_the_same_volume(network, tmp_path)
                                      '--num-steps', 20, '--outdir', tmp_path / 'proj'])
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path / 'proj')) == ['proj.nii.gz', 'proj.png', 'projected_w.npz']
-    assert PIL.Image.open(tmp_path / 'proj' / 'proj.png').size == (2 * (16 + 16 + 18), 48)  # Before | after.
+    assert PIL.Image.open(tmp_path / 'proj' / 'proj.png').size == (2 * (16 + 16 + 18) * 15, 48 * 15)  # Before | after.
     proj = nib.load(tmp_path / 'proj' / 'proj.nii.gz')
     assert np.allclose(proj.affine, expected_ras_affine(ROTATED), atol=1e-5)
 

@@ -235,3 +235,22 @@ def test_crop_to_the_body_centres_the_box_on_it(tmp_path):
     assert np.allclose(info['grids'][0][1], [9.5, 28.5, 9.5], atol=0.6)  # The body's box centre (x, y, z) in mm.
     inside = arrays['00000/vol00000000.npy'][0] > 128
     assert inside.sum() == 10 * 14 * 12 and inside[6, 8, 8]  # The whole body, in the middle of the box.
+
+
+def test_dry_run_says_the_generator_also_makes_the_label_channels(labelled_source, tmp_path):
+    from tests.faults.helpers import run_cli
+    data = tmp_path / 'd.zip'
+    packed = run_cli(['dataset_tool.py', f'--source={labelled_source / "src"}', f'--dest={data}', '--size=16x16x8',
+                      '--seg=*_seg.nii.gz', f'--seg-names={labelled_source / "names.json"}'])
+    assert packed.returncode == 0, packed.stderr
+    args = ['train.py', f'--outdir={tmp_path / "runs"}', f'--data={data}', f'--cfg={TINY_CFG}', '--dry-run',
+            '--workers=0']
+    result = run_cli(args)
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    assert ('Generated channels: 4 = 1 image channel (image) + 3 one-hot label channels (background, CZ+TZ, PZ); '
+            'generate.py writes the label map beside each volume\n') in result.stdout
+    left_out = CliRunner().invoke(train.main, [*args[1:], '--seg=0'])  # In-process: torch is loaded once.
+    assert left_out.exit_code == 0, left_out.output
+    assert ("Generated channels: 1 image channel (image) (the dataset's label maps are left out: --seg=0)\n"
+            in left_out.output)
+    assert not os.path.exists(tmp_path / 'runs')

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""legacy.py: the safe export round trip, and one-line errors for files that are not networks."""
+"""legacy.py: the safe export round trip, one-line errors for files that are not networks, and files from strangers
+refused unless trusted."""
 
+import copy
 import json
 import os
 import pickle
@@ -109,3 +111,102 @@ def test_export_cli_errors(snapshot, tmp_path):
     result = CliRunner().invoke(legacy.cli, ['export', '--network', snapshot['pkl'], '--dest', str(tmp_path)])
     assert result.exit_code == 2 and 'is a folder' in result.output
     assert sorted(os.listdir(tmp_path)) == ['notes.txt']
+
+#----------------------------------------------------------------------------
+# Files from strangers: refused unless trusted, and files that are no network.
+
+
+class Calls:
+    """Pickles as a call of `func(*args)`: what a malicious file does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def write_pickle(path, value) -> str:
+    with open(path, 'wb') as f:
+        pickle.dump(value, f)
+    return str(path)
+
+
+def with_unknown_source(G) -> Calls:
+    """G pickled with a stored source this release does not know (harmless: a comment more)."""
+    func, (meta,) = G.__reduce__()
+    return Calls(func, dict(meta, module_src=meta['module_src'] + '\n# changed by someone else\n'))
+
+
+def test_a_pickle_that_runs_code_is_refused_in_any_name(snapshot, tmp_path):
+    marker = tmp_path / 'marker'
+    evil = dict(G_ema=Calls(os.system, f'touch {marker}'))
+    for name, message in [('evil.pkl', 'evil.pkl is refused: it names posix.system, which a network snapshot does '
+                                        'not need; loading it could run code; pass --trust-pickle'),
+                          ('G.pt', 'G.pt is a plain pickle, not a safe export'),
+                          ('G', 'G is refused: it names posix.system')]:
+        with pytest.raises(ValueError) as info:
+            legacy.load_network(write_pickle(tmp_path / name, evil))
+        assert message in str(info.value) and 'STYLEGAN3D_TRUST_PICKLE=1' in str(info.value)
+        assert not marker.exists()
+    (tmp_path / 'notes.pt').write_text('not a network\n')  # No pickle at all: no word of trust.
+    with pytest.raises(ValueError, match=r'notes.pt is neither a network snapshot nor a safe export \(not a zip'):
+        legacy.load_network(str(tmp_path / 'notes.pt'))
+
+
+def test_trust_runs_a_pickle_after_one_warning(snapshot, tmp_path, capsys, monkeypatch):
+    path = write_pickle(tmp_path / 'other.pkl', dict(G_ema=with_unknown_source(snapshot['G'])))
+    with pytest.raises(ValueError, match='comes with stored code for training.networks that this release does not '
+                                         'know'):
+        legacy.load_network(path)
+    for trust, env in [(True, None), (None, '1'), (None, 'yes')]:
+        if env is not None:
+            monkeypatch.setenv('STYLEGAN3D_TRUST_PICKLE', env)
+        G = legacy.load_network(path, trust_pickle=trust)['G_ema']
+        assert torch.equal(G.mapping.fc0.weight, snapshot['G'].mapping.fc0.weight)
+        warnings = capsys.readouterr().err.splitlines()
+        assert len(warnings) == 1 and warnings[0].startswith(f'Warning: {path}: its Generator comes with stored code')
+        assert 'loading it anyway since you trust it' in warnings[0]
+    monkeypatch.setenv('STYLEGAN3D_TRUST_PICKLE', '0')
+    with pytest.raises(ValueError, match='pass --trust-pickle'):
+        legacy.load_network(path)
+    with pytest.raises(ValueError, match='pass --trust-pickle'):  # The argument wins over the environment.
+        monkeypatch.setenv('STYLEGAN3D_TRUST_PICKLE', '1')
+        legacy.load_network(path, trust_pickle=False)
+
+
+def test_files_that_are_no_network_give_one_line(snapshot, tmp_path):
+    G = snapshot['G']
+    broken_record = legacy.VolumeInfo(spacing=(1.0, 1.0, 2.0))
+    object.__setattr__(broken_record, 'spacing', (-1.0, 1.0, 2.0))  # As unpickling sets it: no checks.
+    odd = copy.deepcopy(G)
+    odd.volume_info = broken_record
+    cases = {
+        'int.pkl': ({'G_ema': 42}, 'holds a G_ema of type int, not a generator; is it a stylegan2-ada-3d network'),
+        'list.pkl': ([1, 2], 'holds no G_ema'),
+        'module.pkl': ({'G_ema': torch.nn.Linear(2, 2)}, 'holds a G_ema of type Linear, not a generator'),
+        'd.pkl': ({'G_ema': G, 'D': 'x'}, 'holds a D of type str, not a network'),
+        'kwargs.pkl': ({'G_ema': G, 'training_set_kwargs': 5}, 'holds training_set_kwargs of type int, not a dict'),
+        'record.pkl': ({'G_ema': odd}, 'holds a damaged volume record (ValueError'),
+    }
+    for name, (value, message) in cases.items():
+        path = write_pickle(tmp_path / name, value)
+        with pytest.raises(ValueError) as info:
+            legacy.load_network(path, trust_pickle=True)  # Trusted or not: no network, no traceback later.
+        assert f'{name} {message}' in str(info.value) and '\n' not in str(info.value), str(info.value)
+
+
+def test_dataset_options_may_name_only_the_dataset_class(snapshot, tmp_path, capsys):
+    # calc_metrics.py builds the dataset by this name: logging.basicConfig(filename=...) would create a file, and
+    # other names run other code. Exports carry the options too, as JSON.
+    marker = tmp_path / 'marker'
+    kwargs = dict(class_name='logging.basicConfig', filename=str(marker), force=True)
+    legacy.export_network(snapshot['G'], kwargs, str(tmp_path / 'G.pt'))
+    pkl = write_pickle(tmp_path / 'snap.pkl', dict(G_ema=snapshot['G'], training_set_kwargs=kwargs))
+    for path in (str(tmp_path / 'G.pt'), pkl):
+        with pytest.raises(ValueError, match='is refused: its training_set_kwargs name "logging.basicConfig" as the '
+                                             'dataset class, where only training.dataset.VolumeFolderDataset is built'):
+            legacy.load_network(path)
+        assert legacy.load_network(path, trust_pickle=True)['training_set_kwargs'] == kwargs
+        assert 'Warning:' in capsys.readouterr().err
+    assert not marker.exists()

@@ -130,3 +130,13 @@ def test_dataset_record_is_what_the_network_keeps(oblique_scan, tmp_path):
     info = VolumeFolderDataset(str(tmp_path / 'd.zip')).volume_info
     assert info.interpolation == 'bspline' and info.orientation == 'LPS'
     assert np.allclose(np.reshape(info.direction, (3, 3)), OBLIQUE, atol=1e-6)
+
+
+def test_previews_are_enlarged_by_a_whole_factor_keeping_proportions():
+    volume = np.random.RandomState(0).rand(1, 16, 32, 32).astype(np.float32)  # 32x32x16, 1 x 1 x 2 mm
+    grid = visualize.middle_slices(volume, planes=visualize.PLANES, spacing=(1.0, 1.0, 2.0), min_size=256)
+    assert grid.shape == (1, 256, 3 * 256)  # Each plane 32 x 32 mm -> 32 x 32 px, enlarged 8 times.
+    axial = visualize.middle_slices(volume, spacing=(1.0, 1.0, 2.0), min_size=256)[0]
+    assert np.array_equal(axial[::8, ::8], volume[0, 8]) and np.array_equal(axial[7::8, 7::8], volume[0, 8])
+    anisotropic = visualize.middle_slices(volume[:, :, :, :20], planes=('axial',), min_size=100)
+    assert anisotropic.shape == (1, 32 * 4, 20 * 4)  # The long side 32 -> 128 >= 100; the aspect is kept.

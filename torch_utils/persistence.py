@@ -5,9 +5,12 @@
 the object's state). Unpickling executes that stored source in a fresh module and rebuilds the object from it,
 so a network snapshot still loads after the code that made it has changed, moved or been deleted.
 
-SECURITY: loading such a pickle RUNS THE PYTHON CODE STORED INSIDE IT (as loading any pickle can). Only load
-snapshots from people you trust. The safe export (weights plus a JSON config, loadable with
-`torch.load(weights_only=True)`) does not run code.
+SECURITY: a plain `pickle.load` of such a file RUNS THE PYTHON CODE STORED INSIDE IT (as loading any pickle can).
+The tools never do that by default: legacy.load_network reads snapshots through torch_utils/safe_unpickle.py,
+which executes a stored source only when its SHA-256 is that of a module of this tree or of an earlier version
+listed in torch_utils/known_sources.py, checked before any of it runs and again after the import hooks, and
+admits no other callable than the few that rebuild tensors, arrays and dicts. Anything else needs the user's
+--trust-pickle. The safe export (weights plus a JSON config, `torch.load(weights_only=True)`) runs no code.
 
 When the defining module is already imported and its source is unchanged, the original class is reused, so
 `isinstance` keeps working for snapshots made by the current code.
@@ -40,7 +43,7 @@ def persistent_class(orig_class: type) -> type:
     if is_persistent(orig_class):
         return orig_class
     module = sys.modules[orig_class.__module__]
-    module_src = _module_source(module)
+    module_src = module_source(module)
 
     class Decorator(orig_class):
         _orig_module_src = module_src
@@ -82,13 +85,15 @@ def import_hook(hook: Callable[[dict], dict]) -> Callable[[dict], dict]:
     """Register `hook(meta) -> meta`, called on every persistent object before it is rebuilt.
 
     `meta` holds 'module_src', 'module_name', 'class_name' and 'state'; a hook may patch them, e.g. to load
-    snapshots whose stored source needs a fix for a newer PyTorch.
+    snapshots whose stored source needs a fix for a newer PyTorch. The restricted loader runs the hooks only on
+    a stored source it knows, and executes what they return only when that is a known source too.
     """
     _import_hooks.append(hook)
     return hook
 
 
-def _module_source(module: types.ModuleType) -> str:
+def module_source(module: types.ModuleType) -> str:
+    """The source text of `module` as persistent classes store it."""
     if module not in _module_to_src:
         _module_to_src[module] = inspect.getsource(module)
     return _module_to_src[module]
@@ -103,30 +108,57 @@ def _module_from_source(src: str) -> types.ModuleType:
         sys.modules[name] = module
         _module_to_src[module] = src
         _src_to_module[src] = module
-        exec(compile(src, f'<stored source of {name}>', 'exec'), module.__dict__)  # noqa: S102
+        try:
+            exec(compile(src, f'<stored source of {name}>', 'exec'), module.__dict__)  # noqa: S102
+        except BaseException:  # Not kept half-made: the next load would find the module without its classes.
+            del sys.modules[name], _module_to_src[module], _src_to_module[src]
+            raise
     return module
 
 
-def _find_class(meta: dict) -> type:
-    # Reuse the live class when its module is already loaded and unchanged (no import is attempted).
+def find_module(meta: dict) -> types.ModuleType:
+    """The module made from meta['module_src']: the live module when it is imported and its source is the same
+    (no import is attempted), else one made by executing the stored source."""
     live = sys.modules.get(meta['module_name'])
     if live is not None and live in _module_to_src and _module_to_src[live] == meta['module_src']:
-        return getattr(live, meta['class_name'])
-    return getattr(_module_from_source(meta['module_src']), meta['class_name'])
+        return live
+    return _module_from_source(meta['module_src'])
 
 
-def _reconstruct_persistent_obj(meta: dict) -> Any:
+def find_class(meta: dict) -> Any:
+    """The object named meta['class_name'] in find_module(meta)."""
+    return getattr(find_module(meta), meta['class_name'])
+
+
+def apply_import_hooks(meta: dict) -> dict:
+    """A copy of `meta` after every registered import hook."""
     meta = dict(meta)
     for hook in _import_hooks:
         meta = hook(meta)
-    if meta.get('type') != 'class' or meta.get('version', 0) > _FORMAT_VERSION:
+    return meta
+
+
+def check_format(meta: dict) -> None:
+    """Raise ValueError unless `meta` is a persistent object of a format version this code reads."""
+    if meta.get('type') != 'class' or not isinstance(meta.get('version', 0), int) or \
+            meta.get('version', 0) > _FORMAT_VERSION:
         raise ValueError(f'Unsupported persistent object (format version {meta.get("version")}); '
                          f'this code reads version {_FORMAT_VERSION} or older')
-    cls = _find_class(meta)
+
+
+def instantiate(cls: type, state: Any) -> Any:
+    """An object of `cls` with `state`, made without calling its constructor (as pickle does)."""
     obj = cls.__new__(cls)
-    state = meta['state']
     if hasattr(obj, '__setstate__'):
         obj.__setstate__(state)
     else:
         obj.__dict__.update(state)
     return obj
+
+
+def _reconstruct_persistent_obj(meta: dict) -> Any:
+    # What a persistent object's pickle calls. With plain pickle nothing is checked: the restricted loader
+    # (torch_utils/safe_unpickle.py) puts its own checked version in place of this function.
+    meta = apply_import_hooks(meta)
+    check_format(meta)
+    return instantiate(find_class(meta), meta['state'])

@@ -22,8 +22,8 @@ with respect to its input. The resampling goes through torch_utils/ops/grid_samp
 `F.grid_sample` where the installed torch can differentiate it twice (2.13 can) and a gather-based sampler where it
 cannot (older releases raise "derivative for aten::grid_sampler_2d_backward is not implemented").
 
-Also here: `AUGPIPE_SPECS` (the --aug presets), `update_ada_p` (the ADA heuristic) and a preview CLI:
-    python -m training.augment --data DATASET.zip --augpipe bgc --p 0.5 --out grid.png
+Also here: `update_ada_p` (the ADA heuristic) and a preview CLI:
+    python -m training.augment --data DATASET.zip --augpipe bgc --p 0.5 --dest grid.png
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import dnnlib
 from dnnlib.cli import FiniteFloatRange
 from torch_utils import persistence
 from torch_utils.ops import grid_sample_gradfix, upfirdn3d
+from training.presets import AUGPIPE_SPECS  # noqa: F401 (the --augpipe presets, named here as the official code)
 from volumes.contract import to_unit
 
 #----------------------------------------------------------------------------
@@ -50,27 +51,6 @@ SYM2 = (-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291
 SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
         0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
         -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
-
-#----------------------------------------------------------------------------
-# Presets of --aug (multipliers set to 1).
-
-_BLIT = dict(xflip=1, rotate90=1, xint=1)
-_GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
-_COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
-
-AUGPIPE_SPECS: dict[str, dict[str, float]] = {
-    'blit':   dict(_BLIT),
-    'geom':   dict(_GEOM),
-    'color':  dict(_COLOR),
-    'filter': dict(imgfilter=1),
-    'noise':  dict(noise=1),
-    'cutout': dict(cutout=1),
-    'bg':     dict(**_BLIT, **_GEOM),
-    'bgc':    dict(**_BLIT, **_GEOM, **_COLOR),
-    'bgcf':   dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1),
-    'bgcfn':  dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1),
-    'bgcfnc': dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1, cutout=1),
-}
 
 # Expected power of the 4 imgfilter bands (low to high) in natural images; the gains keep it on average.
 IMGFILTER_EXPECTED_POWER = (10 / 13, 1 / 13, 1 / 13, 1 / 13)
@@ -511,29 +491,30 @@ def update_ada_p(p: float, signs_real_mean: float, target: float, batch_size: in
 # Preview CLI.
 
 
-@click.command(cls=dnnlib.cli.Command)
-@click.option('--data', required=True, metavar='PATH', help='Dataset zip or folder made by dataset_tool.py')
+@click.command(cls=dnnlib.cli.Command, renamed={'--out': '--dest'})
+@click.option('--data', required=True, metavar='PATH', type=dnnlib.cli.PATH,
+              help='Dataset zip or folder made by dataset_tool.py')
 @click.option('--augpipe', type=click.Choice(sorted(AUGPIPE_SPECS)), default='bgc', show_default=True,
               help='Augmentation preset')
 @click.option('--p', 'prob', type=FiniteFloatRange(min=0, max=1), default=0.5, show_default=True,
               help='Augment probability')
-@click.option('--out', required=True, metavar='FILE.png', help='Output PNG')
+@dnnlib.cli.dest_option('Output PNG')
 @click.option('--num', type=click.IntRange(min=1), default=8, show_default=True, help='Volumes to show')
 @click.option('--seed', type=int, default=0, show_default=True, help='Random seed of the augmentation')
-def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) -> None:
+def main(data: str, augpipe: str, prob: float, dest: str, num: int, seed: int) -> None:
     """Preview an augmentation preset: middle axial slices, originals on top, augmented below.
 
     \b
     Example:
-        python -m training.augment --data prostate.zip --augpipe bgc --p 0.5 --out grid.png
+        python -m training.augment --data prostate.zip --augpipe bgc --p 0.5 --dest grid.png
     """
     from volumes.packed import PackedDataset
-    from training.visualize import volume_grid
+    from training.visualize import PREVIEW_SIZE, volume_grid
 
-    if not out.lower().endswith('.png'):
-        raise click.BadParameter(f'"{out}": expected a path ending in .png', param_hint='--out')
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise click.BadParameter(f'"{out}": its folder does not exist', param_hint='--out')
+    if not dest.lower().endswith('.png'):
+        raise click.BadParameter(f'"{dest}": expected a path ending in .png', param_hint='--dest')
+    if not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+        raise click.BadParameter(f'"{dest}": its folder does not exist', param_hint='--dest')
     try:
         dataset = PackedDataset(data)
     except (ValueError, OSError) as e:
@@ -550,12 +531,13 @@ def main(data: str, augpipe: str, prob: float, out: str, num: int, seed: int) ->
             y = pipe(x)
     except ValueError as e:  # E.g. slices too small for imgfilter's reflect padding.
         raise click.ClickException(f'--augpipe {augpipe} on {data}: {e}') from None
-    grid = volume_grid(torch.cat([x, y]).numpy(), grid_size=(num, 2), drange=(-1, 1))
+    grid = volume_grid(torch.cat([x, y]).numpy(), grid_size=(num, 2), drange=(-1, 1),
+                       spacing=dataset.volume_info.spacing, min_size=PREVIEW_SIZE)
     try:
-        dnnlib.util.atomic_write(out, lambda f: grid.save(f, format='PNG'))
+        dnnlib.util.atomic_write(dest, lambda f: grid.save(f, format='PNG'))
     except OSError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f'Wrote {out}: {num} volumes from {data}, augpipe {augpipe}, p {prob}')
+    click.echo(f'Wrote {dest}: {num} volumes from {data}, augpipe {augpipe}, p {prob}')
 
 
 if __name__ == '__main__':

@@ -19,7 +19,6 @@ import torch
 import tqdm
 
 import dnnlib
-import legacy
 from training import visualize
 from volumes.contract import WRITE_FORMATS, IntensityMapping, VolumeInfo, format_size, from_network, from_unit
 from volumes import volume_io
@@ -166,7 +165,8 @@ class OutputWriter:
                 self._volume(f'{stem}_seg.{self.fmt}', labels)
             if self.preview:
                 shown = visualize.display_volumes(volume[None], self.info)
-                grid = visualize.volume_grid(shown, (1, 1), (-1, 1), planes=visualize.PLANES, spacing=self.info.spacing)
+                grid = visualize.volume_grid(shown, (1, 1), (-1, 1), planes=visualize.PLANES, spacing=self.info.spacing,
+                                             min_size=visualize.PREVIEW_SIZE)
                 save_png(grid, os.path.join(self.outdir, f'{stem}.png'))
         self.written += 1
 
@@ -314,7 +314,7 @@ def load_projected_w(path: str, G) -> tuple[torch.Tensor, dict[str, torch.Tensor
             noises = {key[len('noise/'):]: torch.from_numpy(np.asarray(npz[key], dtype=np.float32))
                       for key in npz.files if key.startswith('noise/')}
     except (OSError, KeyError, ValueError, EOFError) as e:
-        raise click.BadParameter(f'cannot read key "w" from {path}: {legacy.one_line(e)}',
+        raise click.BadParameter(f'cannot read key "w" from {path}: {dnnlib.util.one_line(e, 240)}',
                                  param_hint='--projected-w') from None
     if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
         raise click.BadParameter(f'{path} holds w of shape {tuple(ws.shape)}; this network needs '
@@ -341,7 +341,7 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
     try:
         dataset = PackedDataset(qc_data)
     except (OSError, ValueError) as e:
-        raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
+        raise click.BadParameter(dnnlib.util.one_line(e, 240), param_hint='--qc-data') from None
     if dataset.img_shape != tuple(G.img_shape):
         raise click.BadParameter(f'{qc_data} holds volumes of size {format_size(dataset.img_shape)}; the network '
                                  f'makes {format_size(G.img_shape)}', param_hint='--qc-data')
@@ -351,7 +351,7 @@ def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> C
     try:
         reals = torch.from_numpy(np.stack([dataset.volume(i) for i in range(len(dataset))]))  # [N, C, D, H, W]
     except (OSError, ValueError) as e:
-        raise click.BadParameter(legacy.one_line(e), param_hint='--qc-data') from None
+        raise click.BadParameter(dnnlib.util.one_line(e, 240), param_hint='--qc-data') from None
     info = dataset.volume_info
 
     def keep(volume: np.ndarray) -> bool:

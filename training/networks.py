@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""StyleGAN2 generator and discriminator for volumes [N, C, D, H, W] (DESIGN section 4).
+"""StyleGAN2 generator and discriminator for volumes [N, C, D, H, W].
 
 The networks follow the official 2D StyleGAN2-ADA architecture with every 2D operation replaced by its 3D
-counterpart (the layers are in training/layers.py): equalised-lr 3D convolutions (weight [O, I, k, k, k]), modulated conv3d with demodulation over
-I * k^3, noise buffers [D, H, W], and per-block, per-axis up/down-sampling taken from the anisotropic schedule of
+counterpart (the layers are in training/layers.py): equalised-lr 3D convolutions (weight [O, I, k, k, k]),
+modulated conv3d with demodulation over I * k^3, noise buffers [D, H, W], and per-block, per-axis up/down-sampling taken from the anisotropic schedule of
 `training.volume_shape.make_schedule` (the discriminator mirrors the generator's schedule exactly).
 
 Per-axis resampling factors are given in x, y, z order (W, H, D), as the ops in `torch_utils.ops` take them.

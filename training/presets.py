@@ -4,7 +4,8 @@
 A preset may `extend` another; command-line options override what it sets. Every key is checked: an unknown or
 misspelt key, or a value of the wrong type, is a one-line error that names the file and suggests the nearest valid
 key. The official code's short names (`mb`, `gamma`, `ema`, `map`, ...) are recognised and answered with the key to
-write instead. Light on purpose (no torch): train.py reads presets before it imports anything heavy.
+write instead. Also the augment pipes of --augpipe (AUGPIPE_SPECS). Light on purpose (no torch): train.py reads presets
+before it imports anything heavy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,30 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10
     import tomli as tomllib
+
+#----------------------------------------------------------------------------
+# The augment pipes of --augpipe (the official presets; multipliers set to 1).
+
+_BLIT = dict(xflip=1, rotate90=1, xint=1)
+_GEOM = dict(scale=1, rotate=1, aniso=1, xfrac=1)
+_COLOR = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
+
+AUGPIPE_SPECS: dict[str, dict[str, float]] = {
+    'blit':   dict(_BLIT),
+    'geom':   dict(_GEOM),
+    'color':  dict(_COLOR),
+    'filter': dict(imgfilter=1),
+    'noise':  dict(noise=1),
+    'cutout': dict(cutout=1),
+    'bg':     dict(**_BLIT, **_GEOM),
+    'bgc':    dict(**_BLIT, **_GEOM, **_COLOR),
+    'bgcf':   dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1),
+    'bgcfn':  dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1),
+    'bgcfnc': dict(**_BLIT, **_GEOM, **_COLOR, imgfilter=1, noise=1, cutout=1),
+}
+
+#----------------------------------------------------------------------------
+# Training presets.
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 NUMBER = (int, float)
@@ -73,16 +98,21 @@ def list_presets() -> list[str]:
     return sorted(os.path.splitext(name)[0] for name in os.listdir(CONFIG_DIR) if name.endswith('.toml'))
 
 
-def preset_path(name: str) -> str:
+def preset_path(name: str, extended_by: str | None = None) -> str:
+    """The file of a preset name (configs/<name>.toml) or .toml path; extended_by: the preset file whose `extends`
+    names it, which the error then names."""
     path = name if name.endswith('.toml') else os.path.join(CONFIG_DIR, name + '.toml')
     if not os.path.isfile(path):
-        raise PresetError(f'no preset "{name}"; expected one of {", ".join(list_presets())} or a .toml file')
+        nearest = difflib.get_close_matches(name, list_presets(), n=1, cutoff=0.6)
+        hint = f' (did you mean "{nearest[0]}"?)' if nearest else ''
+        where = f'{extended_by}: extends = "{name}", which is no preset' if extended_by else f'no preset "{name}"'
+        raise PresetError(f'{where}{hint}; expected one of {", ".join(list_presets())} or a .toml file')
     return path
 
 
 def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
     """The keys of configs/<name>.toml (or a .toml path), checked, with the presets it extends under them."""
-    path = preset_path(name)
+    path = preset_path(name, extended_by=_seen[-1] if _seen else None)
     if path in _seen:
         raise PresetError(f'{path}: "extends" goes round in a circle')
     with open(path, 'rb') as f:

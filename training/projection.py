@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 import dnnlib
-import legacy
 from training.generation import noise_buffers
 from volumes.contract import dhw_to_xyz, to_unit
 from volumes import packing, volume_io
@@ -125,7 +124,7 @@ def load_target(path: str, G) -> torch.Tensor:
                                       interpolation=info.interpolation)
         stored = packing.pack_images(channels, options, info.intensity, names).volume
     except (OSError, ValueError, RuntimeError) as e:
-        raise click.BadParameter(legacy.one_line(e), param_hint='--target') from None  # Names the file.
+        raise click.BadParameter(dnnlib.util.one_line(e, 240), param_hint='--target') from None  # Names the file.
     return torch.from_numpy(to_unit(stored, info.max_value))
 
 

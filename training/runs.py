@@ -156,22 +156,30 @@ def load_training_state(resume_state: str, rank: int) -> dict:
     return dict(_read_state(resume_state), rng=None)
 
 
-def _numpy_rng_globals() -> list:
-    """What NumPy's random states (arrays of uint32) need beyond tensors: the array, its dtype, its rebuild."""
-    import numpy as np
-    return [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
 def _read_state(path: str) -> dict:
-    try:  # weights_only: a state file that came with someone's run folder cannot run code.
-        with torch.serialization.safe_globals(_numpy_rng_globals()):
-            state = torch.load(path, map_location='cpu', weights_only=True)
+    try:
+        state = _load_state_file(path)
+    except ResumeError:
+        raise
     except Exception as e:  # A damaged file fails inside torch's unpickler or zip reader in many ways.
-        raise ResumeError(f'Cannot resume: {path} is damaged ({type(e).__name__}: {" ".join(str(e).split())[:160]}); '
+        raise ResumeError(f'Cannot resume: {path} is damaged ({type(e).__name__}: {dnnlib.util.one_line(e, 160)}); '
                           f'move it and its network snapshot away to resume from the one before') from None
     if not isinstance(state, dict) or not {'progress', 'optimizers', 'rng'} <= set(state):
         raise ResumeError(f'Cannot resume: {path} is not a training state written by this project')
     return state
+
+
+def _load_state_file(path: str) -> object:
+    # Tensors, numbers and numpy's RNG state only: a state file beside a stranger's snapshot runs no code.
+    from torch_utils import safe_unpickle
+    try:
+        return safe_unpickle.load_weights(path, allowed=safe_unpickle.numpy_rng_classes)
+    except safe_unpickle.UntrustedPickleError as e:
+        if not safe_unpickle.trusted_by_env():  # train.py --trust-pickle sets it.
+            raise ResumeError(f'Cannot resume: {path} {e}: loading it could run code; '
+                              f'{safe_unpickle.TRUST_HINT}') from None
+        safe_unpickle.warn_trusted(path, str(e))
+        return torch.load(path, map_location='cpu', weights_only=False)
 
 
 def check_state_file(path: str) -> None:

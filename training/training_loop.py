@@ -30,7 +30,7 @@ import dnnlib
 from torch_utils import misc, training_stats
 from training import visualize
 from training.runs import (ResumeError, TrainingError, check_state_file, load_training_state, save_snapshot,
-                              snapshot_tag, trim_stats)
+                           snapshot_tag, trim_stats)
 from volumes import contract
 
 #----------------------------------------------------------------------------

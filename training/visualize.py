@@ -17,31 +17,29 @@ import PIL.Image
 import dnnlib
 from volumes import contract
 
-PLANES = ('axial', 'coronal', 'sagittal')
+PLANES = contract.PLANES
+PREVIEW_SIZE = 256  # Previews of single volumes: each plane at least this many pixels on its long side.
 
 
 def middle_slices(volume: np.ndarray, planes: Sequence[str] = ('axial',),
-                  spacing: Sequence[float] | None = None) -> np.ndarray:
+                  spacing: Sequence[float] | None = None, min_size: int = 0) -> np.ndarray:
     """Middle slices of one volume [C, D, H, W] (axes towards S, P and L, as packed), side by side, upright in the
     radiological display: one [C, H', W'] image.
 
     axial [H, W] at D // 2: anterior at the top, the patient's left on the right; coronal [D, W] at H // 2: head at
     the top, the patient's left on the right; sagittal [D, H] at W // 2: head at the top, anterior on the left.
     With `spacing` (x, y, z mm) every slice is resized to square pixels of the finest spacing, so anatomy keeps
-    its proportions (6 x 6 x 12 mm voxels show twice as tall in coronal and sagittal views, not squashed). Shorter
-    slices are padded at the bottom to the tallest one.
+    its proportions (6 x 6 x 12 mm voxels show twice as tall in coronal and sagittal views, not squashed). With
+    `min_size`, every slice is then enlarged by one whole factor (nearest neighbour, keeping those proportions) until
+    the long side of each is at least min_size pixels. Shorter slices are padded at the bottom to the tallest one.
     """
-    C, D, H, W = volume.shape
-    picks = dict(axial=volume[:, D // 2], coronal=volume[:, ::-1, H // 2], sagittal=volume[:, ::-1, :, W // 2])
-    for plane in planes:
-        if plane not in picks:
-            raise ValueError(f'Unknown plane "{plane}"; expected one of {PLANES}')
-    slices = [picks[plane] for plane in planes]
+    slices = [contract.upright_slice(volume, plane) for plane in planes]  # [C, h, w] each
     if spacing is not None:
-        sx, sy, sz = (float(s) for s in spacing)
-        pixel = dict(axial=(sy, sx), coronal=(sz, sx), sagittal=(sz, sy))  # (row, column) mm per plane.
-        finest = min(sx, sy, sz)
-        slices = [_resize(s, pixel[plane], finest) for plane, s in zip(planes, slices)]
+        finest = min(float(s) for s in spacing)
+        slices = [_resize(s, contract.plane_pixel_mm(spacing, plane), finest) for plane, s in zip(planes, slices)]
+    if min_size > 0:
+        factor = max(1, -(-min_size // min(max(s.shape[1:]) for s in slices)))  # ceil: the smallest plane decides
+        slices = [s.repeat(factor, axis=1).repeat(factor, axis=2) for s in slices]  # [C, h * f, w * f]
     height = max(s.shape[1] for s in slices)
     padded = [np.pad(s, [(0, 0), (0, height - s.shape[1]), (0, 0)], constant_values=s.min()) for s in slices]
     return np.concatenate(padded, axis=2)
@@ -64,8 +62,10 @@ def to_uint8(images: np.ndarray, drange: tuple[float, float]) -> np.ndarray:
 
 
 def volume_grid(volumes: np.ndarray, grid_size: tuple[int, int], drange: tuple[float, float],
-                planes: Sequence[str] = ('axial',), spacing: Sequence[float] | None = None) -> PIL.Image.Image:
-    """Tile the middle slices of volumes [N, C, D, H, W] into a gw x gh grid image.
+                planes: Sequence[str] = ('axial',), spacing: Sequence[float] | None = None,
+                min_size: int = 0) -> PIL.Image.Image:
+    """Tile the middle slices of volumes [N, C, D, H, W] into a gw x gh grid image (middle_slices: each plane
+    enlarged to at least min_size pixels on its long side).
 
     1- and 3-channel volumes become grayscale and RGB images; other channel counts (MRI sequences) are shown
     channel by channel, side by side.
@@ -74,7 +74,7 @@ def volume_grid(volumes: np.ndarray, grid_size: tuple[int, int], drange: tuple[f
     N, C = volumes.shape[:2]
     if N != gw * gh:
         raise ValueError(f'volume_grid: {N} volumes do not fill a {gw}x{gh} grid')
-    tiles = np.stack([middle_slices(v, planes, spacing) for v in volumes])  # [N, C, h, w]
+    tiles = np.stack([middle_slices(v, planes, spacing, min_size) for v in volumes])  # [N, C, h, w]
     if C not in (1, 3):
         tiles = np.concatenate(list(tiles.transpose(1, 0, 2, 3)[:, :, None]), axis=3)  # [N, 1, h, C*w]
     tiles = to_uint8(tiles, drange)

@@ -2,7 +2,7 @@
 """The anisotropic block schedule: how a volume of D x H x W voxels is grown from a small learned constant.
 
 Each axis a has size S_a = b_a * 2^k_a, where b_a is the size of the learned constant along that axis and k_a the
-number of blocks in which the axis doubles (DESIGN section 3):
+number of blocks in which the axis doubles:
 
 * K, the number of up-sampling blocks, is the largest k for which S_max / 2^k is an integer >= 4 (S_max is the
   largest axis).
@@ -15,7 +15,7 @@ The rule alone would accept any size >= 4 by choosing K = 0 (one block at full s
 automatic factorisation also requires every base size to be at most 7: an axis must be 3 or b * 2^k with
 b in 4..7. Sizes outside that set are rejected with the nearest valid sizes; an explicit `base` overrides it.
 
-Orders (training/volume.py owns them): shapes are (D, H, W) tuples, the tensor order; text is XxYxZ; per-block
+Orders (volumes/contract.py owns them): shapes are (D, H, W) tuples, the tensor order; text is XxYxZ; per-block
 up-sampling factors (`VolumeSchedule.block_up`) are in x, y, z order (W, H, D), as the upfirdn3d ops take them.
 """
 

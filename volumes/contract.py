@@ -70,6 +70,56 @@ def dhw_to_xyz(values: Sequence[Any]) -> tuple:
     return values[::-1]
 
 
+#----------------------------------------------------------------------------
+# Geometry: where a grid sits in the world.
+
+
+def centre_offset(size_xyz: Sequence[int], spacing_xyz: Sequence[float], direction: Sequence[float]) -> np.ndarray:
+    """World vector (mm) from the first voxel of a grid to its centre: direction @ ((size - 1) / 2 * spacing)."""
+    half = (np.asarray(size_xyz, dtype=np.float64) - 1) / 2 * np.asarray(spacing_xyz, dtype=np.float64)
+    return np.reshape(np.asarray(direction, dtype=np.float64), (3, 3)) @ half
+
+
+def origin_of(centre: Sequence[float], size_xyz: Sequence[int], spacing_xyz: Sequence[float],
+              direction: Sequence[float]) -> np.ndarray:
+    """World position (mm) of the first voxel of a grid whose centre is at `centre`."""
+    return np.asarray(centre, dtype=np.float64) - centre_offset(size_xyz, spacing_xyz, direction)
+
+
+def centre_of(origin: Sequence[float], size_xyz: Sequence[int], spacing_xyz: Sequence[float],
+              direction: Sequence[float]) -> np.ndarray:
+    """World position (mm) of the centre of a grid whose first voxel is at `origin`."""
+    return np.asarray(origin, dtype=np.float64) + centre_offset(size_xyz, spacing_xyz, direction)
+
+#----------------------------------------------------------------------------
+# Display: upright planes.
+
+PLANES = ('axial', 'coronal', 'sagittal')
+
+
+def upright_slice(volume, plane: str):
+    """The middle slice of `plane` from a volume [..., D, H, W] (axes towards S, P and L, as packed), upright in the
+    radiological display: axial [..., H, W] at D // 2 (anterior at the top, the patient's left on the right);
+    coronal [..., D, W] at H // 2 and sagittal [..., D, H] at W // 2, both with the head at the top (D flipped).
+    Works on NumPy arrays and torch tensors."""
+    D, H, W = volume.shape[-3:]
+    if plane == 'axial':
+        return volume[..., D // 2, :, :]
+    if plane == 'coronal':
+        picked = volume[..., :, H // 2, :]
+    elif plane == 'sagittal':
+        picked = volume[..., :, :, W // 2]
+    else:
+        raise ValueError(f'Unknown plane "{plane}"; expected one of {PLANES}')
+    return np.flip(picked, axis=-2) if isinstance(picked, np.ndarray) else picked.flip(-2)
+
+
+def plane_pixel_mm(spacing_xyz: Sequence[float], plane: str) -> tuple[float, float]:
+    """(row, column) pixel size in mm of an upright slice of `plane` (upright_slice) for a voxel spacing (x, y, z)."""
+    sx, sy, sz = (float(s) for s in spacing_xyz)
+    return dict(axial=(sy, sx), coronal=(sz, sx), sagittal=(sz, sy))[plane]
+
+
 def as_xyz(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
     """An int or an (x, y, z) sequence of positive ints as an (x, y, z) tuple (per-axis factors of the ops)."""
     values = (int(value),) * 3 if np.isscalar(value) else tuple(int(v) for v in value)
@@ -313,8 +363,7 @@ class VolumeInfo:
 
     def origin(self, shape_dhw: Sequence[int]) -> tuple[float, float, float]:
         """World position (mm) of the first voxel of a [D, H, W] grid centred at `centre`."""
-        half = (np.asarray(dhw_to_xyz(shape_dhw), dtype=np.float64) - 1) / 2 * np.asarray(self.spacing)
-        return tuple(float(v) for v in np.asarray(self.centre) - np.reshape(self.direction, (3, 3)) @ half)
+        return tuple(float(v) for v in origin_of(self.centre, dhw_to_xyz(shape_dhw), self.spacing, self.direction))
 
     def to_dict(self) -> dict:
         """A JSON-able dict (what the generator's constructor and the safe export keep)."""

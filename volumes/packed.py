@@ -310,7 +310,7 @@ class PackedDataset:
                 data = f.read()
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # Bad CRC-32, a cut member.
-            raise ValueError(f'dataset {self.path}: {name} cannot be read ({" ".join(str(e).split())}); the '
+            raise ValueError(f'dataset {self.path}: {name} cannot be read ({dnnlib.util.one_line(e)}); the '
                              f'archive is damaged, copy or pack it again') from None
         if array.dtype != dtype:
             raise ValueError(f'{self.path}: {name} has dtype {array.dtype}, dataset.json says {dtype}')

@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from volumes import volume_io
-from volumes.contract import IntensityMapping
+from volumes.contract import IntensityMapping, dhw_to_xyz
 
 CROPS = ('none', 'mask', 'body')
 
@@ -89,7 +89,7 @@ def foreground_centre(mask: sitk.Image, name: str) -> np.ndarray:
     if nonzero[0].size == 0:
         raise ValueError(f'{name} has no foreground to crop to')
     centre_dhw = [(int(idx.min()) + int(idx.max())) / 2 for idx in nonzero]
-    return np.asarray(mask.TransformContinuousIndexToPhysicalPoint([float(v) for v in centre_dhw[::-1]]))
+    return np.asarray(mask.TransformContinuousIndexToPhysicalPoint([float(v) for v in dhw_to_xyz(centre_dhw)]))
 
 
 def body_mask(image: sitk.Image) -> sitk.Image:

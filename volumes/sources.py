@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 from typing import Iterator
 
+import dnnlib
 from volumes import volume_io
 
 #----------------------------------------------------------------------------
@@ -36,6 +37,7 @@ class Case:
     items: list[tuple[str, object]]   # ('file', path) | ('dicom', [slice files]) | ('phantom', seed).
     keys: tuple[str, ...]             # Label names that refer to this case.
     seg: tuple[str, object] | None = None  # ('file', path) | ('phantom', seed): the label map (--seg).
+    case_id: str | None = None  # What '*' in --seg stands for: the id --channels matched (else the file's stem).
 
 
 def parse_phantom_source(source: str) -> tuple[int, int] | None:
@@ -94,6 +96,28 @@ def folder_cases(root: str) -> tuple[list[Case], list[tuple[str, str]]]:
     return sorted(cases, key=lambda c: c.name), problems
 
 
+def is_single_file_source(source: str) -> bool:
+    """A --source that is one volume file (NIfTI, NRRD, MetaImage, .npy) or one DICOM file, not a folder or .zip."""
+    return os.path.isfile(source) and (volume_io.volume_extension(source) is not None or
+                                       (not zipfile.is_zipfile(source) and volume_io.is_dicom_file(source)))
+
+
+def single_file_cases(path: str) -> list[Case]:
+    """One file as a one-volume source. A DICOM file stands for the series it belongs to (the slices in its folder
+    that share its SeriesInstanceUID): one slice is no volume, and a multi-frame file is a series of one file."""
+    name = os.path.basename(path)
+    if volume_io.volume_extension(path) is not None:
+        return [Case(name, [('file', path)], _file_keys(name))]
+    folder = os.path.dirname(os.path.abspath(path))
+    series = volume_io.find_dicom_series(folder)
+    for uid, files in series:
+        if any(os.path.samefile(f, path) for f in files):
+            case = os.path.basename(folder) if len(series) == 1 else f'{os.path.basename(folder)}#{uid}'
+            return [Case(case, [('dicom', files)], (case, os.path.basename(folder), uid, name))]
+    raise PackError(f'--source {path} is a DICOM file of no readable series (ITK lists {len(series)} series in '
+                    f'{folder}, none with this file)')
+
+
 def _pattern_regex(pattern: str) -> re.Pattern:
     # The single '*' captures the case id; '?' matches one character as in a glob.
     head, tail = pattern.split('*')
@@ -140,15 +164,15 @@ def sequence_cases(root: str, patterns: list[str]) -> tuple[list[Case], list[tup
             problems.append((case_id, f'case "{case_id}" has several files for {", ".join(double)}'))
         else:
             items = [('file', os.path.join(root, h[0])) for h in hits]
-            cases.append(Case(case_id, items, (case_id, *_file_keys(hits[0][0]))))
+            cases.append(Case(case_id, items, (case_id, *_file_keys(hits[0][0])), case_id=case_id))
     return cases, problems
 
 
 def attach_label_maps(cases: list[Case], root: str | None, pattern: str) -> tuple[list[Case], list[tuple[str, str]]]:
-    """Give each case its label map: the file `pattern` names with '*' replaced by the case's id (a file's stem, a
-    sequence group's id, a DICOM folder's name), beside the case's (first) file, or relative to root when the
-    pattern holds a '/'. Files that match the pattern are label maps, not cases. 'phantom' gives phantoms their
-    organ mask.
+    """Give each case its label map: the file `pattern` names with '*' replaced by the case's id (the id --channels
+    matched, with one pattern or several; else a file's stem or a DICOM folder's name), beside the case's (first)
+    file, or relative to root when the pattern holds a '/'. Files that match the pattern are label maps, not cases.
+    'phantom' gives phantoms their organ mask.
 
     Returns:
         (cases, problems): problems are (case name, reason) for cases whose label map is missing.
@@ -176,8 +200,10 @@ def attach_label_maps(cases: list[Case], root: str | None, pattern: str) -> tupl
 
 
 def _label_map_path(root: str, path: str, case: Case, pattern: str) -> str:
-    if case.items[0][0] == 'file':
-        stem = case.name if len(case.items) > 1 else volume_io.strip_extension(os.path.basename(path))
+    if case.case_id is not None:  # A --channels group, even of one pattern: case_0007 for case_0007_t2w.nii.gz.
+        stem = case.case_id
+    elif case.items[0][0] == 'file':
+        stem = volume_io.strip_extension(os.path.basename(path))
     else:
         stem = os.path.basename(path.rstrip('/'))
     folder = root if '/' in pattern else os.path.dirname(path.rstrip('/'))
@@ -190,7 +216,7 @@ def load_label_names(path: str) -> dict[int, str]:
         with open(path) as f:
             raw = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackError(f'--seg-names {path}: {" ".join(str(e).split())}') from None
+        raise PackError(f'--seg-names {path}: {dnnlib.util.one_line(e)}') from None
     if not isinstance(raw, dict) or not raw:
         raise PackError(f'--seg-names {path}: expected a JSON object {{"1": "name", ...}}')
     names = {}
@@ -204,14 +230,20 @@ def load_label_names(path: str) -> dict[int, str]:
 
 @contextlib.contextmanager
 def source_root(source: str) -> Iterator[str]:
-    """The folder to search: the source folder itself, or a temporary extraction of a source zip."""
+    """The folder to search: the source folder itself, a temporary extraction of a source zip, or the folder of a
+    single file (where its label map lies)."""
     if os.path.isdir(source):
         yield source
         return
     if not os.path.isfile(source):
-        raise PackError(f'--source "{source}" does not exist (expected a folder, a .zip or phantom:N)')
+        raise PackError(f'--source "{source}" does not exist (expected a folder, a .zip, a volume file or '
+                        f'phantom:N)')
+    if is_single_file_source(source):
+        yield os.path.dirname(os.path.abspath(source))
+        return
     if not zipfile.is_zipfile(source):
-        raise PackError(f'--source "{source}" is neither a folder nor a .zip archive')
+        raise PackError(f'--source "{source}" is neither a folder, a .zip archive nor a volume file (expected one of '
+                        f'{", ".join(volume_io.READ_EXTENSIONS)} or DICOM)')
     with tempfile.TemporaryDirectory(prefix='dataset-tool-') as tmp:
         try:
             with zipfile.ZipFile(source) as z:
@@ -245,7 +277,7 @@ def load_labels(path: str) -> dict[str, int | list[float]]:
             else:
                 raise PackError(f'--labels {path}: expected a .csv or .json file')
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackError(f'--labels {path}: {" ".join(str(e).split())}') from None
+        raise PackError(f'--labels {path}: {dnnlib.util.one_line(e)}') from None
     if not raw:
         raise PackError(f'--labels {path} holds no labels')
     return _validate_labels(raw, path)

@@ -19,16 +19,19 @@ import dataclasses
 import gzip
 import os
 import re
+import sys
+import threading
 import zlib
+from typing import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 import dnnlib
-from volumes.contract import xyz_to_dhw
+from volumes.contract import LPS_DIRECTION, centre_of, origin_of, xyz_to_dhw
 
 CANONICAL_ORIENTATION = 'LPS'
-CANONICAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+CANONICAL_DIRECTION = LPS_DIRECTION  # The packer's axes: x to the patient's left, y posterior, z superior.
 INTERPOLATORS = {'linear': sitk.sitkLinear, 'bspline': sitk.sitkBSpline, 'nearest': sitk.sitkNearestNeighbor}
 READ_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.nhdr', '.mha', '.mhd', '.npy')
 WRITE_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.mha', '.npy')
@@ -81,9 +84,10 @@ def _check_nifti_complete(path: str) -> None:
     """ITK reads a truncated NIfTI silently (zeros for the missing part), so compare the data size to the header."""
     import nibabel as nib
     try:
-        header = nib.load(path).header
-        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
-            header.get_data_dtype().itemsize
+        image = nib.load(path)
+        header = image.header
+        # The image's header is a copy whose vox_offset nibabel resets to 0; the data object keeps the file's.
+        expected = int(image.dataobj.offset) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
         if path.lower().endswith('.gz'):
             actual = 0
             with gzip.open(path, 'rb') as f:
@@ -96,11 +100,11 @@ def _check_nifti_complete(path: str) -> None:
     except (zlib.error, gzip.BadGzipFile) as e:  # A garbled deflate stream or a CRC mismatch.
         raise ValueError(f'{path} is corrupt: the compressed stream cannot be decompressed ({e})') from None
     except Exception as e:  # nibabel's header errors derive from Exception directly; name the file whatever it is.
-        raise ValueError(f'cannot read {path}: {" ".join(str(e).split()) or type(e).__name__}') from None
+        raise ValueError(f'cannot read {path}: {dnnlib.util.one_line(e)}') from None
     if actual < expected:
-        raise ValueError(f'{path} is truncated: {actual} bytes of data, the header needs {expected}')
+        raise ValueError(f'{path} is truncated: {actual} bytes, its header needs {expected}')
     if header.get_data_dtype().kind == 'f':  # ITK's NIfTI reader turns NaN into 0 without a word: look first.
-        _check_finite(np.asanyarray(nib.load(path).dataobj), path)
+        _check_finite(np.asanyarray(image.dataobj), path)
 
 
 def _check_finite(array: np.ndarray, name: str) -> None:
@@ -132,7 +136,7 @@ def _image_from_npy(path: str, allow_channels: bool) -> sitk.Image:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f'cannot read {path}: {" ".join(str(e).split())}') from None
+        raise ValueError(f'cannot read {path}: {dnnlib.util.one_line(e)}') from None
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if array.dtype.kind not in 'uif':
@@ -296,8 +300,7 @@ class Grid:
     @property
     def centre(self) -> np.ndarray:
         """World position (mm) of the grid's centre."""
-        half = (np.asarray(self.size) - 1) / 2 * np.asarray(self.spacing)
-        return np.asarray(self.origin) + np.asarray(self.direction).reshape(3, 3) @ half
+        return centre_of(self.origin, self.size, self.spacing, self.direction)
 
 
 def image_grid(image: sitk.Image) -> Grid:
@@ -335,16 +338,15 @@ def target_grid(image: sitk.Image, size: tuple[int, int, int] | None = None,
     else:
         out_spacing = np.asarray(spacing if spacing is not None else src.spacing, dtype=np.float64)
         out_size = np.maximum(np.rint(extent / out_spacing), 1).astype(np.int64)
-    direction = np.asarray(src.direction).reshape(3, 3)
-    origin = (src.centre if centre is None else np.asarray(centre)) - direction @ ((out_size - 1) / 2 * out_spacing)
+    origin = origin_of(src.centre if centre is None else centre, out_size, out_spacing, src.direction)
     return Grid(tuple(int(s) for s in out_size), tuple(float(s) for s in out_spacing),
                 tuple(float(o) for o in origin), src.direction)
 
 
 def axis_aligned(grid: Grid) -> Grid:
     """The grid of the same size, spacing and centre along the world's L, P, S axes (identity direction)."""
-    half = (np.asarray(grid.size) - 1) / 2 * np.asarray(grid.spacing)
-    return Grid(grid.size, grid.spacing, tuple(float(c) for c in grid.centre - half), CANONICAL_DIRECTION)
+    origin = origin_of(grid.centre, grid.size, grid.spacing, LPS_DIRECTION)
+    return Grid(grid.size, grid.spacing, tuple(float(c) for c in origin), LPS_DIRECTION)
 
 
 def same_grid(a: Grid, b: Grid, tol_mm: float = 1e-3) -> bool:
@@ -455,8 +457,7 @@ def array_to_image(array: np.ndarray, spacing_xyz, direction, origin=None) -> si
     image.SetSpacing(spacing)
     image.SetDirection(direction)
     if origin is None:
-        half = (np.asarray(image.GetSize()) - 1) / 2 * np.asarray(spacing)
-        origin = -np.reshape(direction, (3, 3)) @ half
+        origin = origin_of((0.0, 0.0, 0.0), image.GetSize(), spacing, direction)
     image.SetOrigin(tuple(float(o) for o in origin))
     return image
 
@@ -482,19 +483,36 @@ def write_volume(path: str, array_dhw_or_cdhw: np.ndarray, spacing_xyz, directio
         raise ValueError(f'cannot write {path}: the extension must be one of {", ".join(WRITE_EXTENSIONS)}')
     array = np.ascontiguousarray(array_dhw_or_cdhw)
     image = array_to_image(array, spacing_xyz, direction, origin)  # Validates the geometry for .npy too.
-    with dnnlib.util.atomic_output(path, verify=lambda tmp: _verify_volume_file(tmp, array)) as tmp:
+    said: list[str] = []  # What ITK's C code printed on file descriptor 2 while writing.
+    with dnnlib.util.atomic_output(path, verify=lambda tmp: _verify_volume_file(tmp, array, said)) as tmp:
         if ext == '.npy':
             with open(tmp, 'wb') as f:
                 np.save(f, array, allow_pickle=False)
         else:
-            try:
-                sitk.WriteImage(image, tmp, useCompression=ext in ('.nrrd', '.mha'))
-            except RuntimeError as e:
-                raise OSError(sitk_error_message(e)) from None
+            failure = None
+            with native_stderr_captured() as printed:
+                try:
+                    sitk.WriteImage(image, tmp, useCompression=ext in ('.nrrd', '.mha'))
+                except RuntimeError as e:
+                    failure = e
+            said.extend(printed)
+            if failure is not None:
+                raise OSError(native_message(said) or sitk_error_message(failure))
+    if said:  # The file is whole and checked: what the library said was only a remark; pass it on.
+        print('\n'.join(said), file=sys.stderr, flush=True)
 
 
-def _verify_volume_file(path: str, expected: np.ndarray) -> None:
-    """Read a just-written volume back; raise OSError unless it holds exactly the expected voxels and dtype."""
+def _verify_volume_file(path: str, expected: np.ndarray, said: Sequence[str] = ()) -> None:
+    """Read a just-written volume back; raise OSError unless it holds exactly the expected voxels and dtype. said:
+    what the writer printed on file descriptor 2, which explains a failure best (NIfTI's 'wrote only N of M
+    bytes')."""
+    try:
+        _check_reads_back(path, expected)
+    except OSError as e:
+        raise OSError(f'{native_message(said)}; is the disk full?' if native_message(said) else str(e)) from None
+
+
+def _check_reads_back(path: str, expected: np.ndarray) -> None:
     try:
         if path.lower().endswith('.npy'):
             found = np.load(path, allow_pickle=False)
@@ -510,3 +528,54 @@ def _verify_volume_file(path: str, expected: np.ndarray) -> None:
     if found.shape != expected.shape or found.dtype != expected.dtype or not np.array_equal(found, expected):
         raise OSError(f'the file reads back as {found.dtype} {list(found.shape)} with other voxels than the '
                       f'{expected.dtype} {list(expected.shape)} written; is the disk full?')
+
+#----------------------------------------------------------------------------
+# What C libraries print.
+
+_STDERR_LOCK = threading.Lock()  # File descriptor 2 belongs to the whole process: one capture at a time.
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Catch what C code prints straight to file descriptor 2 while the block runs (ITK's NIfTI writer reports a
+    short write with `** ERROR: NWAD: ...` there and returns normally), so a failure can become one line of ours.
+
+    Yields a list that holds the printed lines once the block has ended. A pipe, drained by a thread, takes the
+    text: no file is needed (the disk may be full) and a long message cannot block the writer.
+    """
+    lines: list[str] = []
+    with _STDERR_LOCK:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            sys.stderr.flush()  # Python's own pending text goes out first, not into the capture.
+        try:
+            saved = os.dup(2)
+        except OSError:  # No standard error to redirect (a daemon): nothing can reach the terminal anyway.
+            yield lines
+            return
+        read_end, write_end = os.pipe()
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=_drain, args=(read_end, chunks), daemon=True)
+        reader.start()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)  # Closes the pipe's last write end: the reader sees the end of the text.
+            os.close(saved)
+            reader.join()
+            os.close(read_end)
+            lines.extend(line for line in b''.join(chunks).decode(errors='replace').splitlines() if line.strip())
+
+
+def _drain(fd: int, chunks: list[bytes]) -> None:
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+
+
+def native_message(lines: Sequence[str]) -> str:
+    """Lines a C library printed, as one line of plain words: '** ERROR: NWAD: wrote only 5648 of 16384 bytes to
+    file' -> 'wrote only 5648 of 16384 bytes to file'."""
+    cleaned = [re.sub(r'^(?:\*+\s*)?(?:(?:ERROR|WARNING|Error|Warning)\s*:\s*)?(?:[A-Z0-9_]{2,}:\s*)?', '',
+                      line.strip()) for line in lines]
+    return '; '.join(line for line in cleaned if line)

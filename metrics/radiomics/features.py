@@ -2,26 +2,32 @@
 """PyRadiomics-compatible features of 3D volumes: first-order and shape here, texture in texture.py, and the
 extraction of all of them from an image and its mask (one volume, or many in parallel worker processes).
 
-Feature names follow PyRadiomics: `original_<class>_<Feature>`, e.g. `original_glcm_Contrast`. The values agree
-with PyRadiomics' published baseline (tests/metrics/test_radiomics_features.py). Where PyRadiomics departs from
-IBSI (bin edges from multiples of the bin width, voxels without neighbours in the NGTDM, the mesh of the shape
-class), this module follows PyRadiomics.
+Feature names follow PyRadiomics: `<image>_<class>_<Feature>`, e.g. `original_glcm_Contrast`, and for the
+filtered image types of the settings (filters.py) `log-sigma-2-0-mm-3D_firstorder_Mean` or
+`wavelet-LLH_glcm_Contrast`; shape features exist for the original image only. The values agree with PyRadiomics'
+published baseline (tests/metrics/test_radiomics_features.py) and, for the filtered images, with values PyRadiomics
+computed (tests/metrics/test_radiomics_filters.py). Where PyRadiomics departs from IBSI (bin edges from multiples of
+the bin width, voxels without neighbours in the NGTDM, the mesh of the shape class), this module follows PyRadiomics.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.spatial
 import scipy.stats
 import SimpleITK as sitk
 
+from volumes import volume_io
+
+from . import filters
 from . import roi as roi_lib
 from . import texture
-from .settings import ROI_MODES, Settings
+from .settings import ROI_MODES, ImageType, Settings
 
 EPS = np.spacing(1)
 
@@ -53,7 +59,8 @@ def firstorder_features(roi: roi_lib.Roi, levels: np.ndarray, settings: Settings
         'InterquartileRange': float(p75 - p25),
         'Range': float(np.ptp(x)),
         'MeanAbsoluteDeviation': float(np.mean(np.abs(x - x.mean()))),
-        'RobustMeanAbsoluteDeviation': float(np.mean(np.abs(robust - robust.mean()))),
+        # No value between the 10th and 90th percentiles (an ROI of 2 voxels): NaN, as PyRadiomics, without a warning.
+        'RobustMeanAbsoluteDeviation': float(np.mean(np.abs(robust - robust.mean()))) if robust.size else math.nan,
         'RootMeanSquared': float(np.sqrt(energy / x.size)),
         'Skewness': 0.0 if flat else float(scipy.stats.skew(x)),
         'Kurtosis': 0.0 if flat else float(scipy.stats.kurtosis(x, fisher=False)),
@@ -156,11 +163,41 @@ CLASS_FEATURES = {  # PyRadiomics' output order: shape first, then the other cla
     'ngtdm': texture.NGTDM_NAMES,
 }
 INTENSITY_CLASSES = ('firstorder', 'glcm', 'gldm', 'glrlm', 'glszm', 'ngtdm')  # All but shape read intensities.
-PREFIX = 'original'
+PREFIX = filters.ORIGINAL_PREFIX
 
 
-def full_name(cls: str, feature: str) -> str:
-    return f'{PREFIX}_{cls}_{feature}'
+def full_name(cls: str, feature: str, prefix: str = PREFIX) -> str:
+    return f'{prefix}_{cls}_{feature}'
+
+
+def split_name(name: str) -> tuple[str, str, str]:
+    """'wavelet-LLH_glcm_Contrast' -> ('wavelet-LLH', 'glcm', 'Contrast')."""
+    prefix, cls, feature = name.split('_', 2)
+    return prefix, cls, feature
+
+
+def expand_image_types(names: Iterable[str], image_types: Sequence[ImageType]) -> list[str]:
+    """Full names for every image type, as PyRadiomics applies each featureClass to each imageType: every
+    `original_` feature of an intensity class is computed for each image the image types give; shape features stay
+    `original_` (computed from the mask, not from an image). Names given with another image's prefix are kept.
+    Ordered shape first, then image by image (the image types' order), classes and features in PyRadiomics' order.
+
+    Raises:
+        ValueError: a name whose image no image type gives.
+    """
+    names = list(names)
+    images = [p for t in image_types for p in filters.prefixes(t)]
+    wanted = {(cls, f) for p, cls, f in map(split_name, names) if p == PREFIX and cls != 'shape'}
+    explicit = set(names)
+    stray = [n for n in names if split_name(n)[0] not in images + [PREFIX]]
+    if stray:
+        raise ValueError(f'feature {stray[0]}: no image type gives the image "{split_name(stray[0])[0]}" '
+                         f'(images: {", ".join(images)})')
+    out = [n for n in all_feature_names(['shape']) if n in explicit]
+    for prefix in images:
+        out += [full_name(cls, f, prefix) for cls in INTENSITY_CLASSES for f in CLASS_FEATURES[cls]
+                if (cls, f) in wanted or full_name(cls, f, prefix) in explicit]
+    return out
 
 
 def all_feature_names(classes: Iterable[str] | None = None) -> list[str]:
@@ -198,21 +235,25 @@ def parse_features(spec: str | Iterable[str]) -> list[str]:
     return [name for name in all_feature_names() if name in wanted]
 
 
-def classes_of(names: Iterable[str]) -> list[str]:
-    """The classes (in PyRadiomics' order) that the full feature names belong to."""
-    present = {name.split('_')[1] for name in names}
+def classes_of(names: Iterable[str], prefix: str | None = None) -> list[str]:
+    """The classes (in PyRadiomics' order) that the full feature names (of the image `prefix`; None: of any)
+    belong to."""
+    present = {cls for p, cls, _ in map(split_name, names) if prefix is None or p == prefix}
     return [c for c in CLASS_FEATURES if c in present]
 
 
-def compute_class(cls: str, roi: roi_lib.Roi, levels: np.ndarray | None, settings: Settings) -> dict[str, float]:
-    """All features of one class for a prepared ROI (levels: its gray levels; unused by shape)."""
+def compute_class(cls: str, roi: roi_lib.Roi, levels: np.ndarray | None, settings: Settings,
+                  wanted: Collection[str] | None = None) -> dict[str, float]:
+    """All features of one class for a prepared ROI (levels: its gray levels; unused by shape). With `wanted` (short
+    names), features that are costly and not wanted may be left NaN."""
     s = settings
     if cls == 'shape':
         return shape_features(roi.mask, roi.spacing)
     if cls == 'firstorder':
         return firstorder_features(roi, levels, s)
     if cls == 'glcm':
-        return texture.glcm_features(levels, s.distances, s.symmetricalGLCM, s.weightingNorm, roi.spacing)
+        return texture.glcm_features(levels, s.distances, s.symmetricalGLCM, s.weightingNorm, roi.spacing,
+                                     mcc=wanted is None or 'MCC' in wanted)
     if cls == 'glrlm':
         return texture.glrlm_features(levels, s.weightingNorm, roi.spacing)
     if cls == 'glszm':
@@ -229,13 +270,18 @@ def compute_class(cls: str, roi: roi_lib.Roi, levels: np.ndarray | None, setting
 
 @dataclasses.dataclass(frozen=True)
 class ExtractOptions:
-    """What to extract and from where."""
-    settings: Settings = Settings()                    # PyRadiomics settings.
+    """What to extract and from where.
+
+    `features` are full names; the `original_` ones of intensity classes are computed for every image type of the
+    settings (expand_image_types), so after construction `features` lists every name extract returns.
+    """
+    settings: Settings = Settings()                    # PyRadiomics settings (with the image types).
     features: tuple[str, ...] = tuple(all_feature_names())  # Full feature names.
     roi: str = 'mask'                                  # mask: the label; box: a box; split: box, but shape on mask.
     box_mm: tuple[float, float, float] | None = None   # Box size (x, y, z) mm, for roi box and split.
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, 'features', tuple(expand_image_types(self.features, self.settings.imageType)))
         if self.roi not in ROI_MODES:
             raise ValueError(f'roi must be one of {", ".join(ROI_MODES)}, got "{self.roi}"')
         if self.roi != 'mask' and (self.box_mm is None or len(self.box_mm) != 3 or min(self.box_mm) <= 0):
@@ -269,28 +315,65 @@ def extract(image: sitk.Image, mask: sitk.Image | None, options: ExtractOptions,
     label = None
     if mask is not None:
         mask_name = mask_name or f'of {name}'
+        if settings.correctMask and not volume_io.same_grid(volume_io.image_grid(image), volume_io.image_grid(mask)):
+            mask = roi_lib.correct_mask(image, mask, settings.label, mask_name)
         roi_lib.check_same_grid(image, mask, name, mask_name)
         label = roi_lib.label_mask(mask, settings.label, mask_name)
     elif options.needs_mask:
         raise ValueError(f'{name} has no mask, and roi {options.roi} needs one')
     classes = classes_of(options.features)
     intensity = [c for c in classes if c != 'shape']
-    mask_roi = roi_lib.prepare(image, label, settings, name) if label is not None and (
+    mask_prepared = roi_lib.preprocess(image, label, settings, name) if label is not None and (
         'shape' in classes or (intensity and options.roi == 'mask')) else None
     values: dict[str, float] = {}
     if 'shape' in classes:
-        values.update({full_name('shape', k): v for k, v in shape_features(mask_roi.mask, mask_roi.spacing).items()})
+        shape_roi = mask_prepared.roi()
+        values.update({full_name('shape', k): v for k, v in shape_features(shape_roi.mask, shape_roi.spacing).items()})
     if intensity:
-        roi = mask_roi if options.roi == 'mask' else roi_lib.prepare(
+        prepared = mask_prepared if options.roi == 'mask' else roi_lib.preprocess(
             image, roi_lib.box_mask(image, options.box_mm, label), settings, name)
-        levels = roi_lib.discretize(roi, settings)
-        for cls in intensity:
-            values.update({full_name(cls, k): v for k, v in compute_class(cls, roi, levels, settings).items()})
+        values.update(intensity_features(prepared, options, name))
     return {k: float(values[k]) for k in options.features}
+
+
+def intensity_features(prepared: roi_lib.Prepared, options: ExtractOptions, name: str = 'volume') -> dict[str, float]:
+    """The features of every intensity class in options.features, image by image (original and filtered), from a
+    pre-processed image: each image is cropped to the ROI's bounding box, discretised, and measured."""
+    settings = options.settings
+    values: dict[str, float] = {}
+    for image_type in settings.imageType:
+        # {image name: {class: feature names}} of this image type's images.
+        wanted: dict[str, dict[str, set[str]]] = {p: {} for p in filters.prefixes(image_type)}
+        for prefix, cls, feature in map(split_name, options.features):
+            if prefix in wanted and cls != 'shape':
+                wanted[prefix].setdefault(cls, set()).add(feature)
+        if not any(wanted.values()):
+            continue
+        for prefix, image in filters.filtered_images(prepared.image, image_type, name):
+            if not wanted[prefix]:
+                continue
+            roi = prepared.roi(image)
+            levels = roi_lib.discretize(roi, settings)
+            for cls, names in wanted[prefix].items():
+                values.update({full_name(cls, k, prefix): v
+                               for k, v in compute_class(cls, roi, levels, settings, names).items()})
+    return values
 
 
 def _init_worker() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # Parallel across volumes: one thread per process.
+
+
+def parallel_map(fn: Callable, jobs: Sequence, workers: int = 1,
+                 progress: Callable[[Iterator], Iterator] | None = None) -> list:
+    """[fn(job) for job in jobs], in worker processes when workers > 1 (fn and jobs picklable), in input order;
+    progress wraps the iterator of results (e.g. a tqdm with total=len(jobs))."""
+    wrap = progress or (lambda it: it)
+    if workers <= 1 or len(jobs) <= 1:
+        return list(wrap(map(fn, jobs)))
+    context = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods() else None)
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+        return list(wrap(pool.imap(fn, jobs, chunksize=1)))
 
 
 def _extract_job(job: tuple[Callable, ExtractOptions]) -> dict[str, float]:
@@ -312,10 +395,4 @@ def extract_many(loaders: Sequence[Callable], options: ExtractOptions, workers: 
     Raises:
         ValueError: the first volume that fails, naming it.
     """
-    jobs = [(load, options) for load in loaders]
-    wrap = progress or (lambda it: it)
-    if workers <= 1 or len(jobs) <= 1:
-        return list(wrap(map(_extract_job, jobs)))
-    context = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods() else None)
-    with context.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
-        return list(wrap(pool.imap(_extract_job, jobs, chunksize=1)))
+    return parallel_map(_extract_job, [(load, options) for load in loaders], workers, progress)

@@ -4,7 +4,10 @@
 Order of the steps (PyRadiomics' feature extractor): keep the voxels whose mask value is the label; optionally
 z-score the whole image; optionally resample image and mask onto a grid of the requested spacing that covers the
 ROI's bounding box plus padDistance voxels (image with the named interpolator, keeping its pixel type; mask with
-nearest neighbour); check the ROI; crop both to the ROI's bounding box. Intensities stay in the image's units.
+nearest neighbour), or without resampling optionally pre-crop both to that box (preCrop); check the ROI. That is
+the pre-processed image the filters (filters.py) see; each image, original or filtered, is then cropped to the
+ROI's bounding box. Intensities stay in the image's units and the image's pixel type is kept until the crop, so
+the gray levels are binned with PyRadiomics' arithmetic (a float32 filtered image gets float32 bin edges).
 
 The ROI can also be a box of fixed physical size centred on the mask or on the volume (`box_mask`), for features
 that should see the same amount of tissue in every volume.
@@ -30,6 +33,7 @@ class Roi:
     image: np.ndarray                      # [D, H, W] float64 intensities (the image's units).
     mask: np.ndarray                       # [D, H, W] bool, True inside the ROI.
     spacing: tuple[float, float, float]    # Voxel spacing (x, y, z) in mm.
+    pixel_dtype: np.dtype = np.dtype(np.float64)  # The image's pixel type before the cast (the binning's arithmetic).
 
     @property
     def values(self) -> np.ndarray:
@@ -50,6 +54,26 @@ def check_same_grid(image: sitk.Image, mask: sitk.Image, image_name: str, mask_n
     show = lambda g: 'x'.join(f'{v:g}' for v in getattr(g, what)) if what != 'direction' else str(  # noqa: E731
         np.round(g.direction, 4).tolist())
     raise ValueError(f'mask {mask_name} lies on another grid than {image_name} ({what} {show(b)} vs {show(a)})')
+
+
+def correct_mask(image: sitk.Image, mask: sitk.Image, label: int, mask_name: str) -> sitk.Image:
+    """PyRadiomics' correctMask: a mask on another grid, resampled onto the image's with nearest neighbour, when the
+    bounding box of its label lies inside the image (to within 1e-3 voxel).
+
+    Raises:
+        ValueError: the label is absent, or its bounding box reaches outside the image.
+    """
+    array = sitk.GetArrayViewFromImage(mask)
+    nonzero = np.argwhere(array == label)[:, ::-1]  # [N, 3] as (x, y, z)
+    if len(nonzero) == 0:
+        raise ValueError(f'mask {mask_name} has no voxel with label {label}: the ROI is empty')
+    corners = [mask.TransformContinuousIndexToPhysicalPoint([float(v) for v in c])
+               for c in (nonzero.min(0) - 0.5, nonzero.max(0) + 0.5)]
+    inside = [np.asarray(image.TransformPhysicalPointToContinuousIndex(c)) for c in corners]
+    low, high = np.minimum(*inside), np.maximum(*inside)
+    if np.any(low < -0.5 - 1e-3) or np.any(high > np.asarray(image.GetSize()) - 0.5 + 1e-3):
+        raise ValueError(f'mask {mask_name}: the ROI reaches outside the image, so correctMask cannot resample it')
+    return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
 
 
 def label_mask(mask: sitk.Image, label: int, mask_name: str) -> sitk.Image:
@@ -156,21 +180,51 @@ def check_roi(mask: np.ndarray, settings: Settings, name: str) -> None:
         raise ValueError(f'{name}: the ROI has {count} voxels; minimumROISize is {settings.minimumROISize}')
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
+    """The [D, H, W] slices of the bounding box of mask's True voxels."""
+    nonzero = np.argwhere(mask)
+    return tuple(slice(int(a), int(b) + 1) for a, b in zip(nonzero.min(0), nonzero.max(0)))
+
+
 def crop(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both [D, H, W] arrays cut to the bounding box of mask."""
-    nonzero = np.argwhere(mask)
-    lo, hi = nonzero.min(0), nonzero.max(0) + 1
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = bounding_box(mask)
     return image[box], mask[box]
 
 
-def prepare(image: sitk.Image, roi_mask: sitk.Image, settings: Settings, name: str = 'volume') -> Roi:
-    """The ROI of one image, pre-processed as PyRadiomics does.
+def pad_crop(image: sitk.Image, roi_mask: sitk.Image, pad: int) -> tuple[sitk.Image, sitk.Image]:
+    """Both images cut to the ROI's bounding box plus pad voxels on every side, within the image (PyRadiomics'
+    crop of the pre-processing: the filters then see pad voxels of context)."""
+    box = bounding_box(sitk.GetArrayViewFromImage(roi_mask) > 0)
+    size = roi_mask.GetSize()
+    lower = [max(box[2 - a].start - pad, 0) for a in range(3)]  # (x, y, z)
+    upper = [max(size[a] - box[2 - a].stop - pad, 0) for a in range(3)]
+    return sitk.Crop(image, lower, upper), sitk.Crop(roi_mask, lower, upper)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """An image pre-processed as PyRadiomics does before it applies any filter."""
+    image: sitk.Image                      # Normalised, resampled or pre-cropped, in its pixel type.
+    mask: np.ndarray                       # [D, H, W] bool on image's grid, True inside the ROI.
+    box: tuple[slice, slice, slice]        # The ROI's bounding box in mask.
+
+    def roi(self, image: sitk.Image | None = None) -> Roi:
+        """The ROI of this image, or of a filtered image on its grid, cropped to the bounding box."""
+        image = self.image if image is None else image
+        array = sitk.GetArrayViewFromImage(image)[self.box]
+        # np.array copies: the view dies with image, which may be a temporary (normalised, resampled, filtered).
+        return Roi(np.array(array, dtype=np.float64), np.ascontiguousarray(self.mask[self.box]),
+                   tuple(image.GetSpacing()), array.dtype)
+
+
+def preprocess(image: sitk.Image, roi_mask: sitk.Image, settings: Settings, name: str = 'volume') -> Prepared:
+    """Normalise, resample or pre-crop, and check the ROI, as PyRadiomics does before any filter.
 
     Args:
         image: Scalar 3D image in its own units.
         roi_mask: 0/1 image on the image's grid (label_mask or box_mask).
-        settings: Normalisation, resampling and ROI-check settings.
+        settings: Normalisation, resampling, cropping and ROI-check settings.
         name: How errors name the volume.
 
     Raises:
@@ -183,18 +237,27 @@ def prepare(image: sitk.Image, roi_mask: sitk.Image, settings: Settings, name: s
         if grid is not None:
             image = _resample_onto(image, grid, getattr(sitk, settings.interpolator))
             roi_mask = _resample_onto(roi_mask, grid, sitk.sitkNearestNeighbor)
-    mask = sitk.GetArrayViewFromImage(roi_mask) > 0  # [D, H, W]
+        else:  # Already at that spacing: PyRadiomics still crops to the ROI plus padDistance.
+            image, roi_mask = pad_crop(image, roi_mask, settings.padDistance)
+    elif settings.preCrop:
+        check_roi(sitk.GetArrayViewFromImage(roi_mask) > 0, settings, name)
+        image, roi_mask = pad_crop(image, roi_mask, settings.padDistance)
+    mask = sitk.GetArrayFromImage(roi_mask) > 0  # [D, H, W]
     check_roi(mask, settings, name)
-    array, mask = crop(sitk.GetArrayViewFromImage(image), mask)
-    # np.array copies: the view dies with image, which may be a temporary of this function (normalised, resampled).
-    return Roi(np.array(array, dtype=np.float64), np.ascontiguousarray(mask), tuple(image.GetSpacing()))
+    return Prepared(image, mask, bounding_box(mask))
+
+
+def prepare(image: sitk.Image, roi_mask: sitk.Image, settings: Settings, name: str = 'volume') -> Roi:
+    """The ROI of one (unfiltered) image, pre-processed as PyRadiomics does and cropped to its bounding box."""
+    return preprocess(image, roi_mask, settings, name).roi()
 
 #----------------------------------------------------------------------------
 # Discretisation.
 
 
-def bin_edges(values: np.ndarray, settings: Settings) -> np.ndarray:
-    """PyRadiomics' bin edges for the ROI's intensities.
+def bin_edges(values: np.ndarray, settings: Settings, dtype: np.dtype | None = None) -> np.ndarray:
+    """PyRadiomics' bin edges for the ROI's intensities, computed in dtype (the image's pixel type; default: that
+    of values), as PyRadiomics computes them in the image's own type.
 
     Fixed bin width W: edges at multiples of W from the largest multiple <= the minimum, past the maximum, so every
     bin is half-open [e_k, e_k+1) (a maximum on an edge gets a bin of its own); a flat ROI gets one bin. Fixed bin
@@ -204,8 +267,13 @@ def bin_edges(values: np.ndarray, settings: Settings) -> np.ndarray:
         edges = np.histogram(values, settings.binCount)[1]
         edges[-1] += 1
         return edges
-    width = settings.binWidth
-    low, high = float(np.min(values)), float(np.max(values))
+    # Scalars of the pixel type with a Python-number width keep that type (NumPy's promotion), so a float32 image
+    # gets float32 edges, as in PyRadiomics; a value within float32 rounding of an edge then falls on the same side.
+    # Integer images are binned in float64: the same edges, without the overflow of e.g. uint8 255 + 2 * 25.
+    dtype = np.dtype(dtype or np.asarray(values).dtype)
+    native = np.asarray(values).astype(dtype if np.issubdtype(dtype, np.floating) else np.float64, copy=False)
+    width = int(settings.binWidth) if float(settings.binWidth).is_integer() else float(settings.binWidth)
+    low, high = native.min(), native.max()
     return np.arange(low - low % width, high + 2 * width, width)
 
 
@@ -213,5 +281,5 @@ def discretize(roi: Roi, settings: Settings) -> np.ndarray:
     """Gray levels [D, H, W] int32: 1, 2, ... inside the ROI (bin index from bin_edges), 0 outside."""
     values = roi.values
     levels = np.zeros(roi.mask.shape, dtype=np.int32)
-    levels[roi.mask] = np.digitize(values, bin_edges(values, settings))
+    levels[roi.mask] = np.digitize(values, bin_edges(values, settings, roi.pixel_dtype))
     return levels

@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Extraction settings with PyRadiomics' names, defaults and meaning, and its parameter files (YAML or JSON).
 
-A parameter file has up to four sections: `setting` (read here), `imageType` (only `Original` is computed),
+A parameter file has up to four sections: `setting` (read here), `imageType` (the images features are computed
+from: `Original`, `LoG` with its `sigma` list, `Wavelet` with `wavelet`, `level`, `start_level`; see filters.py),
 `featureClass` (which classes and features to compute) and `voxelSetting` (voxel-based extraction, which this
-module does not do, so it is ignored). Settings that only configure image filters (LoG, wavelet, LBP) are accepted
-and ignored because this module extracts from the original image only; settings that would change the values in
-a way this module does not implement (force2D, resegmentRange, a mask channel) are refused with an error.
+module does not do, so it is ignored). The filter parameters may also stand in `setting`, as defaults for the image
+types that do not set them (PyRadiomics merges the two). Settings of filters not implemented here (LBP, gradient)
+are accepted and ignored, and those image types are refused; settings that would change the values in a way this
+module does not implement (force2D, resegmentRange, a mask channel, other settings per image type) are refused with
+an error.
 """
 
 from __future__ import annotations
@@ -20,13 +23,108 @@ INTERPOLATORS = ('sitkNearestNeighbor', 'sitkLinear', 'sitkBSpline', 'sitkGaussi
                  'sitkLanczosWindowedSinc', 'sitkBlackmanWindowedSinc')
 WEIGHTING_NORMS = ('manhattan', 'euclidean', 'infinity', 'no_weighting')
 ROI_MODES = ('mask', 'box', 'split')  # The label's voxels; a fixed box; the box, but shape from the mask.
+IMAGE_TYPES = ('Original', 'LoG', 'Wavelet')  # PyRadiomics' image types implemented here (filters.py).
+FILTER_SETTINGS = ('sigma', 'wavelet', 'level', 'start_level')  # Parameters of LoG and Wavelet.
 
 # Settings whose value never changes the original image's features (checks, logging, filter parameters).
-_IGNORED = {'additionalInfo', 'geometryTolerance', 'correctMask', 'preCrop', 'enableCExtensions', 'force2Ddimension',
-            'resegmentShape', 'sigma', 'start_level', 'level', 'wavelet', 'gradientUseSpacing', 'lbp2DRadius',
-            'lbp2DSamples', 'lbp2DMethod', 'lbp3DLevels', 'lbp3DIcosphereRadius', 'lbp3DIcosphereSubdivision'}
+_IGNORED = {'additionalInfo', 'geometryTolerance', 'enableCExtensions', 'force2Ddimension', 'resegmentShape',
+            'gradientUseSpacing', 'lbp2DRadius', 'lbp2DSamples', 'lbp2DMethod', 'lbp3DLevels', 'lbp3DIcosphereRadius',
+            'lbp3DIcosphereSubdivision', *FILTER_SETTINGS}
 # Settings that change values in ways not implemented here: refused unless they hold the default.
 _REFUSED_UNLESS_DEFAULT = {'force2D': False, 'resegmentRange': None, 'resegmentMode': 'absolute', 'label_channel': 0}
+
+#----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageType:
+    """One of PyRadiomics' image types with its parameters (PyRadiomics' names and defaults).
+
+    A sigma keeps the type it was written with: PyRadiomics names the image after str(sigma), so 2 gives
+    `log-sigma-2-mm-3D` and 2.0 gives `log-sigma-2-0-mm-3D`.
+    """
+    name: str                                # 'Original', 'LoG' or 'Wavelet'.
+    sigma: tuple[float, ...] = ()            # LoG: Gaussian widths in mm, one image each.
+    wavelet: str = 'coif1'                   # Wavelet: a PyWavelets wavelet name.
+    level: int = 1                           # Wavelet: decomposition levels that give features.
+    start_level: int = 0                     # Wavelet: levels applied (approximation only) before those.
+
+    def __post_init__(self) -> None:
+        if self.name not in IMAGE_TYPES:
+            raise ValueError(f'imageType {self.name} is not supported (only {", ".join(IMAGE_TYPES)})')
+        if self.name == 'LoG' and (not self.sigma or any(not s > 0 for s in self.sigma)):
+            raise ValueError(f'imageType LoG needs sigma: a list of widths > 0 in mm, got {list(self.sigma)}')
+        if self.level < 1 or self.start_level < 0:
+            raise ValueError(f'imageType Wavelet: level must be >= 1 and start_level >= 0, got {self.level} and '
+                             f'{self.start_level}')
+        if self.name == 'Wavelet':
+            import pywt
+            if self.wavelet not in pywt.wavelist(kind='discrete'):
+                raise ValueError(f'imageType Wavelet: "{self.wavelet}" is not a discrete PyWavelets wavelet '
+                                 f'(e.g. coif1, haar, db2)')
+
+    def to_dict(self) -> dict[str, Any]:
+        """PyRadiomics' custom arguments of the image type (only those it reads)."""
+        if self.name == 'LoG':
+            return {'sigma': list(self.sigma)}
+        if self.name == 'Wavelet':
+            return {'wavelet': self.wavelet, 'level': self.level, 'start_level': self.start_level}
+        return {}
+
+
+ORIGINAL = (ImageType('Original'),)
+
+
+def image_types_from_dict(image_types: dict[str, Any] | None, setting: dict[str, Any] | None) -> tuple[ImageType, ...]:
+    """The `imageType` section of a parameter file (None or empty: Original), with filter parameters taken from
+    each image type's own arguments, else from the `setting` section, else PyRadiomics' defaults.
+
+    Raises:
+        ValueError: an image type not implemented here, a malformed parameter, or another setting per image type.
+    """
+    if not image_types:
+        return ORIGINAL
+    if not isinstance(image_types, dict):
+        raise ValueError('imageType must map image type names to their settings')
+    defaults = {k: v for k, v in (setting or {}).items() if k in FILTER_SETTINGS}
+    out = []
+    for name, custom in image_types.items():
+        if name not in IMAGE_TYPES:
+            raise ValueError(f'imageType {name} is not supported (only {", ".join(IMAGE_TYPES)})')
+        if custom is not None and not isinstance(custom, dict):
+            raise ValueError(f'imageType {name}: its settings must be a mapping, got {custom!r}')
+        args = dict(defaults, **(custom or {}))
+        other = sorted(set(custom or {}) - set(FILTER_SETTINGS))
+        if other:
+            raise ValueError(f'imageType {name}: per-image-type setting "{other[0]}" is not supported (only '
+                             f'{", ".join(FILTER_SETTINGS)}; put other settings in the setting section)')
+        try:
+            if name == 'LoG':
+                sigma = args.get('sigma') or []
+                out.append(ImageType(name, sigma=tuple(_number(v) for v in (
+                    sigma if isinstance(sigma, (list, tuple)) else [sigma]))))
+            elif name == 'Wavelet':
+                out.append(ImageType(name, wavelet=str(args.get('wavelet', 'coif1')),
+                                     level=_integer(args.get('level', 1)),
+                                     start_level=_integer(args.get('start_level', 0))))
+            else:
+                out.append(ImageType(name))
+        except (TypeError, ValueError) as e:
+            raise ValueError(str(e) if str(e).startswith('imageType') else f'imageType {name}: {e}') from None
+    return tuple(out)
+
+
+def _number(value: Any) -> float:
+    """A number as written (int or float: it names the LoG image)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f'sigma must be numbers, got {value!r}')
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(f'{value!r} is not an integer')
+    return int(value)
 
 #----------------------------------------------------------------------------
 
@@ -40,7 +138,10 @@ class Settings:
     distances: tuple[int, ...] = (1,)                   # Neighbour distances (infinity norm): GLCM, GLDM, NGTDM.
     resampledPixelSpacing: tuple[float, ...] | None = None  # Resample to this spacing (x, y, z) mm; 0 keeps an axis.
     interpolator: str = 'sitkBSpline'                   # Image interpolator when resampling (the mask: nearest).
-    padDistance: int = 5                                # Voxels kept around the ROI when resampling.
+    padDistance: int = 5                                # Voxels kept around the ROI when resampling or pre-cropping
+                                                        # (the context the filters see).
+    preCrop: bool = False                               # Without resampling: crop to the ROI plus padDistance first.
+    correctMask: bool = False                           # A mask on another grid: resample it onto the image's.
     label: int = 1                                      # Mask value of the region of interest.
     normalize: bool = False                             # Z-score the whole image before anything else.
     normalizeScale: float = 1.0                         # Multiply the z-scores by this.
@@ -50,6 +151,7 @@ class Settings:
     gldm_a: float = 0.0                                 # GLDM: neighbours within this gray-level distance depend.
     symmetricalGLCM: bool = True                        # Count each GLCM pair in both orders.
     weightingNorm: str | None = None                    # Weight GLCM/GLRLM angles by distance, then merge them.
+    imageType: tuple[ImageType, ...] = ORIGINAL         # The images features are computed from (PyRadiomics order).
 
     def __post_init__(self) -> None:
         if self.binCount is None and not self.binWidth > 0:
@@ -68,6 +170,9 @@ class Settings:
             raise ValueError(f'weightingNorm "{self.weightingNorm}" is not one of {", ".join(WEIGHTING_NORMS)}')
         if self.padDistance < 0 or self.label < 1 or self.gldm_a < 0 or self.minimumROIDimensions not in (1, 2, 3):
             raise ValueError('padDistance and gldm_a must be >= 0, label >= 1, minimumROIDimensions 1, 2 or 3')
+        names = [t.name for t in self.imageType]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f'imageType must name each image type once, got {names}')
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-friendly dict with PyRadiomics' names."""
@@ -75,6 +180,7 @@ class Settings:
         out['distances'] = list(self.distances)
         if self.resampledPixelSpacing is not None:
             out['resampledPixelSpacing'] = list(self.resampledPixelSpacing)
+        out['imageType'] = {t.name: t.to_dict() for t in self.imageType}
         return out
 
 #----------------------------------------------------------------------------
@@ -95,7 +201,7 @@ def _convert(name: str, value: Any) -> Any:
         return None if value is None else int(value)
     if name in ('label', 'padDistance', 'minimumROIDimensions'):
         return int(value)
-    if name in ('normalize', 'symmetricalGLCM'):
+    if name in ('normalize', 'symmetricalGLCM', 'preCrop', 'correctMask'):
         if not isinstance(value, bool):
             raise ValueError(f'setting {name} must be true or false, got {value!r}')
         return value
@@ -115,14 +221,15 @@ def _interpolator_name(value: Any) -> str:
     raise ValueError(f'interpolator {value!r} is not a SimpleITK interpolator')
 
 
-def settings_from_dict(setting: dict[str, Any] | None) -> Settings:
-    """Settings from the `setting` section of a PyRadiomics parameter file (its names, its units).
+def settings_from_dict(setting: dict[str, Any] | None, image_types: dict[str, Any] | None = None) -> Settings:
+    """Settings from the `setting` section of a PyRadiomics parameter file (its names, its units), and its
+    `imageType` section (None: Original only).
 
     Raises:
         ValueError: an unknown setting, a malformed value, or a setting whose effect is not implemented here.
     """
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    kwargs = {}
+    fields = {f.name for f in dataclasses.fields(Settings)} - {'imageType'}
+    kwargs: dict[str, Any] = {'imageType': image_types_from_dict(image_types, setting)}
     for name, value in (setting or {}).items():
         if name in _IGNORED:
             continue
@@ -152,7 +259,7 @@ def read_params(path: str) -> tuple[Settings, dict[str, list[str] | None] | None
         empty list: all of them), or is None when the file has no featureClass section.
 
     Raises:
-        ValueError: unreadable or malformed file, unknown or unsupported settings, a filtered image type.
+        ValueError: unreadable or malformed file, unknown or unsupported settings or image types.
     """
     try:
         with open(path, encoding='utf-8') as f:
@@ -165,12 +272,8 @@ def read_params(path: str) -> tuple[Settings, dict[str, list[str] | None] | None
     unknown = set(params) - {'setting', 'imageType', 'featureClass', 'voxelSetting'}
     if unknown:
         raise ValueError(f'parameter file {path}: unknown section "{sorted(unknown)[0]}"')
-    image_types = params.get('imageType') or {'Original': {}}
-    if set(image_types) != {'Original'} or image_types.get('Original'):
-        raise ValueError(f'parameter file {path}: only imageType Original without custom settings is supported, '
-                         f'got {sorted(image_types)}')
     try:
-        settings = settings_from_dict(params.get('setting'))
+        settings = settings_from_dict(params.get('setting'), params.get('imageType'))
     except ValueError as e:
         raise ValueError(f'parameter file {path}: {e}') from None
     classes = params.get('featureClass')
@@ -200,4 +303,6 @@ def describe(settings: Settings) -> str:
     """A one-line summary for logs: only the settings that differ from PyRadiomics' defaults."""
     default = Settings()
     changed = {k: v for k, v in settings.to_dict().items() if v != default.to_dict()[k]}
+    if 'imageType' in changed:
+        changed['imageType'] = '+'.join(t.name for t in settings.imageType)
     return 'PyRadiomics defaults' if not changed else ', '.join(f'{k}={v}' for k, v in changed.items())

@@ -21,6 +21,9 @@ from volumes import volume_io
 from volumes.contract import dhw_to_xyz
 from volumes.packed import PackedDataset
 
+from . import roi as roi_lib
+from .settings import Settings
+
 DEFAULT_SEG_SUFFIX = '_seg'
 
 #----------------------------------------------------------------------------
@@ -46,7 +49,7 @@ class FileCase:
                 shape = np.load(self.image_path, mmap_mode='r', allow_pickle=False).shape
             except (OSError, ValueError) as e:
                 raise ValueError(f'cannot read {self.image_path}: {e}') from None
-            return tuple(int(s) for s in shape[::-1])
+            return tuple(int(s) for s in dhw_to_xyz(shape[-3:]))
         reader = sitk.ImageFileReader()
         reader.SetFileName(self.image_path)
         try:
@@ -54,6 +57,10 @@ class FileCase:
         except RuntimeError as e:
             raise ValueError(f'cannot read {self.image_path}: {volume_io.sitk_error_message(e)}') from None
         return tuple(int(s) for s in reader.GetSize())
+
+    def read_mask(self) -> tuple[sitk.Image | None, str | None]:
+        """(mask, its name for messages), without reading the volume; (None, None) without a mask."""
+        return (volume_io.read_image(self.mask_path), self.mask_path) if self.mask_path else (None, None)
 
 
 _DATASETS: dict[str, PackedDataset] = {}  # One open dataset per zip and process.
@@ -76,6 +83,11 @@ class ZipCase:
         mask = place(dataset.label_map(self.index)) if dataset.has_label_maps else None
         name = f'{self.path}:{self.name}'
         return place(volume[0]), mask, name, f'{name} (label map)' if mask is not None else None
+
+    def read_mask(self) -> tuple[sitk.Image | None, str | None]:
+        """(label map, its name for messages), or (None, None) when the dataset has none."""
+        _, mask, _, mask_name = self()
+        return mask, mask_name
 
 
 def _open_dataset(path: str) -> PackedDataset:
@@ -165,6 +177,68 @@ def check_masks(cases: list[FileCase], root: str, seg: str | None, required: boo
                          f'({len(missing)} of {len(cases)} volumes lack one; --seg sets the pattern)')
     raise ValueError(f'{missing[0].image_path} has no mask ({expected}) while other volumes of its group have one; '
                      f'give every volume a mask or none')
+
+
+def mask_problem(case, label: int, settings: Settings | None = None) -> tuple[str, str, str] | None:
+    """Why the case's mask gives no ROI, before any feature is computed: (mask name, reason, detail) when it has no
+    voxel equal to label or (settings given: the mask is the ROI) the ROI fails PyRadiomics' checks (a single voxel,
+    too few dimensions or voxels); None when it is usable or the case has no mask. Checked on the mask's own grid."""
+    mask, mask_name = case.read_mask()
+    if mask is None:
+        return None
+    array = sitk.GetArrayViewFromImage(mask)  # [D, H, W]
+    roi = array == label
+    if not roi.any():
+        found = [int(v) for v in np.unique(array) if v != 0][:10]
+        return mask_name, f'no voxel with label {label}', f'it holds labels {found}' if found else 'it is empty'
+    if settings is not None:
+        try:
+            roi_lib.check_roi(roi, settings, mask_name)
+        except ValueError as e:
+            return mask_name, str(e).removeprefix(f'{mask_name}: '), f'{int(roi.sum())} voxels with label {label}'
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Intensities:
+    """What a group's volumes hold: their voxel types and the median of each volume's minimum and maximum."""
+    dtypes: tuple[str, ...]
+    low: float
+    high: float
+
+    def describe(self) -> str:
+        return f'{"/".join(self.dtypes)} {self.low:g}..{self.high:g}'
+
+
+def intensities(cases: list, most: int = 16) -> Intensities:
+    """The intensities of a group, from at most `most` volumes spread evenly over it (enough for a median, and a
+    bounded cost: every file is read once more)."""
+    picks = sorted({round(i) for i in np.linspace(0, len(cases) - 1, min(most, len(cases)))})
+    dtypes, lows, highs = set(), [], []
+    for i in picks:
+        image = cases[i]()[0]  # Held while its view is read: the view does not keep the image alive.
+        voxels = sitk.GetArrayViewFromImage(image)  # [D, H, W]; the reader refuses NaN and infinities.
+        dtypes.add(voxels.dtype.name)
+        lows.append(float(voxels.min()))
+        highs.append(float(voxels.max()))
+    return Intensities(tuple(sorted(dtypes)), float(np.median(lows)), float(np.median(highs)))
+
+
+def units_differ(a: Intensities, b: Intensities) -> bool:
+    """True when two groups' intensities look like different units: spans (high - low) more than 2x apart, ranges
+    that overlap by less than half the smaller span, or values outside the range of the other group's integer
+    type (uint16 values above 255 beside uint8 volumes)."""
+    span_a, span_b = a.high - a.low, b.high - b.low
+    if max(span_a, span_b) > 2 * min(span_a, span_b):
+        return True
+    if min(a.high, b.high) - max(a.low, b.low) < 0.5 * min(span_a, span_b):
+        return True
+    for x, y in ((a, b), (b, a)):
+        if len(y.dtypes) == 1 and np.dtype(y.dtypes[0]).kind in 'iu':
+            info = np.iinfo(np.dtype(y.dtypes[0]))
+            if x.low < info.min or x.high > info.max:
+                return True
+    return False
 
 
 def check_sizes(cases: list, sizes: list[tuple[int, int, int]], group: str) -> tuple[int, int, int]:

@@ -98,8 +98,9 @@ def glcm_matrix(levels: np.ndarray, distances=(1,)) -> tuple[np.ndarray, np.ndar
 
 
 def glcm_features(levels: np.ndarray, distances=(1,), symmetrical: bool = True, weighting: str | None = None,
-                  spacing_xyz=(1.0, 1.0, 1.0)) -> dict[str, float]:
-    """PyRadiomics' 24 GLCM features of an ROI's gray levels [D, H, W]."""
+                  spacing_xyz=(1.0, 1.0, 1.0), mcc: bool = True) -> dict[str, float]:
+    """PyRadiomics' 24 GLCM features of an ROI's gray levels [D, H, W] (MCC NaN unless mcc: its eigenvalues take
+    most of the time, and some feature sets, such as FRD's, leave it out)."""
     present, ng = _gray_levels(levels)
     counts, offsets = glcm_matrix(levels, distances)
     P = counts[:, present - 1][:, :, present - 1]  # [Na, n, n]: only gray levels that occur.
@@ -111,7 +112,7 @@ def glcm_features(levels: np.ndarray, distances=(1,), symmetrical: bool = True, 
     P = P[totals > 0] / totals[totals > 0, None, None]  # Empty angles carry no information: dropped.
     if len(P) == 0:
         return {name: float('nan') for name in GLCM_NAMES}
-    return _glcm_from_probabilities(P, present.astype(np.float64), ng)
+    return _glcm_from_probabilities(P, present.astype(np.float64), ng, mcc)
 
 
 def _glcm_sum_diff(P: np.ndarray, g: np.ndarray, ng: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +125,7 @@ def _glcm_sum_diff(P: np.ndarray, g: np.ndarray, ng: int) -> tuple[np.ndarray, n
     return p_sum, p_diff
 
 
-def _glcm_from_probabilities(P: np.ndarray, g: np.ndarray, ng: int) -> dict[str, float]:
+def _glcm_from_probabilities(P: np.ndarray, g: np.ndarray, ng: int, mcc: bool = True) -> dict[str, float]:
     i, j = g[None, :, None], g[None, None, :]        # [1, n, 1], [1, 1, n]
     px, py = P.sum(2), P.sum(1)                       # [Na, n]
     ux = (px * g).sum(1)[:, None, None]               # [Na, 1, 1]
@@ -159,7 +160,7 @@ def _glcm_from_probabilities(P: np.ndarray, g: np.ndarray, ng: int) -> dict[str,
         'SumAverage': _nanmean((k_sum * p_sum).sum(1)),
         'SumEntropy': _nanmean(_entropy(p_sum, 1)),
         'SumSquares': _nanmean(total((i - ux) ** 2)),
-        'MCC': _glcm_mcc(P, px, py),
+        'MCC': _glcm_mcc(P, px, py) if mcc else float('nan'),
     }
     f.update(_glcm_imc(P, px, py, hxy))
     return f

@@ -3,6 +3,7 @@
 a non-zero exit and no partial file; nothing reports success."""
 
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -22,6 +23,34 @@ def test_generate(network, outdir, fmt):
     for name in os.listdir(outdir):  # What was written before the disk filled up is whole.
         if fmt == 'npy':
             assert np.load(outdir / name).shape == (8, 16, 16)
+
+
+@pytest.fixture(scope='module')
+def network_32(tmp_path_factory):
+    """A tiny untrained generator of 32x32x8 uint8 volumes (8 kB: more than C's stdio buffer, so the NIfTI library
+    sees the short write itself and prints about it)."""
+    import torch
+
+    from training.networks import Generator
+    from volumes.contract import VolumeInfo
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_shape=(8, 32, 32), img_channels=1, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=128, channel_max=16),
+                  volume_info=VolumeInfo(spacing=(1.0, 1.0, 2.0)).to_dict()).eval()
+    path = tmp_path_factory.mktemp('net32') / 'network-snapshot-000000.pkl'
+    with open(path, 'wb') as f:
+        pickle.dump(dict(G=G, D=None, G_ema=G, augment_pipe=None), f)
+    return str(path)
+
+
+def test_generate_uncompressed_nifti_says_one_line(network_32, outdir):
+    # ITK's NIfTI code prints "** ERROR: NWAD: wrote only ... bytes" on file descriptor 2 itself; that line must
+    # become the project's one line, not a second line above it.
+    result = run_cli(['generate.py', f'--network={network_32}', '--count=3', '--format=nii', f'--outdir={outdir}'],
+                     file_size_limit=6000)  # The 352-byte header and part of the 8192 bytes of voxels fit.
+    line = assert_clean_failure(result, 'cannot write', str(outdir / 'seed0000.nii'), folders=[outdir])
+    assert line.endswith(': wrote only 5648 of 8192 bytes to file; is the disk full?'), line
+    assert 'NWAD' not in result.stdout + result.stderr and os.listdir(outdir) == []
 
 
 def test_style_mixing(network, outdir):

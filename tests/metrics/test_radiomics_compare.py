@@ -2,6 +2,7 @@
 """The comparison statistics of radiomics.py and the feature curation."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ def test_standardize_uses_the_real_mean_and_sample_std():
     real = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]])
     z = compare.standardize(np.array([[7.0, 5.0]]), real)
     assert z[0, 0] == pytest.approx((7 - 3) / 2) and math.isnan(z[0, 1])  # Constant over the reals: NaN.
+    assert np.isnan(compare.standardize(np.array([[np.nan, np.inf]]), real[:, :1].repeat(2, 1))).all()
 
 
 def test_per_feature_statistics_are_scipys_on_standardised_values():
@@ -51,18 +53,69 @@ def test_joint_statistics():
     assert got['corr_frobenius'] > 0
 
 
-def test_degenerate_inputs_give_nan_not_errors():
+def test_degenerate_inputs_give_none_not_errors():
     real = np.array([[1.0, 2.0], [1.0, 3.0], [1.0, 4.0]])
     fake = np.array([[1.0, 2.5], [1.0, np.nan], [1.0, 3.5]])
     out = compare.compare(fake, real, ['flat', 'x'])
-    assert all(math.isnan(v) for v in out['per_feature']['flat'].values())
+    assert all(v is None for v in out['per_feature']['flat'].values())
     assert math.isfinite(out['per_feature']['x']['ks'])
     assert math.isfinite(out['joint']['hotelling_p'])  # On the usable feature and the complete volumes.
-    many = compare.compare(np.random.default_rng(0).normal(size=(3, 5)), np.random.default_rng(1).normal(size=(3, 5)),
-                           list('abcde'))
-    assert math.isnan(many['joint']['hotelling_p']) and math.isfinite(many['joint']['mahalanobis'])  # F >= N + M - 1.
-    with pytest.raises(ValueError, match='at least 2'):
-        compare.compare(fake[:1], real, ['flat', 'x'])
+    assert out['joint']['features'] == 1 and out['reason'] is None and out['joint']['reason'] is None
+    one = compare.compare(fake[:1], real, ['flat', 'x'], 'fake')
+    assert one['reason'] == 'the comparison needs at least 2 volumes in each group: 3 real, 1 fake'
+    assert all(v is None for v in one['per_feature']['x'].values()) and one['joint']['mahalanobis'] is None
+
+
+def test_fewer_volumes_than_features_leave_mahalanobis_and_hotelling_undefined():
+    rng = np.random.default_rng(0)
+    many = compare.compare(rng.normal(size=(3, 5)), rng.normal(size=(3, 5)), list('abcde'), 'fake')['joint']
+    assert many['mahalanobis'] is None and many['hotelling_t2'] is None and many['hotelling_p'] is None
+    assert many['reason'].startswith('fewer volumes than features: 3 real and 3 fake volumes give the pooled '
+                                     'covariance 4 degrees of freedom for 5 features, so it is singular')
+    assert math.isfinite(many['corr_frobenius'])
+    enough = compare.compare(rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), list('abcd'))['joint']
+    assert math.isfinite(enough['hotelling_p']) and enough['reason'] is None  # N + M - 2 = F: invertible.
+
+
+def test_an_exactly_repeated_feature_counts_once():
+    # firstorder Energy and TotalEnergy differ by a constant factor on one voxel size: the pooled covariance is
+    # singular, and the test must equal the one without the copy (F degrees of freedom = its rank).
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(0, 1, (30, 2)), rng.normal(0.5, 1, (25, 2))
+    copy = lambda x: np.concatenate([x, 3.0 * x[:, :1]], axis=1)  # noqa: E731
+    plain = compare.compare(fake, real, ['a', 'b'])['joint']
+    repeated = compare.compare(copy(fake), copy(real), ['a', 'b', 'three_a'])['joint']
+    for key in ('mahalanobis', 'hotelling_t2', 'hotelling_p'):
+        assert repeated[key] == pytest.approx(plain[key], rel=1e-9)
+
+
+@pytest.mark.parametrize('mean, noise, constant', [
+    (100.0, 1e-13, True),     # Rounding noise on a value of 100.
+    (3e10, 1e-3, True),       # Energy-sized: 3e-14 relative.
+    (1e-15, 1e-13, True),     # Noise around a true 0.
+    (100.0, 1e-5, False),     # 1e-7 relative: a real, if tiny, variation.
+    (0.0, 1e-6, False),
+    (0.02, 0.003, False),
+])
+def test_a_feature_is_constant_when_its_sd_is_below_1e9_of_its_size(mean, noise, constant):
+    column = mean + noise * np.array([-1.0, 0.5, 1.0, -0.5, 0.0, np.nan])
+    real = np.stack([column, np.arange(6.0)], axis=1)
+    assert compare.constant_columns(real).tolist() == [constant, False]
+    z = compare.standardize(real, real)
+    assert np.isnan(z[:, 0]).all() == constant and np.isfinite(z[:5, 1]).all()
+
+
+def test_nothing_computable_warns_nothing():
+    real = np.full((4, 2), np.nan)
+    real[0] = [1.0, 2.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        count, mean, std = compare.column_stats(real)
+        z = compare.standardize(real, real)
+        out = compare.compare(real, real, ['a', 'b'])
+    assert count.tolist() == [1, 1] and mean.tolist() == [1.0, 2.0] and np.isnan(std).all() and np.isnan(z).all()
+    assert out['joint']['reason'] == 'no feature varies over the reals'
+    assert np.isnan(compare.column_stats(np.full((3, 1), np.nan))[1]).all()
 
 
 def test_select_features_drops_variable_constant_and_redundant_features():

@@ -38,7 +38,12 @@ def test_yaml_and_json_parameter_files(tmp_path):
     ('setting:\n  binWidht: 5\n', 'unknown setting "binWidht"'),
     ('setting:\n  interpolator: sitkCubic\n', 'interpolator'),
     ('setting:\n  binWidth: -1\n', 'binWidth'),
-    ('imageType:\n  LoG: {sigma: [1.0]}\n', 'imageType'),
+    ('imageType:\n  Square: {}\n', 'imageType Square is not supported'),
+    ('imageType:\n  LoG: {}\n', 'imageType LoG needs sigma'),
+    ('imageType:\n  LoG: {sigma: [1.0, 0]}\n', 'imageType LoG needs sigma'),
+    ('imageType:\n  LoG: {sigma: [1.0], binWidth: 3}\n', 'per-image-type setting "binWidth"'),
+    ('imageType:\n  Wavelet: {wavelet: coif99}\n', 'not a discrete PyWavelets wavelet'),
+    ('imageType:\n  Wavelet: {level: 0}\n', 'level must be >= 1'),
     ('setting: [1, 2\n', 'not valid YAML'),
 ])
 def test_bad_parameter_files_name_the_problem(tmp_path, text, message):

@@ -457,25 +457,26 @@ def _tiny_dataset(folder, channels: int = 1, count: int = 3) -> str:
 def test_preview_cli_writes_originals_over_augmented(tmp_path, channels):
     data = _tiny_dataset(tmp_path / 'data', channels)
     out = tmp_path / 'grid.png'
-    result = CliRunner().invoke(augment.main, ['--data', data, '--augpipe', 'bgc', '--p', '1', '--out', str(out),
+    result = CliRunner().invoke(augment.main, ['--data', data, '--augpipe', 'bgc', '--p', '1', '--dest', str(out),
                                                '--num', '2', '--seed', '1'])
     assert result.exit_code == 0, result.output
     image = np.asarray(PIL.Image.open(out))
-    assert image.shape[:2] == (2 * 24, 2 * 20 * channels)  # Two rows; sequences side by side in a cell.
+    # Two rows; sequences side by side in a cell; each 24 x 20 slice enlarged 11 times to reach 256 pixels.
+    assert image.shape[:2] == (2 * 24 * 11, 2 * 20 * 11 * channels)
     original = np.load(os.path.join(data, 'vol0.npy'))[0, 2]  # Middle axial slice of the first channel.
-    np.testing.assert_array_equal(image[:24, :20], original)
-    assert np.abs(image[24:, :20].astype(int) - original).mean() > 5
+    np.testing.assert_array_equal(image[:24 * 11:11, :20 * 11:11], original)
+    assert np.abs(image[24 * 11::11, :20 * 11:11].astype(int) - original).mean() > 5
     assert sorted(os.listdir(tmp_path)) == ['data', 'grid.png']  # No temp file left behind.
 
 
 def test_preview_cli_errors(tmp_path):
     data = _tiny_dataset(tmp_path / 'data')
     runner = CliRunner()
-    result = runner.invoke(augment.main, ['--data', str(tmp_path / 'missing'), '--out', str(tmp_path / 'a.png')])
+    result = runner.invoke(augment.main, ['--data', str(tmp_path / 'missing'), '--dest', str(tmp_path / 'a.png')])
     assert result.exit_code != 0 and '--data' in result.output
-    result = runner.invoke(augment.main, ['--data', data, '--out', str(tmp_path / 'a.jpg')])
+    result = runner.invoke(augment.main, ['--data', data, '--dest', str(tmp_path / 'a.jpg')])
     assert result.exit_code != 0 and '.png' in result.output
-    result = runner.invoke(augment.main, ['--data', data, '--out', str(tmp_path / 'a.png'), '--augpipe', 'nope'])
+    result = runner.invoke(augment.main, ['--data', data, '--dest', str(tmp_path / 'a.png'), '--augpipe', 'nope'])
     assert result.exit_code != 0 and 'nope' in result.output
     assert not os.path.exists(tmp_path / 'a.png')
 
@@ -490,10 +491,10 @@ def _one_line_error(result) -> str:
 def test_preview_cli_reports_pipe_and_write_errors_in_one_line(tmp_path):
     data = _tiny_dataset(tmp_path / 'data')  # 24 x 20 slices: too small for imgfilter's 21-pixel reflection.
     runner = CliRunner()
-    line = _one_line_error(runner.invoke(augment.main, ['--data', data, '--augpipe', 'bgcf', '--out',
+    line = _one_line_error(runner.invoke(augment.main, ['--data', data, '--augpipe', 'bgcf', '--dest',
                                                         str(tmp_path / 'a.png')]))
     assert '--augpipe bgcf' in line and 'imgfilter needs slices larger than 21x21' in line
     os.makedirs(tmp_path / 'taken.png')  # A folder where the PNG should go: the final rename fails.
-    line = _one_line_error(runner.invoke(augment.main, ['--data', data, '--out', str(tmp_path / 'taken.png')]))
+    line = _one_line_error(runner.invoke(augment.main, ['--data', data, '--dest', str(tmp_path / 'taken.png')]))
     assert 'taken.png' in line and 'cannot write' in line and 'Is a directory' in line
     assert sorted(os.listdir(tmp_path)) == ['data', 'taken.png'] and not os.listdir(tmp_path / 'taken.png')

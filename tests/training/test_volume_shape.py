@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The anisotropic block schedule: the worked shapes of DESIGN section 3, errors, and size text round trips."""
+"""The anisotropic block schedule: the worked shapes of the design (256x256x24, 80x96x112, 32x32x32), errors, and size text round trips."""
 
 from __future__ import annotations
 

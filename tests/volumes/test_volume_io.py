@@ -3,6 +3,7 @@
 
 import os
 import re
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -222,6 +223,31 @@ def test_truncated_nifti_is_detected(tmp_path):
         with pytest.raises(ValueError, match='is truncated') as info:
             volume_io.read_image(str(tmp_path / f't{name}'))
         assert f't{name}' in str(info.value) and '\n' not in str(info.value)
+
+
+def test_a_nifti_short_by_less_than_its_header_is_truncated(tmp_path):
+    # nibabel resets the vox_offset of an image's header copy to 0: the check once ignored the 352 header bytes, and
+    # a file 200 bytes short was read with 200 voxels of 0.
+    volume = np.full((8, 32, 32), 7, np.uint8)
+    volume_io.write_volume(str(tmp_path / 'a.nii'), volume, (1, 1, 1), volume_io.CANONICAL_DIRECTION)
+    data = (tmp_path / 'a.nii').read_bytes()
+    assert len(data) == 352 + volume.size
+    (tmp_path / 'short.nii').write_bytes(data[:-200])
+    with pytest.raises(ValueError, match=f'short.nii is truncated: {len(data) - 200} bytes, its header needs '
+                                         f'{len(data)}'):
+        volume_io.read_image(str(tmp_path / 'short.nii'))
+    assert (sitk.GetArrayFromImage(volume_io.read_image(str(tmp_path / 'a.nii'))) == 7).all()
+
+
+def test_what_c_code_prints_on_fd_2_is_captured(capfd):
+    # ITK's NIfTI writer prints a short write on file descriptor 2 itself; os.write stands in for its fprintf.
+    print('before', file=sys.stderr, flush=True)
+    with volume_io.native_stderr_captured() as said:
+        os.write(2, b'** ERROR: NWAD: wrote only 5648 of 16384 bytes to file\n' + b'x' * 200_000 + b'\n')
+    print('after', file=sys.stderr, flush=True)
+    assert capfd.readouterr().err == 'before\nafter\n'  # Nothing reached the terminal, 200 kB did not block.
+    assert said[0] == '** ERROR: NWAD: wrote only 5648 of 16384 bytes to file' and len(said[1]) == 200_000
+    assert volume_io.native_message(said[:1]) == 'wrote only 5648 of 16384 bytes to file'
 
 
 def test_corrupt_streams_and_itk_errors_are_one_line(tmp_path):

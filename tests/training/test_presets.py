@@ -1,0 +1,46 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Preset files (training/presets.py) as a user meets them through train.py: errors name the file at fault."""
+
+import pytest
+
+from tests.faults.helpers import assert_clean_failure, run_cli
+
+
+@pytest.fixture(scope='module')
+def phantoms(tmp_path_factory):
+    path = tmp_path_factory.mktemp('data') / 'phantoms.zip'
+    result = run_cli(['dataset_tool.py', '--source=phantom:2', f'--dest={path}', '--size=16x16x8'])
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def dry_run(phantoms, tmp_path, cfg):
+    return run_cli(['train.py', f'--outdir={tmp_path / "runs"}', f'--data={phantoms}', f'--cfg={cfg}', '--dry-run',
+                    '--workers=0'])
+
+
+def test_an_unknown_parent_names_the_preset_file_and_the_nearest_preset(phantoms, tmp_path):
+    (tmp_path / 'mine.toml').write_text('extends = "dmeo"\nkimg = 1\n')
+    result = dry_run(phantoms, tmp_path, tmp_path / 'mine.toml')
+    line = assert_clean_failure(result, f'{tmp_path / "mine.toml"}: extends = "dmeo", which is no preset '
+                                        f'(did you mean "demo"?); expected one of auto, ')
+    assert result.returncode == 2 and line.startswith('Error: Invalid value for --cfg: ')
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_the_file_named_is_the_one_whose_extends_is_wrong(phantoms, tmp_path):
+    # mine.toml is fine; base.toml, which it extends, names a parent that does not exist.
+    (tmp_path / 'base.toml').write_text('extends = "stylgan2"\nbatch = 8\n')
+    (tmp_path / 'mine.toml').write_text(f'extends = "{tmp_path / "base.toml"}"\nkimg = 1\n')
+    result = dry_run(phantoms, tmp_path, tmp_path / 'mine.toml')
+    line = assert_clean_failure(result, f'{tmp_path / "base.toml"}: extends = "stylgan2", which is no preset '
+                                        f'(did you mean "stylegan2"?)')
+    assert 'mine.toml' not in line
+
+
+@pytest.mark.parametrize('cfg, message', [
+    ('dmeo', 'no preset "dmeo" (did you mean "demo"?); expected one of auto, '),
+    ('zzzz', 'no preset "zzzz"; expected one of auto, '),  # Nothing near: no guess.
+])
+def test_an_unknown_cfg_suggests_the_nearest_preset(phantoms, tmp_path, cfg, message):
+    assert_clean_failure(dry_run(phantoms, tmp_path, cfg), message)
