@@ -59,7 +59,7 @@ def test_qc_filter_with_a_truncated_dataset(network, damaged, outdir):
 
 
 def test_augment_preview_of_a_dataset_with_a_bad_crc(damaged, outdir):
-    result = run_cli(['-m', 'training.augment', '--data', damaged['badcrc'], '--out', outdir / 'grid.png'])
+    result = run_cli(['-m', 'training.augment', '--data', damaged['badcrc'], '--dest', outdir / 'grid.png'])
     assert_clean_failure(result, 'badcrc.zip', MEMBER, 'damaged')
     assert os.listdir(outdir) == []
 
@@ -101,7 +101,7 @@ def test_projector_refuses_targets_it_cannot_fit(network, tmp_path, outdir, kind
 
 
 def test_augment_preview_refuses_a_probability_above_one(phantoms, outdir):
-    result = run_cli(['-m', 'training.augment', '--data', phantoms, '--p', '2', '--out', outdir / 'grid.png'])
+    result = run_cli(['-m', 'training.augment', '--data', phantoms, '--p', '2', '--dest', outdir / 'grid.png'])
     assert_clean_failure(result, '--p', '2.0 is not in the range 0<=x<=1')
     assert os.listdir(outdir) == []
 

@@ -96,7 +96,7 @@ def test_metric_cache(network, tmp_path):
 
 
 def test_augment_preview(phantoms, outdir):
-    result = run_cli(['-m', 'training.augment', '--data', phantoms, '--num', '6', '--out', outdir / 'grid.png'],
+    result = run_cli(['-m', 'training.augment', '--data', phantoms, '--num', '6', '--dest', outdir / 'grid.png'],
                      file_size_limit=LIMIT)
     assert_clean_failure(result, 'cannot write', 'grid.png', 'File too large')
     assert os.listdir(outdir) == []
