@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo-out
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test test-fast venv clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: venv
 # The test suite (what CI runs).
 test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
+
+# The fast lane while working: everything but builds, fault injection and training runs (about 2 minutes).
+test-fast: venv
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow" tests
 
 clean-demo:
 	rm -rf $(DEMO)

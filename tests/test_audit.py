@@ -94,6 +94,7 @@ def audited(data):
 # What the audit finds.
 
 
+@pytest.mark.slow
 def test_planted_copies_are_flagged_and_novel_volumes_are_not(audited):
     rows = {row['name']: row for row in audited['rows']}
     assert len(rows) == NOVEL + 12  # The label map and the preview were skipped.
@@ -111,6 +112,7 @@ def test_planted_copies_are_flagged_and_novel_volumes_are_not(audited):
         assert float(row['ratio']) > 1
 
 
+@pytest.mark.slow
 def test_novel_volumes_are_flagged_at_about_alpha(audited):
     """Novel phantoms are real cases the model never saw, as the holdout: flagged at a rate whose binomial
     interval holds alpha."""
@@ -142,6 +144,7 @@ def test_report_pictures_and_summary(audited):
     assert len(audited['stdout'].splitlines()) <= 8
 
 
+@pytest.mark.slow
 def test_feature_spaces_and_a_fixed_threshold(data, tmp_path):
     """MedicalNet (random weights) and a TorchScript slice detector as feature spaces; no holdout, --threshold."""
     from metrics import medicalnet
@@ -220,6 +223,7 @@ def snapshots(data, tmp_path_factory):
     return dict(members=str(members), snapshot=str(snapshot), export=str(export))
 
 
+@pytest.mark.slow
 def test_an_overfitted_discriminator_gives_a_membership_auc_above_its_control(data, snapshots, tmp_path):
     out = tmp_path / 'out'
     result = run_cli(['audit.py', f'--network={snapshots["snapshot"]}', '--count=3', f'--data={snapshots["members"]}',
@@ -237,6 +241,7 @@ def test_an_overfitted_discriminator_gives_a_membership_auc_above_its_control(da
     assert 'Membership (D scores, training vs holdout): AUC' in result.stdout and 'membership leak' in result.stdout
 
 
+@pytest.mark.slow
 def test_an_export_has_no_discriminator_to_attack(data, snapshots, tmp_path):
     out = tmp_path / 'out'
     result = run_cli(['audit.py', f'--network={snapshots["export"]}', '--seeds=5,7', f'--data={snapshots["members"]}',
@@ -251,6 +256,7 @@ def test_an_export_has_no_discriminator_to_attack(data, snapshots, tmp_path):
 # generate.py --exclude-copies.
 
 
+@pytest.mark.slow
 def test_generate_excludes_copies_and_replaces_them_from_the_next_seeds(tmp_path):
     """The training set holds the network's own volumes of seeds 3 and 5: generating seeds 0-9 drops them (and any
     other volume the audit would flag), fills up from seeds 10 on, and the audit of the result flags nothing."""
@@ -326,6 +332,7 @@ def bad(data, tmp_path_factory):
      ['--generated', 'leave --seeds, --count and --class out']),
     ('shift too large', ['--holdout={holdout}', '--shift=4'], ['--shift', 'a shift of 4 voxels leaves no interior']),
 ])
+@pytest.mark.slow
 def test_bad_inputs_fail_in_one_line_and_write_nothing(data, bad, tmp_path, case, args, fragments):
     names = dict(bad, holdout=data['holdout'])
     out = tmp_path / 'out'

@@ -580,6 +580,7 @@ def write_prostate_like_cases(root, cases):
     return seg
 
 
+@pytest.mark.slow
 def test_the_walkthrough_packing_commands_work_as_written(tmp_path):
     # A user found the labelled command failing: with one --channels pattern, --seg looked for case_0007_t2w_seg.
     source = tmp_path / 'prostate'
@@ -613,6 +614,7 @@ WARNING_30 = ('train.py will refuse 30x30x10 volumes: each axis must be b x 2^k 
               '32x32x10 (or give train.py an explicit --base)')
 
 
+@pytest.mark.slow
 def test_a_size_train_py_refuses_is_packed_with_a_warning_that_names_the_nearest_sizes(tmp_path):
     result = run_cli(['dataset_tool.py', '--source=phantom:2', '--size=30x30x10', f'--dest={tmp_path / "p.zip"}'])
     assert result.returncode == 0 and result.stderr == '', result.stderr

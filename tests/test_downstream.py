@@ -26,6 +26,9 @@ from volumes import volume_io
 from volumes.contract import VolumeInfo
 from volumes.packed import PackedDataset
 
+pytestmark = pytest.mark.slow  # each test trains segmenters through the CLI
+
+
 SIZE = (16, 16, 8)  # x, y, z: 4 x 4 x 9 mm voxels over the phantom's field of view.
 TRAIN = ['--iters=80', '--width=4', '--lr=1e-2', '--batch=4', '--seeds=1', '--no-progress']
 NAMES = ['inner zone', 'outer zone']

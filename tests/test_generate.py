@@ -440,6 +440,7 @@ def test_style_mixing_conditional_needs_a_class(network, tmp_path):
 # Projector.
 
 
+@pytest.mark.slow
 def test_projector_reduces_mse_tenfold(network):
     G = network['G']
     with torch.no_grad():

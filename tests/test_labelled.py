@@ -140,6 +140,7 @@ def test_a_ct_window_is_recorded_and_written_back_in_hounsfield_units(tmp_path):
     assert np.abs(hu - np.clip(source, -1000, 1000)).max() < 2000 / 65535 + 1e-3  # One stored step: exact HU back.
 
 
+@pytest.mark.slow
 def test_joint_training_generates_label_maps_and_an_nnunet_dataset(tmp_path):
     assert pack('--source', 'phantom:8', '--dest', tmp_path / 'p.zip', '--size', '16x16x8',
                 '--seg', 'phantom').exit_code == 0
@@ -237,6 +238,7 @@ def test_crop_to_the_body_centres_the_box_on_it(tmp_path):
     assert inside.sum() == 10 * 14 * 12 and inside[6, 8, 8]  # The whole body, in the middle of the box.
 
 
+@pytest.mark.slow
 def test_dry_run_says_the_generator_also_makes_the_label_channels(labelled_source, tmp_path):
     from tests.faults.helpers import run_cli
     data = tmp_path / 'd.zip'

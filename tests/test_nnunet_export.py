@@ -86,6 +86,7 @@ def read(path) -> np.ndarray:
     return np.asanyarray(nib.load(path).dataobj)
 
 
+@pytest.mark.slow
 def test_labels_are_numbered_consecutively_and_mapped_back(export):
     nn = export / 'nnunet'
     assert sorted(os.listdir(nn)) == ['dataset.json', 'imagesTr', 'label_mapping.json', 'labelsTr']
@@ -139,6 +140,7 @@ def test_nnunet_v2_integrity_check_passes(export, tmp_path):
         verify_dataset_integrity(str(old), num_processes=1)
 
 
+@pytest.mark.slow
 def test_counts_follow_the_files_after_an_overwrite(labelled, export, tmp_path):
     nn = tmp_path / 'nn'
     shutil.copytree(export / 'nnunet', nn)

@@ -36,6 +36,7 @@ def unlabelled(tmp_path_factory) -> str:
     return write_snapshot(root / 'G.pkl', tiny_generator(), root / 'gone.zip')
 
 
+@pytest.mark.slow
 def test_generate_refuses_a_used_folder_and_overwrite_leaves_only_the_new_run(labelled, unlabelled,  # noqa: F811
                                                                               tmp_path):
     out = tmp_path / 'synth'
@@ -59,6 +60,7 @@ def test_generate_refuses_a_used_folder_and_overwrite_leaves_only_the_new_run(la
     assert (out / 'notes.txt').read_text() == 'the user\'s own file\n'
 
 
+@pytest.mark.slow
 def test_style_mixing_refuses_a_used_folder_and_overwrite_removes_its_own_outputs(unlabelled, tmp_path):
     out = tmp_path / 'mix'
     out.mkdir()
@@ -76,6 +78,7 @@ def test_style_mixing_refuses_a_used_folder_and_overwrite_removes_its_own_output
     assert (out / 'seed0000.nii.gz').read_bytes() == b'an earlier run\'s seed0000.nii.gz'
 
 
+@pytest.mark.slow
 def test_projector_refuses_a_used_folder_and_overwrite_removes_its_own_outputs(unlabelled, tmp_path):
     out = tmp_path / 'proj'
     out.mkdir()

@@ -85,6 +85,7 @@ def check_section(section: dict, names: list[str]) -> None:
 #----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_folders_with_masks_split_roi_reference_and_selection(tmp_path):
     reals = write_folder(tmp_path / 'reals', range(0, 8))
     fakes = write_folder(tmp_path / 'fakes', range(100, 106))
@@ -115,6 +116,7 @@ def test_folders_with_masks_split_roi_reference_and_selection(tmp_path):
     assert ['Warning: ' + line for line in report['warnings']] == warning_lines(result.stderr)
 
 
+@pytest.mark.slow
 def test_demo_dataset_zip_against_generated_volumes_without_masks(tmp_path):
     data = str(tmp_path / 'phantoms.zip')
     dataset_tool.pack_dataset('phantom:6', data, size=SIZE)
@@ -132,6 +134,7 @@ def test_demo_dataset_zip_against_generated_volumes_without_masks(tmp_path):
     assert report['fake_vs_real']['per_feature']['original_firstorder_Mean']['ks_p'] is not None
 
 
+@pytest.mark.slow
 def test_a_labelled_dataset_zip_brings_its_label_maps(tmp_path):
     data = str(tmp_path / 'labelled.zip')
     dataset_tool.pack_dataset('phantom:5', data, size=SIZE, seg='phantom')
@@ -145,6 +148,7 @@ def test_a_labelled_dataset_zip_brings_its_label_maps(tmp_path):
     assert len(volumes) == 10 and min(volumes) > 0 and volumes[:5] == volumes[5:]  # The same zip twice.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', ['off-grid mask', 'empty roi', 'unknown feature', 'sizes differ', 'missing mask',
                                   'bad params', 'zip without masks'])
 def test_bad_input_is_a_one_line_error(tmp_path, case):
@@ -213,6 +217,7 @@ def warning_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith('Warning: ')]
 
 
+@pytest.mark.slow
 def test_a_feature_constant_up_to_rounding_is_listed_and_left_out(tmp_path):
     # The reals' organ intensity is 100 up to 1e-14 relative noise (as float sums give): before, its standard
     # deviation of ~1e-12 standardised the fakes' 101 to a Wasserstein distance of 1.35e12.
@@ -240,6 +245,7 @@ def test_a_feature_constant_up_to_rounding_is_listed_and_left_out(tmp_path):
     assert '2 features constant over the reals' in result.stdout and 'RuntimeWarning' not in result.stderr
 
 
+@pytest.mark.slow
 def test_reals_and_fakes_in_different_units_warn(tmp_path):
     reals = write_folder(tmp_path / 'reals', range(0, 4), scale=16)  # uint16 0-4080: source units of 12-bit data.
     fakes = write_folder(tmp_path / 'fakes', range(10, 14))          # uint8 0-255: the stored units.
@@ -254,6 +260,7 @@ def test_reals_and_fakes_in_different_units_warn(tmp_path):
     assert report['warnings'] == [line[len('Warning: '):]]
 
 
+@pytest.mark.slow
 def test_fewer_volumes_than_features_makes_the_joint_statistics_null_with_the_reason(tmp_path):
     reals = write_folder(tmp_path / 'reals', range(0, 3))
     fakes = write_folder(tmp_path / 'fakes', range(10, 13))
@@ -272,6 +279,7 @@ def test_fewer_volumes_than_features_makes_the_joint_statistics_null_with_the_re
     assert report['fake_vs_real']['per_feature']['original_firstorder_Mean']['ks_p'] is not None
 
 
+@pytest.mark.slow
 def test_volumes_whose_mask_gives_no_roi_are_skipped_and_counted(tmp_path):
     reals = write_folder(tmp_path / 'reals', range(0, 4))
     write_case(reals, 'case004', 4, mask='empty')
@@ -309,6 +317,7 @@ def test_volumes_whose_mask_gives_no_roi_are_skipped_and_counted(tmp_path):
     assert not (tmp_path / 'out2').exists()
 
 
+@pytest.mark.slow
 def test_a_single_volume_gets_its_features_and_undefined_statistics(tmp_path):
     reals = write_folder(tmp_path / 'reals', [0])
     fakes = write_folder(tmp_path / 'fakes', [10])
@@ -329,6 +338,7 @@ def test_a_single_volume_gets_its_features_and_undefined_statistics(tmp_path):
     assert warning_lines(result.stderr) == ['Warning: fake-vs-real: undefined: ' + section['reason']]
 
 
+@pytest.mark.slow
 def test_a_used_outdir_is_refused_unless_overwrite(tmp_path):
     reals = write_folder(tmp_path / 'reals', range(0, 3))
     fakes = write_folder(tmp_path / 'fakes', range(10, 12))

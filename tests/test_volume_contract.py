@@ -71,6 +71,7 @@ def test_an_oblique_scan_keeps_its_place_in_the_world(oblique_scan, tmp_path, or
         assert np.linalg.norm(wrong - BLOB) > 2 * max(record['spacing'])
 
 
+@pytest.mark.slow
 def test_generated_volumes_overlay_the_scan_without_the_dataset(oblique_scan, tmp_path):
     pack(oblique_scan, tmp_path / 'd.zip')
     result = CliRunner().invoke(train.main, [f'--outdir={tmp_path / "runs"}', f'--data={tmp_path / "d.zip"}',

@@ -10,6 +10,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # benchmark runs
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, 'benchmarks', 'peer_compare.py')
 
@@ -22,6 +27,7 @@ __path__.append(os.path.join({REPO!r}, 'training'))
 '''
 STAND_IN = '''
 import importlib
+import pytest
 _ours = importlib.import_module('training._ours')
 
 def Generator(img_resolution, **kwargs):

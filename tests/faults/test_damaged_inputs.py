@@ -15,6 +15,9 @@ from tests.faults.conftest import TRAIN
 from tests.faults.helpers import (assert_clean_failure, flip_member_byte, run_cli, snapshot_of_files,
                                   truncate)
 
+pytestmark = pytest.mark.slow  # fault injection: the CLIs as subprocesses
+
+
 MEMBER = '00000/vol00000002.npy'
 
 

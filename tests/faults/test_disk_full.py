@@ -11,6 +11,9 @@ import pytest
 from tests.faults.conftest import SIZE, TRAIN
 from tests.faults.helpers import assert_clean_failure, run_cli
 
+pytestmark = pytest.mark.slow  # fault injection: the CLIs as subprocesses
+
+
 LIMIT = 1200  # Bytes per file: a tiny NIfTI volume fits (about 1 kB), a snapshot, a PNG grid or an archive do not.
 
 

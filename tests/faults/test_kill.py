@@ -14,9 +14,13 @@ import time
 import torch
 
 import legacy
+import pytest
 from dnnlib import util
 from tests.faults.conftest import TRAIN
 from tests.faults.helpers import REPO, partial_files, run_cli
+
+pytestmark = pytest.mark.slow  # fault injection: the CLIs as subprocesses
+
 
 KIMG = '--kimg=0.024'  # Six minibatches of 4, a tick and a snapshot after each.
 

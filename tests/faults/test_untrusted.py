@@ -13,6 +13,9 @@ import pytest
 from tests.faults.conftest import TRAIN
 from tests.faults.helpers import REPO, assert_clean_failure, run_cli
 
+pytestmark = pytest.mark.slow  # fault injection: the CLIs as subprocesses
+
+
 LEGACY_SNAPSHOT = os.path.join(REPO, 'tests', 'data', 'legacy', 'snapshot-v1.pkl')
 TRUST = ['--trust-pickle', 'STYLEGAN3D_TRUST_PICKLE=1']  # What every refusal tells the user.
 

@@ -18,6 +18,7 @@ from torch_utils import distributed
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_results(tmp_path):
     G = fakes.FakeGenerator((8, 16, 16))
     volumes = fakes.sample_real_volumes(G, 5)  # Odd: rank 1 wraps around to volume 0, which must be dropped.
@@ -53,6 +54,7 @@ def test_two_processes_give_the_single_process_results(tmp_path):
     assert set(single) >= {'fid5_tri_coronal', 'pr53_all_recall', 'msssim_gen3_real'}
 
 
+@pytest.mark.slow
 def test_generated_items_do_not_depend_on_the_batches(tmp_path):
     G = fakes.FakeGenerator((8, 16, 16), c_dim=3)
     labels = [0, 1, 2] * 2

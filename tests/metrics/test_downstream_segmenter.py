@@ -61,6 +61,7 @@ def phantom_like_cases(count: int, seed: int) -> list:
     return cases
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_numbers():
     train, test = phantom_like_cases(6, 0), phantom_like_cases(3, 1)
     options = segmenter.TrainOptions(width=4, iters=4, batch=2)
@@ -97,6 +98,7 @@ def test_the_augmentation_moves_image_and_labels_together():
     assert changed >= 3
 
 
+@pytest.mark.slow
 def test_training_learns_the_boxes():
     train, test = phantom_like_cases(8, 4), phantom_like_cases(4, 5)
     model = segmenter.train(train, 3, 255, segmenter.TrainOptions(width=4, iters=60, batch=4, lr=1e-2), 0, CPU)

@@ -36,6 +36,7 @@ def folder_table(group: str, version: str) -> np.ndarray:
     return np.array([list(frd.volume_features(sitk.ReadImage(f), version, f).values()) for f in files])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('version', [pytest.param('v1', marks=pytest.mark.slow), 'v0'])
 def test_frd_equals_frd_score(version):
     fixture = frd_score_values()
@@ -155,6 +156,7 @@ def test_the_value_falls_with_the_sample_count_for_one_distribution():
 # calc_metrics and radiomics.py.
 
 
+@pytest.mark.slow
 def test_calc_metric_frd(tmp_path, monkeypatch):
     monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
     G = fakes.FakeGenerator((8, 12, 12))
@@ -176,6 +178,7 @@ def test_calc_metric_frd(tmp_path, monkeypatch):
         metric_main.calc_metric('frd_v1', G=tiny, dataset_kwargs=fakes.dataset_kwargs(tiny_data))
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_radiomics_cli_frd(tmp_path):
     groups = {}

@@ -39,6 +39,7 @@ def test_published_layout_key_names():
     assert medicalnet.MedicalNetResNet(10).layer4[0].conv1.dilation == (4, 4, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('depth', [10, 18])
 def test_load_checkpoint_with_module_prefix_and_head(tmp_path, depth):
     torch.manual_seed(depth)

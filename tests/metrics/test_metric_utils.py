@@ -156,6 +156,7 @@ def test_detector_file_errors(tmp_path):
     assert '\n' not in str(info.value)
 
 
+@pytest.mark.slow
 def test_slice_featurizer_feeds_grey_rgb_in_uint8_range(tmp_path):
     path = fakes.write_detector(tmp_path / 'det.pt', num_features=5)
     featurizer = metric_utils.SliceFeaturizer(path, dict(return_features=True), 'tri', torch.device('cpu'),

@@ -67,6 +67,7 @@ def _calc(setup, metric):
 # Features.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('peer', peer_fid.MEDICALNET_PEERS)
 def test_medicalnet_protocols_give_the_peers_features(setup, ref, peer):
     featurizer = peer_fid.PeerMedicalNetFeaturizer(peer, setup['medicalnet'], torch.device('cpu'), f'fid3d_{peer}')
@@ -158,6 +159,7 @@ def test_exact_frechet_distance_matches_scipy_sqrtm(n1, n2, rel):
 # The named metrics, end to end.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('peer', peer_fid.MEDICALNET_PEERS)
 def test_fid3d_peer_metric_gives_the_peers_fid(setup, ref, peer):
     result = _calc(setup, f'fid3d4_{peer}')
@@ -173,6 +175,7 @@ def test_fid3d_peer_metric_gives_the_peers_fid(setup, ref, peer):
     assert d['resizing'] == 'none' and 'average' in d['pooling'] and 'N - 1' in d['statistics']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('centre', [None, 40])
 def test_fid25d_maisi_gives_the_peers_fids(setup, ref, centre):
     name, tag = ('fid25d4_maisi', 'maisi') if centre is None else ('fid25d4_maisi_c40', 'maisi_c40')
@@ -247,6 +250,7 @@ def test_radimagenet_layout_loads_the_published_key_names():
 # The command line, as a user runs it.
 
 
+@pytest.mark.slow
 def test_calc_metrics_cli_reports_peer_protocols(setup, ref):
     result = run_cli(['calc_metrics.py', f'--network={setup["snapshot"]}', '--metrics=fid3d4_hagan,fid25d4_maisi',
                       f'--medicalnet={setup["medicalnet"]}', f'--radimagenet={setup["radimagenet"]}',
@@ -264,6 +268,7 @@ def test_calc_metrics_cli_reports_peer_protocols(setup, ref):
     assert maisi['details']['weights_sha256'] == maisi['details']['inputs']['radimagenet50-maisi']['sha256']
 
 
+@pytest.mark.slow
 def test_calc_metrics_cli_needs_radimagenet_weights(setup):
     result = run_cli(['calc_metrics.py', f'--network={setup["snapshot"]}', '--metrics=fid25d_maisi',
                       '--no-progress'])

@@ -6,6 +6,9 @@ import torch
 
 from torch_utils import custom_ops
 
+pytestmark = pytest.mark.slow  # plugin builds
+
+
 ADD_ONE = '''
 #include <torch/extension.h>
 torch::Tensor add_one(torch::Tensor x) { return x + %s; }

@@ -44,6 +44,7 @@ def _write_module(directory, source):
     (directory / 'user_net.py').write_text(source)
 
 
+@pytest.mark.slow
 def test_pickle_loads_after_source_changes_in_fresh_process(tmp_path):
     moddir = tmp_path / 'mods'
     moddir.mkdir()

@@ -32,6 +32,7 @@ def test_single_process_collector_moments():
     assert collector.num('Single/v') == 0 and math.isnan(collector['Single/v'])
 
 
+@pytest.mark.slow
 def test_two_process_gloo_aggregation(tmp_path):
     # The torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR, ...) that train.py --gpus also sets.
     port = distributed.free_port()

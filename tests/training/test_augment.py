@@ -371,6 +371,7 @@ def test_cutout_zeroes_one_square_per_volume():
 # Gradients.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('preset', ['geom', 'color'])
 def test_gradients_float64(preset):
     pipe = _pipe(1, **AUGPIPE_SPECS[preset])

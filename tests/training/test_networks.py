@@ -134,6 +134,7 @@ def test_modulated_conv3d_matches_direct_formula(fused, demodulate):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('up', [1, [2, 2, 1]])
 def test_modulated_conv3d_fused_equals_nonfused_with_gradients(up):
     f = networks.upfirdn3d.setup_filter([1, 3, 3, 1]).double()
@@ -374,6 +375,7 @@ def test_r1_double_backward(d_arch):
     assert nonzero_grad(D.b3.conv0.bias)
 
 
+@pytest.mark.slow
 def test_r1_gradgradcheck_small():
     # 8x8x4 volume, one block (down in x and y only) and the epilogue, 2 channels: small enough for float64.
     D = networks.Discriminator(c_dim=0, img_shape=(4, 8, 8), img_channels=1, channel_base=16, channel_max=2,
@@ -387,6 +389,7 @@ def test_r1_gradgradcheck_small():
 # Persistence and bad input.
 
 
+@pytest.mark.slow
 def test_pickle_roundtrip_in_fresh_process(tmp_path):
     info = VolumeInfo(spacing=(0.5, 0.5, 3.0), centre=(1.0, 2.0, 3.0))
     G = make_G('32x32x32', c_dim=2, architecture='resnet', volume_info=info.to_dict()).eval()

@@ -107,6 +107,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and 'nope.zip' in result.output
 
 
+@pytest.mark.slow
 def test_training_run_writes_outputs_and_resumes_exactly(phantom_zip, tmp_path, monkeypatch):
     # Run A stops after 12 volumes; B resumes A and runs to 20; C runs to 20 straight. B must equal C.
     # ADA with a target below any sign mean and a fast ada_kimg, so p moves at every update (every 4 minibatches,
@@ -183,6 +184,7 @@ def test_trim_stats_drops_the_ticks_after_the_resumed_snapshot(tmp_path):
     assert [round(json.loads(line)['Progress/kimg']['mean'] * 1000) for line in open(path)] == [4, 8]
 
 
+@pytest.mark.slow
 def test_resume_from_a_snapshot_of_other_networks_is_refused_before_anything_is_written(phantom_zip, tmp_path):
     assert run_train([f'--outdir={tmp_path / "a"}', f'--data={phantom_zip}', *FAST, '--kimg=0.004']).exit_code == 0
     snapshot = glob.glob(str(tmp_path / 'a' / '*' / 'network-snapshot-*.pkl'))[0]
@@ -201,6 +203,7 @@ def loop_kwargs(args, run_dir):
     return dict(c, run_dir=str(run_dir))
 
 
+@pytest.mark.slow
 def test_ada_moves_p_by_the_official_step(phantom_zip, tmp_path):
     from training import training_loop
     c = loop_kwargs([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.032',
@@ -214,6 +217,7 @@ def test_ada_moves_p_by_the_official_step(phantom_zip, tmp_path):
     assert float(pipe.p) == pytest.approx(state['augment_p'])
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_snapshot_and_exits_cleanly(phantom_zip, tmp_path):
     import signal
 
@@ -235,6 +239,7 @@ def test_sigterm_writes_a_snapshot_and_exits_cleanly(phantom_zip, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is not None and len(ticks) == 4
 
 
+@pytest.mark.slow
 def test_nonfinite_gradients_stop_the_run_with_a_clear_message(phantom_zip, tmp_path, monkeypatch, capsys):
     from training import loss as loss_module
     from training import training_loop
@@ -263,6 +268,7 @@ def test_nonfinite_gradients_stop_the_run_with_a_clear_message(phantom_zip, tmp_
     assert stats[-1]['Loss/nonfinite_steps']['mean'] > 0
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_stay_identical(phantom_zip, tmp_path):
     # check_ddp_consistency at every snapshot raises if the ranks' networks differ.
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
@@ -280,6 +286,7 @@ def test_two_processes_under_torchrun_stay_identical(phantom_zip, tmp_path):
     assert not torch.equal(rank0['rng']['torch'], rank1['rng']['torch'])  # Per-rank seeding.
 
 
+@pytest.mark.slow
 def test_resume_latest_without_a_run_starts_fresh(phantom_zip, tmp_path):
     result = run_train([f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.004', '--resume=latest'])
     assert result.exit_code == 0, result.output
@@ -288,6 +295,7 @@ def test_resume_latest_without_a_run_starts_fresh(phantom_zip, tmp_path):
     assert len(runs) == 1 and os.path.isfile(tmp_path / runs[0] / 'training-state-000000_004.pt')
 
 
+@pytest.mark.slow
 def test_metrics_at_snapshots_are_written_and_logged(phantom_zip, tmp_path):
     args = [f'--outdir={tmp_path}', f'--data={phantom_zip}', *FAST, '--kimg=0.004', '--metrics=mmd_full']
     result = run_train([a for a in args if a != '--metrics=none'])
@@ -298,6 +306,7 @@ def test_metrics_at_snapshots_are_written_and_logged(phantom_zip, tmp_path):
     assert records[0]['results']['mmd_full'] >= 0
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_spawned_two_process_run_snapshots_and_exits_cleanly(phantom_zip, tmp_path):
     # --gpus=2 spawns two gloo processes; SIGTERM to the parent reaches both, which stop at the same minibatch.
     import signal
@@ -337,6 +346,7 @@ def test_unreadable_resume_file_is_a_one_line_error(phantom_zip, tmp_path):
     assert 'Traceback' not in result.output
 
 
+@pytest.mark.slow
 def test_conditional_run_on_labelled_volumes(tmp_path):
     import numpy as np
 

@@ -284,6 +284,7 @@ def on_host(host_plugin, monkeypatch):
     return plugin_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('act', ACTS)
 @pytest.mark.parametrize('dtype', list(TOLS), ids=str)
 def test_host_loop_matches_ref(on_host, act, dtype):
@@ -293,15 +294,18 @@ def test_host_loop_matches_ref(on_host, act, dtype):
             compare_with_ref(on_host, x64, b64, dtype, fmt, act, clamp, 'cpu')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('act', ACTS)
 def test_host_loop_gradcheck(on_host, act):
     check_plugin_gradcheck(on_host, act, 'cpu')
 
 
+@pytest.mark.slow
 def test_host_loop_layouts(on_host):
     check_layouts(on_host, 'cpu')
 
 
+@pytest.mark.slow
 def test_host_loop_clamped_gradient_is_zero(on_host):
     x = torch.tensor([[-3.0, -0.5, 0.25, 2.0]], dtype=torch.float64, requires_grad=True)
     y = on_host(x, act='lrelu', clamp=1.0)
@@ -311,6 +315,7 @@ def test_host_loop_clamped_gradient_is_zero(on_host):
     torch.testing.assert_close(dx, torch.tensor([[0.2 * s2, 0.2 * s2, s2, 0.0]], dtype=torch.float64))
 
 
+@pytest.mark.slow
 def test_binding_checks(host_plugin):
     x = torch.randn(2, 3, 4)
     empty = x.new_empty([0])
@@ -341,6 +346,7 @@ def test_failed_plugin_build_raises(monkeypatch):
 # The CUDA sources compile with nvcc (also without a GPU, e.g. with a CPU-only torch).
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(nvcc_build.find_nvcc() is None, reason='needs nvcc')
 def test_cuda_sources_compile(tmp_path):
     symbols = nvcc_build.compile_symbols(os.path.join(OPS_DIR, 'bias_act.cu'), tmp_path, ['--use_fast_math'])

@@ -42,6 +42,7 @@ def test_values_and_gradients(shapes):
         torch.testing.assert_close(grad, grad_ref, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('shapes', SHAPES, ids=str)
 def test_gradcheck(shapes):
     inputs = tuple(leaves(shapes, seed=2))
@@ -77,6 +78,7 @@ def test_bad_inputs():
     assert fma(torch.ones([2, 1, 4]), torch.ones([3, 1]), torch.ones([])).shape == (2, 3, 4)
 
 
+@pytest.mark.slow
 def test_no_sympy_import():
     """The shape check must not pull in sympy (torch.broadcast_shapes does: ~34 MB in every training process)."""
     code = ('import sys, torch; from torch_utils.ops.fma import fma; '

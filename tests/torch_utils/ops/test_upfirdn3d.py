@@ -281,6 +281,7 @@ def test_ref_keeps_no_activation_for_backward(case):
     assert saved and all(any(t is v for v in filters) for t in saved)
 
 
+@pytest.mark.slow
 def test_ref_learned_filter_gets_gradients():
     """A filter that requires grad goes through plain autograd, so it gets a gradient too."""
     x = torch.randn([1, 2, 3, 4, 5], dtype=torch.float64, requires_grad=True)
@@ -546,6 +547,7 @@ def on_host(host_plugin, monkeypatch):
     return _plugin_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dtype', list(PLUGIN_TOLERANCE), ids=str)
 @pytest.mark.parametrize('case', PLUGIN_CASES)
 def test_host_loop_matches_ref(on_host, case, dtype):
@@ -553,20 +555,24 @@ def test_host_loop_matches_ref(on_host, case, dtype):
         compare_with_ref(on_host, case, dtype, memory_format, 'cpu')
 
 
+@pytest.mark.slow
 def test_host_loop_64bit_indices(on_host, monkeypatch):
     monkeypatch.setenv('UPFIRDN3D_HOST_INT64', '1')
     for case in PLUGIN_CASES:
         compare_with_ref(on_host, case, torch.float64, torch.channels_last_3d, 'cpu')
 
 
+@pytest.mark.slow
 def test_host_loop_gradcheck(on_host):
     check_gradcheck(on_host, 'cpu')
 
 
+@pytest.mark.slow
 def test_host_loop_odd_layouts(on_host):
     check_odd_layouts(on_host, 'cpu')
 
 
+@pytest.mark.slow
 def test_binding_checks(host_plugin):
     x = torch.randn([1, 2, 3, 4, 5])
     f = torch.ones([3])
@@ -589,6 +595,7 @@ def test_binding_checks(host_plugin):
 # The CUDA sources compile with nvcc (also without a GPU, e.g. with a CPU-only torch).
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(nvcc_build.find_nvcc() is None, reason='needs nvcc')
 def test_cuda_sources_compile(tmp_path):
     symbols = nvcc_build.compile_symbols(os.path.join(OPS_DIR, 'upfirdn3d.cu'), tmp_path)
