@@ -16,7 +16,7 @@ import torch
 
 import dataset_tool
 import legacy
-from tests.faults.helpers import assert_clean_failure, run_cli
+from tests.helpers.cli import assert_clean_failure, run_cli
 from training import generation
 from training.networks import Discriminator, Generator
 from volumes import volume_io
@@ -148,7 +148,7 @@ def test_report_pictures_and_summary(audited):
 def test_feature_spaces_and_a_fixed_threshold(data, tmp_path):
     """MedicalNet (random weights) and a TorchScript slice detector as feature spaces; no holdout, --threshold."""
     from metrics import medicalnet
-    from tests.metrics.fakes import write_detector
+    from tests.helpers.detectors import write_detector
     weights = tmp_path / 'resnet10.pth'
     torch.manual_seed(0)
     torch.save({'state_dict': {f'module.{k}': v for k, v in medicalnet.MedicalNetResNet(10).state_dict().items()}},

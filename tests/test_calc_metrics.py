@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import calc_metrics
 import legacy
 from metrics import metric_utils
-from tests.metrics import fakes
+from tests.helpers import detectors
 from torch_utils import safe_unpickle
 from training.networks import Generator
 
@@ -23,22 +23,22 @@ SHAPE = (8, 16, 16)
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     """A run directory holding a snapshot of a fake generator whose training data is recorded in the pickle."""
-    safe_unpickle.add_known_module(fakes)  # The test double is no network of the project: admitted by its test.
+    safe_unpickle.add_known_module(detectors)  # The test double is no network of the project: admitted by its test.
     root = tmp_path_factory.mktemp('calc')
-    G = fakes.FakeGenerator(SHAPE)
-    data = fakes.write_dataset(str(root / 'reals'), fakes.sample_real_volumes(G, 8))
+    G = detectors.FakeGenerator(SHAPE)
+    data = detectors.write_dataset(str(root / 'reals'), detectors.sample_real_volumes(G, 8))
     run_dir = root / '00000-reals-demo'
     run_dir.mkdir()
     (run_dir / 'training_options.json').write_text('{}')
     snapshot = run_dir / 'network-snapshot-000004.pkl'
-    training_set_kwargs = fakes.dataset_kwargs(data, use_labels=False, xflip=False, img_shape=list(SHAPE))
+    training_set_kwargs = detectors.dataset_kwargs(data, use_labels=False, xflip=False, img_shape=list(SHAPE))
     with open(snapshot, 'wb') as f:
         pickle.dump(dict(G=None, D=None, G_ema=G, augment_pipe=None, training_set_kwargs=training_set_kwargs), f)
     bare = root / 'bare.pkl'  # No dataset recorded.
     with open(bare, 'wb') as f:
         pickle.dump(dict(G_ema=G), f)
-    detector = fakes.write_detector(root / 'tinydet.pt')
-    vgg16 = fakes.write_detector(root / 'tinyvgg.pt', num_features=7, seed=1)
+    detector = detectors.write_detector(root / 'tinydet.pt')
+    vgg16 = detectors.write_detector(root / 'tinyvgg.pt', num_features=7, seed=1)
     return dict(root=root, data=data, run_dir=run_dir, snapshot=str(snapshot), bare=str(bare), detector=detector,
                 vgg16=vgg16)
 
@@ -106,7 +106,7 @@ def test_safe_export_and_home_relative_paths(run, tmp_path, monkeypatch):
     G = Generator(z_dim=8, c_dim=0, w_dim=8, img_shape=SHAPE, img_channels=1, mapping_kwargs=dict(num_layers=2),
                   synthesis_kwargs=dict(channel_base=128, channel_max=16)).eval()
     export = tmp_path / 'G.pt'
-    legacy.export_network(G, fakes.dataset_kwargs(run['data']), str(export))  # Records the dataset, no code.
+    legacy.export_network(G, detectors.dataset_kwargs(run['data']), str(export))  # Records the dataset, no code.
     result = _invoke(f'--network={export}', '--metrics=mmd4_full', '--seed=0', '--no-progress')
     assert result.exit_code == 0, result.output
     record = json.loads(next(line for line in result.output.splitlines() if line.startswith('{')))
@@ -144,7 +144,8 @@ def test_importable_core_with_data_override_and_local_detector(run):
 
 
 def test_mirror_option_reaches_the_dataset(run):
-    network = dict(G_ema=fakes.FakeGenerator(SHAPE), training_set_kwargs=fakes.dataset_kwargs(run['data'], xflip=True))
+    network = dict(G_ema=detectors.FakeGenerator(SHAPE),
+                   training_set_kwargs=detectors.dataset_kwargs(run['data'], xflip=True))
     # As the official _full metrics: the real volumes as they are, unless --mirror asks for the copies.
     assert calc_metrics.resolve_dataset_kwargs(network, None, None).xflip is False
     assert calc_metrics.resolve_dataset_kwargs(network, None, True).xflip is True

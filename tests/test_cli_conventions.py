@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Every command-line tool follows dnnlib/cli.py's conventions: the same names, metavars and types for the same
-things, switches without values, defaults shown by click, one-line usage errors, and old spellings read with a note."""
+things, switches without values, defaults shown by click, one-line usage errors, and old spellings read with a note;
+and generate.py, style_mixing.py and projector.py reject a file that is no network in one line."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ import importlib.util
 import os
 
 import click
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 import dnnlib
+import generate
+import projector
+import style_mixing
 from dnnlib import cli
+from tests.helpers.cli import assert_one_line_error, invoke
+from tests.helpers.networks import SHAPE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH_METAVARS = ('PATH', 'DIR', 'URL|PATH')
@@ -108,3 +116,26 @@ def test_the_real_tools_read_the_old_spellings(tmp_path):
     assert isinstance(calc_metrics.main, dnnlib.cli.Command) and calc_metrics.main.renamed == {'--verbose': '--progress'}
     result = CliRunner().invoke(augment.main, ['--data', str(tmp_path / 'missing'), '--out', str(tmp_path / 'a.png')])
     assert '--out is called --dest now' in result.output and 'does not exist' in result.output
+
+#----------------------------------------------------------------------------
+# Every tool that reads a network rejects a file that is no network in one line.
+
+
+def bad_network_files(tmp_path) -> dict:
+    """Files that are not networks, each of which every CLI must reject in one line."""
+    (tmp_path / 'notes.txt').write_text('not a network\n')
+    (tmp_path / 'empty.pkl').write_bytes(b'')
+    torch.save(torch.zeros(3), tmp_path / 'tensor.pt')
+    torch.save(torch.nn.Linear(2, 2), tmp_path / 'module.pt')  # A pickled module: weights_only refuses it.
+    return {name: tmp_path / name for name in ('missing.pkl', 'notes.txt', 'empty.pkl', 'tensor.pt', 'module.pt')}
+
+
+def test_bad_network_is_a_one_line_error_for_every_cli(network, tmp_path):
+    np.save(tmp_path / 'target.npy', np.zeros(SHAPE, np.float32))
+    clis = [(generate.main, ['--seeds', '1']), (style_mixing.main, ['--rows', '1', '--cols', '2']),
+            (projector.main, ['--target', tmp_path / 'target.npy', '--num-steps', 1])]
+    for name, path in bad_network_files(tmp_path).items():
+        for command, args in clis:
+            result = invoke(command, ['--network', path, '--outdir', tmp_path / 'out', *args])
+            assert_one_line_error(result, '--network', name)
+    assert not os.path.exists(tmp_path / 'out')

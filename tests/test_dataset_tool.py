@@ -17,25 +17,16 @@ import SimpleITK as sitk
 from click.testing import CliRunner
 
 import dataset_tool
-from tests.faults.helpers import assert_clean_failure, run_cli
-from tests.volumes.test_volume_io import measured_radius, sphere_image, write_dicom_series
+from tests.helpers.cli import assert_clean_failure, run_cli
+from tests.helpers.volumes import (blob, blob_centroid, measured_radius, read_zip, sitk_blob_image, sphere_image,
+                                   write_dicom_series)
 from training.dataset import VolumeFolderDataset
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
-BLOB_SIGMA_MM = 3.0
 
 
 def pack(*args):
     return CliRunner().invoke(dataset_tool.main, [str(a) for a in args])
-
-
-def read_zip(path):
-    """(dataset.json, {name: array}) of a packed zip."""
-    with zipfile.ZipFile(path) as z:
-        info = json.loads(z.read('dataset.json'))
-        arrays = {n: np.load(z.open(n)) for n in z.namelist() if n.endswith('.npy')}
-        assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
-    return info, arrays
 
 
 def leftovers(folder):
@@ -43,27 +34,6 @@ def leftovers(folder):
 
 #----------------------------------------------------------------------------
 # Sources with a smooth blob at a known world position (LPS, mm).
-
-
-def blob(points_lps, centre_lps):
-    """A Gaussian blob (peak 1000) on a gentle ramp, evaluated at world points [..., 3]."""
-    r2 = ((points_lps - np.asarray(centre_lps)) ** 2).sum(-1)
-    return 1000 * np.exp(-r2 / (2 * BLOB_SIGMA_MM ** 2)) + 20 + points_lps[..., 0]
-
-
-def sitk_blob_image(size_xyz, spacing, direction, centre_lps, blob_lps):
-    """A float32 image on the given grid, centred at centre_lps, holding the blob at blob_lps."""
-    m = np.reshape(direction, (3, 3))
-    half = (np.asarray(size_xyz) - 1) / 2 * np.asarray(spacing)
-    origin = np.asarray(centre_lps) - m @ half
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in size_xyz[::-1]], indexing='ij')  # [D, H, W] each
-    index_mm = np.stack([xx, yy, zz], -1) * np.asarray(spacing)                       # [D, H, W, 3]
-    points = origin + index_mm @ m.T
-    image = sitk.GetImageFromArray(blob(points, blob_lps).astype(np.float32))
-    image.SetSpacing(spacing)
-    image.SetDirection(tuple(float(d) for d in direction))
-    image.SetOrigin(tuple(origin))
-    return image
 
 
 def write_source(fmt, folder, blob_lps):
@@ -96,14 +66,6 @@ def write_source(fmt, folder, blob_lps):
     write_dicom_series(os.path.join(folder, 'series1'), volume, (1.0, 1.0, 3.0), origin=image.GetOrigin(),
                        extension='' if fmt == 'dicom-noext' else '.dcm')
     return os.path.join(folder, 'series1')
-
-
-def blob_centroid(volume_dhw):
-    """Intensity-weighted centroid (x, y, z) in voxels of the part above half the peak."""
-    v = volume_dhw.astype(np.float64)
-    weights = np.where(v > v.max() / 2, v, 0)
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in v.shape], indexing='ij')
-    return np.array([(g * weights).sum() / weights.sum() for g in (xx, yy, zz)])
 
 
 @pytest.mark.parametrize('fmt', ['nifti', 'nrrd', 'nhdr', 'mha', 'mhd', 'npy', 'dicom', 'dicom-noext'])

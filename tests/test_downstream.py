@@ -20,7 +20,7 @@ import torch
 
 import dataset_tool
 import legacy
-from tests.faults.helpers import REPO, assert_clean_failure, run_cli, snapshot_of_files
+from tests.helpers.cli import REPO, assert_clean_failure, run_cli, snapshot_of_files
 from training.networks import Generator
 from volumes import volume_io
 from volumes.contract import VolumeInfo

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 import dataset_tool
 import generate
 import train
-from tests.test_dataset_tool import read_zip
+from tests.helpers.training import TINY_CFG
+from tests.helpers.volumes import read_zip
 from training.dataset import VolumeFolderDataset
 from volumes.contract import IntensityMapping, VolumeInfo
 
-TINY_CFG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'tiny.toml')
 NAMES = {'1': 'CZ+TZ', '2': 'PZ'}
 
 
@@ -240,7 +240,7 @@ def test_crop_to_the_body_centres_the_box_on_it(tmp_path):
 
 @pytest.mark.slow
 def test_dry_run_says_the_generator_also_makes_the_label_channels(labelled_source, tmp_path):
-    from tests.faults.helpers import run_cli
+    from tests.helpers.cli import run_cli
     data = tmp_path / 'd.zip'
     packed = run_cli(['dataset_tool.py', f'--source={labelled_source / "src"}', f'--dest={data}', '--size=16x16x8',
                       '--seg=*_seg.nii.gz', f'--seg-names={labelled_source / "names.json"}'])

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The module layout: no command-line tool imports another, and no module imports one that imports it back."""
+"""The module layout: no command-line tool imports another, no module imports one that imports it back, and no test
+module imports another test module or a conftest.py (what tests share lives in tests/helpers/ and conftest.py)."""
 
 import ast
 import glob
@@ -8,6 +9,7 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ('train', 'generate', 'calc_metrics', 'dataset_tool', 'style_mixing', 'projector', 'radiomics', 'demo')
 PACKAGES = ('dnnlib', 'torch_utils', 'training', 'metrics', 'volumes')
+TESTS = os.path.join(ROOT, 'tests')
 
 
 def module_files() -> dict[str, str]:
@@ -62,3 +64,42 @@ def test_no_import_cycles_between_modules():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def imported_files(path: str) -> set[str]:
+    """The files of this tree that `path` imports anywhere: `import a.b`, `from a import b`, `from . import b` and
+    importlib.import_module('a.b'), resolved from the repository root or, for relative imports, from path's folder."""
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            bases, names = [ROOT], [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            folder = os.path.dirname(path)
+            for _ in range(node.level - 1):
+                folder = os.path.dirname(folder)
+            bases = [folder] if node.level else [ROOT]
+            module = node.module or ''
+            names = [module] + [f'{module}.{alias.name}'.lstrip('.') for alias in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, 'attr', getattr(node.func, 'id', '')) in \
+                ('import_module', '__import__') and node.args and isinstance(node.args[0], ast.Constant):
+            bases, names = [ROOT], [node.args[0].value]
+        else:
+            continue
+        for base in bases:
+            for name in filter(None, names):
+                file = os.path.join(base, *name.split('.')) + '.py'
+                if os.path.isfile(file):
+                    found.add(os.path.relpath(file, ROOT))
+    return found
+
+
+def test_no_test_module_imports_another_test_module_or_a_conftest():
+    # Importing a test module runs its tests twice or builds its module fixtures twice, and hides where shared code
+    # lives; importing a conftest.py imports it a second time under another name.
+    offences = []
+    for path in sorted(glob.glob(os.path.join(TESTS, '**', 'test_*.py'), recursive=True)):
+        for imported in sorted(imported_files(path)):
+            name = os.path.basename(imported)
+            if name == 'conftest.py' or (name.startswith('test_') and name.endswith('.py')):
+                offences.append(f'{os.path.relpath(path, ROOT)} imports {imported}')
+    assert not offences, 'move what they share into tests/helpers/ or a conftest.py:\n' + '\n'.join(offences)

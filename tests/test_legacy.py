@@ -1,17 +1,24 @@
 # SPDX-License-Identifier: Apache-2.0
-"""legacy.py: the safe export round trip, one-line errors for files that are not networks, and files from strangers
-refused unless trusted."""
+"""legacy.py: the safe export round trip (also through generate.py and style_mixing.py), one-line errors for files
+that are not networks, and files from strangers refused unless trusted."""
 
 import copy
 import json
 import os
 import pickle
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
+import dataset_tool
+import generate
 import legacy
+import style_mixing
+from tests.helpers.cli import invoke
+from tests.helpers.networks import same_volume
 from training.networks import Generator
 from volumes.contract import IntensityMapping, VolumeInfo
 
@@ -111,6 +118,40 @@ def test_export_cli_errors(snapshot, tmp_path):
     result = CliRunner().invoke(legacy.cli, ['export', '--network', snapshot['pkl'], '--dest', str(tmp_path)])
     assert result.exit_code == 2 and 'is a folder' in result.output
     assert sorted(os.listdir(tmp_path)) == ['notes.txt']
+
+#----------------------------------------------------------------------------
+# The safe export through the tools: the same volumes as the snapshot, and a dataset's record for an old one.
+
+
+def test_safe_export_loads_without_code_and_gives_the_same_volumes(network, tmp_path):
+    export = tmp_path / 'G.pt'
+    result = invoke(legacy.cli, ['export', '--network', network['pkl'], '--dest', export])
+    assert result.exit_code == 0, result.output
+    payload = torch.load(export, weights_only=True)
+    assert payload['format'] == legacy.EXPORT_FORMAT
+    assert json.loads(payload['config'])['class_name'] == 'training.networks.Generator'
+    outputs = {}
+    for net in (network['pkl'], export):
+        out = tmp_path / ('out-' + os.path.basename(str(net)))
+        assert invoke(generate.main, ['--network', net, '--seeds', '3', '--outdir', out]).exit_code == 0
+        assert invoke(style_mixing.main, ['--network', net, '--rows', '0', '--cols', '5', '--styles', '0-2',
+                                          '--outdir', out / 'mix']).exit_code == 0
+        outputs[net] = [nib.load(out / name) for name in ('seed0003.nii.gz', 'mix/0-5.nii.gz')]
+    for a, b in zip(*outputs.values()):
+        assert same_volume(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+        assert np.allclose(a.affine, b.affine)
+
+
+def test_export_of_an_old_snapshot_records_a_datasets_record(tmp_path):
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'legacy')
+    subprocess_free = invoke(dataset_tool.main, ['--source', 'phantom:1', '--dest', tmp_path / 'p.zip',
+                                                 '--size', '16x12x8'])
+    assert subprocess_free.exit_code == 0, subprocess_free.output
+    result = invoke(legacy.cli, ['export', '--network', os.path.join(data, 'snapshot-v1.pkl'), '--data',
+                                 tmp_path / 'p.zip', '--dest', tmp_path / 'G.pt'])
+    assert result.exit_code == 0, result.output
+    G = legacy.load_network(str(tmp_path / 'G.pt'))['G_ema']
+    assert G.volume_info.spacing == pytest.approx((4.0, 64 / 12, 9.0))  # The phantom's box over 16x12x8 voxels.
 
 #----------------------------------------------------------------------------
 # Files from strangers: refused unless trusted, and files that are no network.

@@ -6,7 +6,6 @@ counts that match the files, and nnU-Net's own integrity check passing where nnu
 import importlib.util
 import json
 import os
-import pickle
 import shutil
 
 import nibabel as nib
@@ -15,60 +14,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import dataset_tool
 import generate
-from tests.faults.helpers import assert_clean_failure, run_cli
-from training.dataset import VolumeFolderDataset
-from training.networks import Generator
+from tests.helpers.cli import assert_clean_failure, run_cli
+from tests.helpers.networks import tiny_network, write_snapshot
+from tests.helpers.volumes import PACKED_NAMES
 from volumes.contract import VolumeInfo
-
-PACKED_NAMES = {1: 'gland', 7: 'lesion', 8: 'vessel', 9: 'bone'}  # Packed label values with gaps, as in issue #23.
-SHAPE_XYZ = (16, 16, 8)
-
-
-def write_labelled_case(folder, name: str, seed: int) -> None:
-    """An image and its label map (x, y, z) = SHAPE_XYZ with the values 0, 1, 7, 8 and 9, as NIfTI."""
-    labels = np.zeros(SHAPE_XYZ, np.uint8)
-    labels[2:14, 2:14, 1:7] = 1
-    labels[4:8, 4:8, 2:5] = 7
-    labels[9:12, 4:8, 2:5] = 8
-    labels[4:12, 10:13, 5:7] = 9
-    image = np.choose(labels, [0.1, 0.5, *[0] * 5, 0.9, 0.7, 1.0]).astype(np.float32)
-    image += np.random.default_rng(seed).normal(0, 0.02, SHAPE_XYZ).astype(np.float32)
-    affine = np.diag([1.25, 1.0, 2.5, 1.0])
-    os.makedirs(folder, exist_ok=True)
-    nib.save(nib.Nifti1Image(image, affine), os.path.join(folder, f'{name}.nii.gz'))
-    nib.save(nib.Nifti1Image(labels, affine), os.path.join(folder, f'{name}_seg.nii.gz'))
-
-
-def tiny_network(info: VolumeInfo) -> Generator:
-    """An untrained generator for the record `info`: image channels plus one channel per label value."""
-    torch.manual_seed(0)
-    return Generator(z_dim=8, c_dim=0, w_dim=8, img_shape=SHAPE_XYZ[::-1], img_channels=info.num_channels,
-                     mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16),
-                     volume_info=info.to_dict()).eval()
-
-
-def write_snapshot(path, G) -> str:
-    with open(path, 'wb') as f:
-        pickle.dump(dict(G=G, D=None, G_ema=G, augment_pipe=None, training_set_kwargs={}), f)
-    return str(path)
-
-
-@pytest.fixture(scope='module')
-def labelled(tmp_path_factory):
-    """Label maps with the values 1, 7, 8, 9 packed by dataset_tool.py --seg --seg-names, and a snapshot of a tiny
-    generator with that dataset's record."""
-    root = tmp_path_factory.mktemp('labelled')
-    for i in range(2):
-        write_labelled_case(root / 'src', f'case{i}', seed=i)
-    (root / 'names.json').write_text(json.dumps({str(k): v for k, v in PACKED_NAMES.items()}))
-    packed = CliRunner().invoke(dataset_tool.main, ['--source', str(root / 'src'), '--dest', str(root / 'd.zip'),
-                                                    '--seg', '*_seg.nii.gz', '--seg-names', str(root / 'names.json')])
-    assert packed.exit_code == 0, packed.output
-    info = VolumeFolderDataset(str(root / 'd.zip'), load_seg=True).volume_info
-    assert info.label_values == (0, 1, 7, 8, 9)
-    return dict(root=root, info=info, pkl=write_snapshot(root / 'labelled.pkl', tiny_network(info)))
 
 
 @pytest.fixture(scope='module')

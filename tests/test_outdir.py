@@ -14,9 +14,8 @@ from click.testing import CliRunner
 import generate
 import projector
 import style_mixing
-from tests.faults.helpers import assert_clean_failure, run_cli
-from tests.test_generate import SHAPE, SPACING, tiny_generator, write_snapshot
-from tests.test_nnunet_export import labelled  # noqa: F401 (a fixture: the network with label values 1, 7, 8, 9)
+from tests.helpers.cli import assert_clean_failure, run_cli
+from tests.helpers.networks import SHAPE, SPACING, tiny_generator, write_snapshot
 
 
 def files_in(folder) -> dict[str, tuple[int, int]]:
@@ -37,8 +36,7 @@ def unlabelled(tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
-def test_generate_refuses_a_used_folder_and_overwrite_leaves_only_the_new_run(labelled, unlabelled,  # noqa: F811
-                                                                              tmp_path):
+def test_generate_refuses_a_used_folder_and_overwrite_leaves_only_the_new_run(labelled, unlabelled, tmp_path):
     out = tmp_path / 'synth'
     first = CliRunner().invoke(generate.main, ['--network', labelled['pkl'], '--seeds', '0-1', '--preview',
                                                '--outdir', str(out)])
@@ -99,7 +97,7 @@ def test_projector_refuses_a_used_folder_and_overwrite_removes_its_own_outputs(u
     assert (out / 'proj00.nii.gz').read_bytes() == b'an earlier run\'s proj00.nii.gz'
 
 
-def test_overwrite_replaces_an_nnunet_export_with_files(labelled, tmp_path):  # noqa: F811
+def test_overwrite_replaces_an_nnunet_export_with_files(labelled, tmp_path):
     out = str(tmp_path / 'out')
     assert CliRunner().invoke(generate.main, ['--network', labelled['pkl'], '--count', '2', '--layout', 'nnunet',
                                               '--outdir', out]).exit_code == 0

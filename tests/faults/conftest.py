@@ -7,11 +7,8 @@ import sys
 
 import pytest
 
-from tests.faults.helpers import REPO, run_cli
-
-SIZE = '16x16x8'  # x, y, z
-TINY_CFG = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data', 'tiny.toml')
-TRAIN = [f'--cfg={TINY_CFG}', '--batch=4', '--workers=0', '--metrics=none', '--snap=1', '--kimg-per-tick=0.004']
+from tests.helpers.cli import REPO, run_cli
+from tests.helpers.training import SIZE
 
 
 @pytest.fixture(scope='session')

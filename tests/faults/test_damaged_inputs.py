@@ -11,9 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.faults.conftest import TRAIN
-from tests.faults.helpers import (assert_clean_failure, flip_member_byte, run_cli, snapshot_of_files,
-                                  truncate)
+from tests.helpers.cli import assert_clean_failure, flip_member_byte, run_cli, snapshot_of_files, truncate
+from tests.helpers.training import TRAIN
 
 pytestmark = pytest.mark.slow  # fault injection: the CLIs as subprocesses
 

@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from tests.faults.conftest import SIZE, TRAIN
-from tests.faults.helpers import assert_clean_failure, run_cli
+from tests.helpers.cli import assert_clean_failure, run_cli
+from tests.helpers.training import SIZE, TRAIN
 
 pytestmark = pytest.mark.slow  # fault injection: the CLIs as subprocesses
 

@@ -16,8 +16,8 @@ import torch
 import legacy
 import pytest
 from dnnlib import util
-from tests.faults.conftest import TRAIN
-from tests.faults.helpers import REPO, partial_files, run_cli
+from tests.helpers.cli import REPO, partial_files, run_cli
+from tests.helpers.training import TRAIN
 
 pytestmark = pytest.mark.slow  # fault injection: the CLIs as subprocesses
 

@@ -10,8 +10,8 @@ import pickle
 
 import pytest
 
-from tests.faults.conftest import TRAIN
-from tests.faults.helpers import REPO, assert_clean_failure, run_cli
+from tests.helpers.cli import REPO, assert_clean_failure, run_cli
+from tests.helpers.training import TRAIN
 
 pytestmark = pytest.mark.slow  # fault injection: the CLIs as subprocesses
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Running the command-line tools as a user does, with faults injected, and checking how they fail."""
+"""Running the command-line tools as a user does (a subprocess, with faults injected) or in-process (click's
+CliRunner), and checking how they fail."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import signal
 import subprocess
 import sys
 import zipfile
+
+from click.testing import CliRunner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPORARY = re.compile(r'^\..*\.tmp\.')  # dnnlib.util.temporary_path's names.
@@ -79,3 +82,18 @@ def snapshot_of_files(folder) -> dict[str, tuple[int, int]]:
     """{name: (size, mtime_ns)} of every file in folder, to show that a failed command touched nothing."""
     return {name: (os.stat(os.path.join(folder, name)).st_size, os.stat(os.path.join(folder, name)).st_mtime_ns)
             for name in sorted(os.listdir(folder))}
+
+
+def invoke(command, args):
+    """Run a click command in-process, every argument as a string."""
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments) -> None:
+    """A clean CLI failure: no traceback, one 'Error:' line (the last) holding every fragment."""
+    assert result.exit_code in (1, 2), result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.rstrip().splitlines()
+    errors = [line for line in lines if line.startswith('Error:')]
+    assert len(errors) == 1 and errors[0] == lines[-1], result.output
+    assert all(f in errors[0] for f in fragments), result.output

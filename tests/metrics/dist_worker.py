@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 from metrics import metric_main, metric_utils, mmd  # noqa: E402
-from tests.metrics import fakes  # noqa: E402
+from tests.helpers import detectors  # noqa: E402
 from torch_utils import distributed  # noqa: E402
 
 # Every kind of metric: slice-wise mean/cov (FID, one value per plane), all features (KID, PR with rows dealt to the
@@ -20,20 +20,20 @@ METRICS = ('fid5_tri', 'kid5_mid', 'pr53_all', 'mmd_full', 'msssim_gen3')
 
 def evaluate(data: str, detector: str, num_gpus: int = 1, rank: int = 0) -> dict[str, float]:
     """The METRICS for FakeGenerator at seed 5, without the real-statistics cache."""
-    G = fakes.FakeGenerator((8, 16, 16))
+    G = detectors.FakeGenerator((8, 16, 16))
     results = {}
     for name in METRICS:
-        results.update(metric_main.calc_metric(name, G=G, dataset_kwargs=fakes.dataset_kwargs(data), num_gpus=num_gpus,
-                                               rank=rank, device='cpu', cache=False, seed=5, inception_url=detector,
-                                               vgg16_url=detector).results)
+        results.update(metric_main.calc_metric(name, G=G, dataset_kwargs=detectors.dataset_kwargs(data),
+                                               num_gpus=num_gpus, rank=rank, device='cpu', cache=False, seed=5,
+                                               inception_url=detector, vgg16_url=detector).results)
     return results
 
 
 def main(data: str, detector: str, out_dir: str) -> None:
     distributed.init()
     rank, world = distributed.get_rank(), distributed.get_world_size()
-    G = fakes.FakeGenerator((8, 16, 16))
-    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=fakes.dataset_kwargs(data), num_gpus=world, rank=rank,
+    G = detectors.FakeGenerator((8, 16, 16))
+    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=detectors.dataset_kwargs(data), num_gpus=world, rank=rank,
                                       device='cpu', cache=False, seed=5)
     featurizer = mmd.VoxelFeaturizer()
     real = metric_utils.compute_feature_stats_for_dataset(opts, featurizer, batch_size=2, capture_all=True)

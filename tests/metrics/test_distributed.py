@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from metrics import metric_utils, mmd
-from tests.metrics import dist_worker, fakes
+from tests.helpers import detectors
+from tests.metrics import dist_worker
 from torch_utils import distributed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -20,10 +21,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.mark.slow
 def test_two_processes_give_the_single_process_results(tmp_path):
-    G = fakes.FakeGenerator((8, 16, 16))
-    volumes = fakes.sample_real_volumes(G, 5)  # Odd: rank 1 wraps around to volume 0, which must be dropped.
-    data = fakes.write_dataset(str(tmp_path / 'reals'), volumes)
-    detector = fakes.write_detector(tmp_path / 'tinydet.pt')
+    G = detectors.FakeGenerator((8, 16, 16))
+    volumes = detectors.sample_real_volumes(G, 5)  # Odd: rank 1 wraps around to volume 0, which must be dropped.
+    data = detectors.write_dataset(str(tmp_path / 'reals'), volumes)
+    detector = detectors.write_detector(tmp_path / 'tinydet.pt')
     port = distributed.free_port()
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, 'dist_worker.py'), data, detector, str(tmp_path)],
                               env=dict(os.environ, OMP_NUM_THREADS='1', **distributed.local_env(rank, 2, port)))
@@ -36,7 +37,7 @@ def test_two_processes_give_the_single_process_results(tmp_path):
     out = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in range(2)]
 
     # What one process computes: the same generated volumes (4 + 1 per round here, 3 + 3 per rank there).
-    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=fakes.dataset_kwargs(data), device='cpu', cache=False,
+    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=detectors.dataset_kwargs(data), device='cpu', cache=False,
                                       seed=5)
     single_gen = metric_utils.compute_feature_stats_for_generator(opts, mmd.VoxelFeaturizer(), num_gen=5,
                                                                   capture_all=True)[('volume', 0)].get_all()
@@ -56,11 +57,11 @@ def test_two_processes_give_the_single_process_results(tmp_path):
 
 @pytest.mark.slow
 def test_generated_items_do_not_depend_on_the_batches(tmp_path):
-    G = fakes.FakeGenerator((8, 16, 16), c_dim=3)
+    G = detectors.FakeGenerator((8, 16, 16), c_dim=3)
     labels = [0, 1, 2] * 2
-    data = fakes.write_dataset(str(tmp_path / 'reals'), fakes.sample_real_volumes(G, 6, labels=np.eye(3)[labels]),
-                               labels=labels)
-    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=fakes.dataset_kwargs(data, use_labels=True), device='cpu',
+    data = detectors.write_dataset(str(tmp_path / 'reals'),
+                                   detectors.sample_real_volumes(G, 6, labels=np.eye(3)[labels]), labels=labels)
+    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=detectors.dataset_kwargs(data, use_labels=True), device='cpu',
                                       seed=7)
     dataset = metric_utils.open_dataset(opts)
     sample = metric_utils.volume_sampler(opts, G, dataset)

@@ -18,8 +18,8 @@ import SimpleITK as sitk
 
 from metrics import metric_main
 from metrics.radiomics import features, frd
-from tests.faults.helpers import run_cli
-from tests.metrics import fakes
+from tests.helpers.cli import run_cli
+from tests.helpers import detectors
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'radiomics')
 FOLDERS = os.path.join(DATA, 'frd_volumes')
@@ -159,23 +159,23 @@ def test_the_value_falls_with_the_sample_count_for_one_distribution():
 @pytest.mark.slow
 def test_calc_metric_frd(tmp_path, monkeypatch):
     monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
-    G = fakes.FakeGenerator((8, 12, 12))
-    data = fakes.write_dataset(str(tmp_path / 'reals'), fakes.sample_real_volumes(G, 5))
+    G = detectors.FakeGenerator((8, 12, 12))
+    data = detectors.write_dataset(str(tmp_path / 'reals'), detectors.sample_real_volumes(G, 5))
     assert {'frd_v1', 'frd_v0'} <= set(metric_main.list_valid_metrics())
     assert metric_main.is_valid_metric('frd200_v1') and not metric_main.is_valid_metric('frd_v2')
-    result = metric_main.calc_metric('frd_v0', G=G, dataset_kwargs=fakes.dataset_kwargs(data), seed=0)
+    result = metric_main.calc_metric('frd_v0', G=G, dataset_kwargs=detectors.dataset_kwargs(data), seed=0)
     details = result.details
     assert (details['num_real_volumes'], details['num_gen_volumes'], details['num_features']) == (5, 5, {'image': 107})
     assert np.isfinite(result.results['frd_v0']) and result.results['frd_v0'] > 0
     assert len(glob.glob(str(tmp_path / 'cache' / 'gan-metrics' / '*frdv0*.npz'))) == 1  # The reals, cached.
-    again = metric_main.calc_metric('frd_v0', G=G, dataset_kwargs=fakes.dataset_kwargs(data), seed=0)
+    again = metric_main.calc_metric('frd_v0', G=G, dataset_kwargs=detectors.dataset_kwargs(data), seed=0)
     assert again.results == result.results
-    v1 = metric_main.calc_metric('frd3_v1', G=G, dataset_kwargs=fakes.dataset_kwargs(data), seed=0)
+    v1 = metric_main.calc_metric('frd3_v1', G=G, dataset_kwargs=detectors.dataset_kwargs(data), seed=0)
     assert v1.details['num_gen_volumes'] == 3 and np.isfinite(v1.results['frd3_v1'])
-    tiny = fakes.FakeGenerator((4, 8, 8))  # 2 mm resampling leaves 4x4x2 voxels: too small for the LoG filter.
-    tiny_data = fakes.write_dataset(str(tmp_path / 'tiny'), fakes.sample_real_volumes(tiny, 3))
+    tiny = detectors.FakeGenerator((4, 8, 8))  # 2 mm resampling leaves 4x4x2 voxels: too small for the LoG filter.
+    tiny_data = detectors.write_dataset(str(tmp_path / 'tiny'), detectors.sample_real_volumes(tiny, 3))
     with pytest.raises(ValueError, match='FRD v1 of a 8x8x4 volume of 1x1x1 mm: .* LoG filter needs at least 4'):
-        metric_main.calc_metric('frd_v1', G=tiny, dataset_kwargs=fakes.dataset_kwargs(tiny_data))
+        metric_main.calc_metric('frd_v1', G=tiny, dataset_kwargs=detectors.dataset_kwargs(tiny_data))
 
 
 @pytest.mark.slow

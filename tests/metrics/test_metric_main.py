@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from metrics import medicalnet, metric_main, metric_utils
-from tests.metrics import fakes
+from tests.helpers import detectors
 
 SHAPE = (8, 16, 16)
 
@@ -19,10 +19,10 @@ SHAPE = (8, 16, 16)
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp('metrics')
-    G = fakes.FakeGenerator(SHAPE)
-    data = fakes.write_dataset(str(root / 'reals'), fakes.sample_real_volumes(G, 12))
-    detector = fakes.write_detector(root / 'tinydet.pt')
-    vgg16 = fakes.write_detector(root / 'tinyvgg.pt', num_features=7, seed=1)  # Another detector for P/R.
+    G = detectors.FakeGenerator(SHAPE)
+    data = detectors.write_dataset(str(root / 'reals'), detectors.sample_real_volumes(G, 12))
+    detector = detectors.write_detector(root / 'tinydet.pt')
+    vgg16 = detectors.write_detector(root / 'tinyvgg.pt', num_features=7, seed=1)  # Another detector for P/R.
     return dict(G=G, data=data, detector=detector, vgg16=vgg16, root=root)
 
 
@@ -33,7 +33,7 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def _calc(setup, metric, G=None, **kwargs):
-    kwargs.setdefault('dataset_kwargs', fakes.dataset_kwargs(setup['data']))
+    kwargs.setdefault('dataset_kwargs', detectors.dataset_kwargs(setup['data']))
     return metric_main.calc_metric(metric, G=G if G is not None else setup['G'], inception_url=setup['detector'],
                                    vgg16_url=setup['vgg16'], seed=kwargs.pop('seed', 0), **kwargs)
 
@@ -127,7 +127,7 @@ def test_fid_uses_and_reuses_the_real_cache(setup, cache_dir, monkeypatch):
     # The cached statistics are those of the detector on the real slices, computed here directly.
     volumes = np.stack([np.load(f) for f in sorted(glob.glob(os.path.join(setup['data'], '*.npy')))])
     slices = torch.from_numpy(volumes[:, 0].reshape(-1, 1, *SHAPE[1:])).expand(-1, 3, -1, -1)  # uint8 grey as RGB
-    features = fakes.TinyDetector()(slices, return_features=True).double().numpy()
+    features = detectors.TinyDetector()(slices, return_features=True).double().numpy()
     mean, cov = metric_utils.load_stats(files[0])[('axial', 0)].get_mean_cov()
     np.testing.assert_allclose(mean, features.mean(0), rtol=1e-5)
     np.testing.assert_allclose(cov, np.cov(features, rowvar=False, bias=True), rtol=1e-4, atol=1e-7)
@@ -139,18 +139,18 @@ def test_fid_uses_and_reuses_the_real_cache(setup, cache_dir, monkeypatch):
 def test_cache_is_keyed_by_dataset_detector_and_options(tmp_path, setup, cache_dir):
     def cache_files():
         return sorted(os.path.basename(f) for f in glob.glob(str(cache_dir / 'gan-metrics' / '*.npz')))
-    other = fakes.write_dataset(str(tmp_path / 'other'), fakes.sample_real_volumes(setup['G'], 4, seed=3))
+    other = detectors.write_dataset(str(tmp_path / 'other'), detectors.sample_real_volumes(setup['G'], 4, seed=3))
     runs = [dict(metric='fid4_all'),
             dict(metric='fid4_mid'),  # Another slice strategy.
             dict(metric='kid4_all'),  # Other statistics (every row instead of mean and covariance).
-            dict(metric='fid4_all', dataset_kwargs=fakes.dataset_kwargs(other)),  # Another dataset.
+            dict(metric='fid4_all', dataset_kwargs=detectors.dataset_kwargs(other)),  # Another dataset.
             dict(metric='fid4_all', inception_url=setup['vgg16'])]  # Another detector.
     for i, run in enumerate(runs):
         kwargs = dict(run)
         metric = kwargs.pop('metric')
         if 'inception_url' in kwargs:
-            metric_main.calc_metric(metric, G=setup['G'], dataset_kwargs=fakes.dataset_kwargs(setup['data']), seed=0,
-                                    **kwargs)
+            metric_main.calc_metric(metric, G=setup['G'], dataset_kwargs=detectors.dataset_kwargs(setup['data']),
+                                    seed=0, **kwargs)
         else:
             _calc(setup, metric, **kwargs)
         assert len(cache_files()) == i + 1, run
@@ -165,12 +165,12 @@ def test_cache_is_keyed_by_dataset_detector_and_options(tmp_path, setup, cache_d
 
 def test_repacked_dataset_gets_new_statistics(tmp_path, setup, cache_dir):
     G = setup['G']
-    data = fakes.write_dataset(str(tmp_path / 'repacked'), fakes.sample_real_volumes(G, 4))
-    kwargs = fakes.dataset_kwargs(data)
+    data = detectors.write_dataset(str(tmp_path / 'repacked'), detectors.sample_real_volumes(G, 4))
+    kwargs = detectors.dataset_kwargs(data)
     first = _calc(setup, 'mmd4_full', dataset_kwargs=kwargs)
     _calc(setup, 'mmd4_full', dataset_kwargs=kwargs)
     assert len(glob.glob(str(cache_dir / 'gan-metrics' / 'repacked-voxels-*.npz'))) == 1
-    fakes.write_dataset(data, fakes.sample_real_volumes(G, 4, seed=9) // 2)  # New contents, same path.
+    detectors.write_dataset(data, detectors.sample_real_volumes(G, 4, seed=9) // 2)  # New contents, same path.
     info = os.stat(os.path.join(data, 'dataset.json'))
     os.utime(os.path.join(data, 'dataset.json'), ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
     second = _calc(setup, 'mmd4_full', dataset_kwargs=kwargs)
@@ -194,7 +194,7 @@ def test_tri_kid_and_pr_keys_and_detectors(setup, cache_dir):
 
 
 def test_matching_generator_scores_better_than_a_shifted_one(setup, cache_dir):
-    shifted = fakes.FakeGenerator(SHAPE, offset=1.0)
+    shifted = detectors.FakeGenerator(SHAPE, offset=1.0)
     assert _calc(setup, 'fid12_all').results.fid12_all < _calc(setup, 'fid12_all', G=shifted).results.fid12_all
     same = _calc(setup, 'mmd_full').results.mmd_full
     assert abs(same) < 0.05 < _calc(setup, 'mmd_full', G=shifted).results.mmd_full
@@ -208,17 +208,17 @@ def test_seed_makes_results_reproducible(setup, cache_dir):
 
 
 def test_multichannel_conditional_uint16(tmp_path, setup, cache_dir):
-    G = fakes.FakeGenerator(SHAPE, img_channels=2, c_dim=2)
+    G = detectors.FakeGenerator(SHAPE, img_channels=2, c_dim=2)
     labels = [i % 2 for i in range(6)]
     onehot = np.eye(2, dtype=np.float32)[labels]
-    volumes = fakes.sample_real_volumes(G, 6, labels=onehot).astype(np.uint16) * 257  # Full uint16 range.
-    data = fakes.write_dataset(str(tmp_path / 'mc'), volumes, labels=labels, channels=['T2W', 'ADC'])
-    result = _calc(setup, 'fid4_mid', G=G, dataset_kwargs=fakes.dataset_kwargs(data, use_labels=True))
+    volumes = detectors.sample_real_volumes(G, 6, labels=onehot).astype(np.uint16) * 257  # Full uint16 range.
+    data = detectors.write_dataset(str(tmp_path / 'mc'), volumes, labels=labels, channels=['T2W', 'ADC'])
+    result = _calc(setup, 'fid4_mid', G=G, dataset_kwargs=detectors.dataset_kwargs(data, use_labels=True))
     r = result.results
     assert set(r) == {'fid4_mid', 'fid4_mid_t2w', 'fid4_mid_adc'}
     assert r.fid4_mid == pytest.approx((r.fid4_mid_t2w + r.fid4_mid_adc) / 2)
     with pytest.raises(ValueError, match='c_dim=2'):
-        _calc(setup, 'fid4_mid', G=G, dataset_kwargs=fakes.dataset_kwargs(data))  # Labels not loaded.
+        _calc(setup, 'fid4_mid', G=G, dataset_kwargs=detectors.dataset_kwargs(data))  # Labels not loaded.
 
 
 class _OneChannel(torch.nn.Module):
@@ -236,14 +236,14 @@ class _OneChannel(torch.nn.Module):
 @pytest.mark.parametrize('metric', ['fid4_tri', 'kid4_mid', 'mmd_full'])
 def test_multichannel_values_are_the_single_channel_values(tmp_path, setup, cache_dir, metric):
     # Each sequence is measured on its own: the T2W value of a 2-channel run is the value of a run on T2W alone.
-    G = fakes.FakeGenerator(SHAPE, img_channels=2)
-    volumes = fakes.sample_real_volumes(G, 6, seed=4)
-    both = _calc(setup, metric, G=G, seed=3, dataset_kwargs=fakes.dataset_kwargs(
-        fakes.write_dataset(str(tmp_path / 'both'), volumes, channels=['T2W', 'ADC']))).results
+    G = detectors.FakeGenerator(SHAPE, img_channels=2)
+    volumes = detectors.sample_real_volumes(G, 6, seed=4)
+    both = _calc(setup, metric, G=G, seed=3, dataset_kwargs=detectors.dataset_kwargs(
+        detectors.write_dataset(str(tmp_path / 'both'), volumes, channels=['T2W', 'ADC']))).results
     per_channel = []
     for c, name in enumerate(['t2w', 'adc']):
-        data = fakes.write_dataset(str(tmp_path / name), volumes[:, c:c + 1])
-        alone = _calc(setup, metric, G=_OneChannel(G, c), seed=3, dataset_kwargs=fakes.dataset_kwargs(data)).results
+        data = detectors.write_dataset(str(tmp_path / name), volumes[:, c:c + 1])
+        alone = _calc(setup, metric, G=_OneChannel(G, c), seed=3, dataset_kwargs=detectors.dataset_kwargs(data)).results
         per_channel.append(alone[metric])
         for key, value in alone.items():  # With 'tri' also each plane of that channel.
             assert both[f'{key}_{name}'] == pytest.approx(value, rel=1e-9, abs=1e-12), key
@@ -256,7 +256,7 @@ def test_multichannel_values_are_the_single_channel_values(tmp_path, setup, cach
 
 def test_generator_must_fit_the_dataset(setup, cache_dir):
     with pytest.raises(ValueError, match=r'shape \(D, H, W\) = \(4, 16, 16\)'):
-        _calc(setup, 'mmd_full', G=fakes.FakeGenerator((4, 16, 16)))
+        _calc(setup, 'mmd_full', G=detectors.FakeGenerator((4, 16, 16)))
     with pytest.raises(ValueError, match='class_name'):
         _calc(setup, 'mmd_full', dataset_kwargs=dict(path=setup['data']))
 
@@ -265,7 +265,7 @@ def test_generator_must_fit_the_dataset(setup, cache_dir):
 
 
 def test_msssim_of_a_constant_generator_is_one(setup, cache_dir):
-    constant = fakes.FakeGenerator(SHAPE, scale=0.0, offset=0.3)  # Every volume is the same.
+    constant = detectors.FakeGenerator(SHAPE, scale=0.0, offset=0.3)  # Every volume is the same.
     r = _calc(setup, 'msssim_gen3', G=constant).results
     assert set(r) == {'msssim_gen3', 'msssim_gen3_real'}
     assert r.msssim_gen3 == pytest.approx(1.0, abs=1e-5)
@@ -325,9 +325,10 @@ def _replace_keeping_size_and_mtime(src: str, dest: str) -> None:
 def test_a_file_replaced_at_the_same_path_with_the_same_size_and_mtime_is_measured_anew(tmp_path, setup, cache_dir):
     # Regression: the cache was keyed by path, size and mtime, so these replacements reused stale statistics.
     G = setup['G']
-    zips = [_zip_folder(fakes.write_dataset(str(tmp_path / f'src{i}'), fakes.sample_real_volumes(G, 6, seed=i + 1)
-                                            // (i + 1)), str(tmp_path / f'reals{i}.zip')) for i in range(2)]
-    kwargs = fakes.dataset_kwargs(zips[0])
+    zips = [_zip_folder(detectors.write_dataset(str(tmp_path / f'src{i}'),
+                                                detectors.sample_real_volumes(G, 6, seed=i + 1) // (i + 1)),
+                        str(tmp_path / f'reals{i}.zip')) for i in range(2)]
+    kwargs = detectors.dataset_kwargs(zips[0])
     first = _calc(setup, 'fid6_mid', dataset_kwargs=kwargs)
     assert _calc(setup, 'fid6_mid', dataset_kwargs=kwargs).results == first.results  # A cache hit: same value.
     _replace_keeping_size_and_mtime(zips[1], zips[0])
@@ -336,9 +337,9 @@ def test_a_file_replaced_at_the_same_path_with_the_same_size_and_mtime_is_measur
     assert darker.details['inputs']['dataset']['sha256'] != first.details['inputs']['dataset']['sha256']
 
     os.makedirs(tmp_path / 'other')
-    other = fakes.write_detector(tmp_path / 'other' / 'det.pt', seed=5)  # The same name, so the same size.
+    other = detectors.write_detector(tmp_path / 'other' / 'det.pt', seed=5)  # The same name, so the same size.
     detector = str(tmp_path / 'det.pt')
-    fakes.write_detector(detector, seed=0)
+    detectors.write_detector(detector, seed=0)
     with_first = _calc(dict(setup, detector=detector), 'fid6_mid', dataset_kwargs=kwargs)
     _replace_keeping_size_and_mtime(other, detector)
     with_other = _calc(dict(setup, detector=detector), 'fid6_mid', dataset_kwargs=kwargs)

@@ -9,7 +9,7 @@ import torch
 
 import dnnlib
 from metrics import metric_utils
-from tests.metrics import fakes
+from tests.helpers import detectors
 
 #----------------------------------------------------------------------------
 # FeatureStats.
@@ -158,7 +158,7 @@ def test_detector_file_errors(tmp_path):
 
 @pytest.mark.slow
 def test_slice_featurizer_feeds_grey_rgb_in_uint8_range(tmp_path):
-    path = fakes.write_detector(tmp_path / 'det.pt', num_features=5)
+    path = detectors.write_detector(tmp_path / 'det.pt', num_features=5)
     featurizer = metric_utils.SliceFeaturizer(path, dict(return_features=True), 'tri', torch.device('cpu'),
                                               batch_slices=3)
     assert metric_utils.get_detector(path, 'cpu') is featurizer.detector  # Cached per (url, device).
@@ -167,7 +167,7 @@ def test_slice_featurizer_feeds_grey_rgb_in_uint8_range(tmp_path):
     features = featurizer(volumes)  # The detector itself asserts 3 equal channels in [0, 255].
     assert set(features) == {(p, c) for c in range(2) for p in ('axial', 'coronal', 'sagittal')}
     assert all(f.shape == (4, 1, 5) for f in features.values())
-    detector = fakes.TinyDetector(5)
+    detector = detectors.TinyDetector(5)
     coronal = volumes[:, 1, :, 4].flip(1)  # [N, D, W], upright: the top row is the last slice.
     want = detector(coronal[:, None].expand(-1, 3, -1, -1).to(torch.uint8), return_features=True)
     torch.testing.assert_close(features[('coronal', 1)][:, 0], want)
@@ -178,7 +178,7 @@ def test_slice_featurizer_feeds_grey_rgb_in_uint8_range(tmp_path):
 def test_slices_reach_the_detector_as_rounded_uint8(tmp_path):
     # uint16 reals land between the 256 levels (value * 255 / 65535); they are rounded as the 8-bit cast of the
     # generated volumes rounds the same [-1, 1] value.
-    featurizer = metric_utils.SliceFeaturizer(fakes.write_detector(tmp_path / 'det.pt'), dict(return_features=True),
+    featurizer = metric_utils.SliceFeaturizer(detectors.write_detector(tmp_path / 'det.pt'), dict(return_features=True),
                                               'mid', torch.device('cpu'))
     seen = []
     featurizer.detector = lambda x, **kwargs: seen.append(x) or torch.zeros([x.shape[0], 2])

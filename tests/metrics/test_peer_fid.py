@@ -19,8 +19,9 @@ import scipy.linalg
 import torch
 
 from metrics import medicalnet, metric_main, metric_utils, peer_fid, resnet2d
-from tests.faults.helpers import assert_clean_failure, run_cli
-from tests.metrics import fakes, peer_inputs
+from tests.helpers.cli import assert_clean_failure, run_cli
+from tests.helpers import detectors
+from tests.metrics import peer_inputs
 
 REFERENCE = os.path.join(os.path.dirname(__file__), '..', 'data', 'peers', 'reference.npz')
 FEATURE_TOL = 1e-5  # Of the largest feature magnitude.
@@ -41,14 +42,14 @@ def setup(tmp_path_factory):
     peer_inputs.save_medicalnet(str(medicalnet_file))
     peer_inputs.save_radimagenet(str(radimagenet_file))
     volumes = peer_inputs.load_volumes()
-    data = fakes.write_dataset(str(root / 'reals'), volumes['real'])
+    data = detectors.write_dataset(str(root / 'reals'), volumes['real'])
     G = peer_inputs.ReplayGenerator(volumes['fake'])
     run_dir = root / '00000-run'
     run_dir.mkdir()
     (run_dir / 'training_options.json').write_text('{}')
     snapshot = run_dir / 'network-snapshot-000000.pkl'
     with open(snapshot, 'wb') as f:
-        pickle.dump(dict(G_ema=G, training_set_kwargs=fakes.dataset_kwargs(data)), f)
+        pickle.dump(dict(G_ema=G, training_set_kwargs=detectors.dataset_kwargs(data)), f)
     return dict(medicalnet=str(medicalnet_file), radimagenet=str(radimagenet_file), volumes=volumes, data=data, G=G,
                 run_dir=run_dir, snapshot=str(snapshot))
 
@@ -59,7 +60,7 @@ def _assert_features_close(ours: np.ndarray, theirs: np.ndarray) -> None:
 
 
 def _calc(setup, metric):
-    return metric_main.calc_metric(metric, G=setup['G'], dataset_kwargs=fakes.dataset_kwargs(setup['data']),
+    return metric_main.calc_metric(metric, G=setup['G'], dataset_kwargs=detectors.dataset_kwargs(setup['data']),
                                    medicalnet_url=setup['medicalnet'], radimagenet_url=setup['radimagenet'],
                                    device='cpu', cache=False, seed=0)
 
@@ -191,10 +192,10 @@ def test_fid25d_maisi_gives_the_peers_fids(setup, ref, centre):
 
 def test_each_channel_is_measured_on_its_own(setup, ref, tmp_path):
     real, fake = setup['volumes']['real'], setup['volumes']['fake']
-    data = fakes.write_dataset(str(tmp_path / 'reals2'), np.concatenate([real, real[:, :, ::-1]], axis=1),
-                               channels=['t2w', 'adc'])
+    data = detectors.write_dataset(str(tmp_path / 'reals2'), np.concatenate([real, real[:, :, ::-1]], axis=1),
+                                   channels=['t2w', 'adc'])
     G = peer_inputs.ReplayGenerator(np.concatenate([fake, real[:, :, ::-1]], axis=1))  # adc: the reals themselves.
-    result = metric_main.calc_metric('fid3d4_hagan', G=G, dataset_kwargs=fakes.dataset_kwargs(data),
+    result = metric_main.calc_metric('fid3d4_hagan', G=G, dataset_kwargs=detectors.dataset_kwargs(data),
                                      medicalnet_url=setup['medicalnet'], device='cpu', cache=False, seed=0)
     r = result.results
     assert set(r) == {'fid3d4_hagan', 'fid3d4_hagan_t2w', 'fid3d4_hagan_adc'}
@@ -221,10 +222,10 @@ def test_metric_names_and_defaults():
 
 def test_missing_or_wrong_weights_are_one_line_errors(setup, tmp_path):
     with pytest.raises(OSError, match=r'fid3d4_hagan needs resnet_50.pth \(from Tencent/MedicalNet.*--medicalnet'):
-        metric_main.calc_metric('fid3d4_hagan', G=setup['G'], dataset_kwargs=fakes.dataset_kwargs(setup['data']),
+        metric_main.calc_metric('fid3d4_hagan', G=setup['G'], dataset_kwargs=detectors.dataset_kwargs(setup['data']),
                                 device='cpu', cache=False)
     with pytest.raises(OSError, match='RadImageNet-ResNet50_notop.pth.*--radimagenet'):
-        metric_main.calc_metric('fid25d_maisi', G=setup['G'], dataset_kwargs=fakes.dataset_kwargs(setup['data']),
+        metric_main.calc_metric('fid25d_maisi', G=setup['G'], dataset_kwargs=detectors.dataset_kwargs(setup['data']),
                                 device='cpu', cache=False)
     missing = tmp_path / 'nowhere.pth'
     with pytest.raises(OSError) as info:

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Preset files (training/presets.py) as a user meets them through train.py: errors name the file at fault."""
+"""training/presets.py: the shipped presets and the auto formulas, and preset files as a user meets them through
+train.py: errors name the file at fault."""
 
 import pytest
 
-from tests.faults.helpers import assert_clean_failure, run_cli
+from tests.helpers.cli import assert_clean_failure, run_cli
+from training import presets
 
 
 @pytest.fixture(scope='module')
@@ -44,3 +46,21 @@ def test_the_file_named_is_the_one_whose_extends_is_wrong(phantoms, tmp_path):
 ])
 def test_an_unknown_cfg_suggests_the_nearest_preset(phantoms, tmp_path, cfg, message):
     assert_clean_failure(dry_run(phantoms, tmp_path, cfg), message)
+
+
+def test_auto_formulas_use_largest_inplane_size():
+    spec = presets.resolve(presets.load_preset('auto'), gpus=1, res=256)
+    assert (spec['batch'], spec['mbstd_group'], spec['channel_base'], spec['ema_kimg']) == (16, 4, 16384, 5)
+    assert spec['r1_gamma'] == pytest.approx(0.8192)
+    spec8 = presets.resolve(presets.load_preset('auto'), gpus=8, res=256)
+    assert (spec8['batch'], spec8['r1_gamma'], spec8['ema_kimg']) == (64, pytest.approx(0.2048), 20)
+
+
+def test_presets_resolve():
+    high = presets.load_preset('prostate-high')
+    assert high['size'] == '256x256x24' and high['batch'] == 8 and high['r1_gamma'] == 10
+    assert high['mapping_layers'] == 8 and high['channel_base'] == 32768  # From stylegan2, which it extends.
+    assert presets.load_preset('prostate-high-cond')['conditional'] is True
+    assert presets.load_preset('brain-3dstylegan')['generator_architecture'] == 'orig'
+    for name in presets.list_presets():  # Every shipped preset passes the schema.
+        presets.resolve(presets.load_preset(name), gpus=1, res=256)

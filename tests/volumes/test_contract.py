@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-"""volumes/contract.py: axis order, intensity mappings and the volume record."""
+"""The volume contract: volumes/contract.py's axis order, intensity mappings and volume record, and previews
+(training/visualize.py) upright, in the radiological display, with true proportions. End to end through the tools:
+tests/test_oblique_scan_end_to_end.py."""
 
 import numpy as np
 import pytest
 import torch
 
+from training import visualize
 from volumes import contract as volume
 from volumes.contract import IntensityMapping, VolumeInfo
 
@@ -81,3 +84,48 @@ def test_older_dataset_json_gives_the_record_it_implies():
 def test_malformed_records_name_the_field(record, message):
     with pytest.raises(ValueError, match=message):
         VolumeInfo.from_dict(record)
+
+#----------------------------------------------------------------------------
+# Previews: upright, in the radiological display, with true proportions.
+
+
+def marked_volume(D=8, H=6, W=10):
+    """[1, D, H, W] zeros with 1 at a voxel near the head (last slice), posterior (last row) and the patient's left
+    (last column): the corner that shows where each view puts superior, posterior and left."""
+    volume = np.zeros([1, D, H, W], dtype=np.float32)
+    volume[0, D - 1, :, :] = 0.5        # The head end, in every row and column.
+    volume[0, :, H - 1, W - 1] = 1.0    # A posterior-left column through all slices.
+    return volume
+
+
+def test_previews_are_upright_and_left_is_on_the_right():
+    D, H, W = 8, 6, 10
+    grid = visualize.middle_slices(marked_volume(D, H, W), planes=visualize.PLANES)[0]  # [rows, W + W + H]
+    axial, coronal, sagittal = grid[:H, :W], grid[:D, W:2 * W], grid[:D, 2 * W:]
+    assert axial[H - 1, W - 1] == 1 and axial[0, 0] == 0  # Posterior at the bottom, the patient's left on the right.
+    assert np.all(coronal[0] >= 0.5) and np.all(coronal[D - 1, :W - 1] == 0)  # The head at the top.
+    assert np.all(sagittal[0] >= 0.5) and sagittal[D - 1, 0] == 0  # The head at the top, anterior on the left.
+
+
+def test_previews_show_anisotropic_voxels_in_proportion(tmp_path):
+    volume = np.random.default_rng(0).random((1, 10, 20, 20)).astype(np.float32)
+    grid = visualize.middle_slices(volume, planes=visualize.PLANES, spacing=(6.0, 6.0, 12.0))
+    assert grid.shape == (1, 20, 20 + 20 + 20)  # 10 slices of 12 mm are as tall as 20 rows of 6 mm.
+    image = visualize.volume_grid(volume[None], (1, 1), (0, 1), visualize.PLANES, spacing=(6.0, 6.0, 12.0))
+    assert image.size == (60, 20)
+
+
+def test_tri_grids_of_training_are_upright(tmp_path):
+    info_volume = marked_volume()
+    image = np.asarray(visualize.volume_grid(info_volume[None], (1, 1), (0, 1), visualize.PLANES))
+    assert image[0, 10:20].min() >= 127  # The coronal view's top row is the head end.
+
+
+def test_previews_are_enlarged_by_a_whole_factor_keeping_proportions():
+    volume = np.random.RandomState(0).rand(1, 16, 32, 32).astype(np.float32)  # 32x32x16, 1 x 1 x 2 mm
+    grid = visualize.middle_slices(volume, planes=visualize.PLANES, spacing=(1.0, 1.0, 2.0), min_size=256)
+    assert grid.shape == (1, 256, 3 * 256)  # Each plane 32 x 32 mm -> 32 x 32 px, enlarged 8 times.
+    axial = visualize.middle_slices(volume, spacing=(1.0, 1.0, 2.0), min_size=256)[0]
+    assert np.array_equal(axial[::8, ::8], volume[0, 8]) and np.array_equal(axial[7::8, 7::8], volume[0, 8])
+    anisotropic = visualize.middle_slices(volume[:, :, :, :20], planes=('axial',), min_size=100)
+    assert anisotropic.shape == (1, 32 * 4, 20 * 4)  # The long side 32 -> 128 >= 100; the aspect is kept.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from tests.helpers.volumes import measured_radius, sphere_image, write_dicom_series
 from volumes import volume_io
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -99,28 +100,6 @@ def test_write_rejects_bad_arguments(tmp_path, path, array, spacing, direction, 
     assert not os.listdir(tmp_path)
 
 
-def sphere_image(spacing, radius_mm, size):
-    """A float image with a solid sphere of radius_mm around the centre, partial-volume edges by supersampling."""
-    zz, yy, xx = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(size[::-1], spacing[::-1])]
-    fine = np.linspace(-0.5, 0.5, 5)[1:-1:]  # Sub-voxel offsets for a smooth edge.
-    inside = np.zeros(size[::-1], dtype=np.float32)
-    for dz in fine * spacing[2]:
-        for dy in fine * spacing[1]:
-            for dx in fine * spacing[0]:
-                r2 = (zz[:, None, None] + dz) ** 2 + (yy[None, :, None] + dy) ** 2 + (xx[None, None, :] + dx) ** 2
-                inside += r2 <= radius_mm ** 2
-    image = sitk.GetImageFromArray(inside / len(fine) ** 3)
-    image.SetSpacing(spacing)
-    image.SetOrigin(tuple(-(n - 1) / 2 * s for n, s in zip(size, spacing)))
-    return image
-
-
-def measured_radius(array, spacing):
-    """Radius (mm) from the volume above half height: (3 V / 4 pi)^(1/3)."""
-    volume = (array > 0.5).sum() * np.prod(spacing)
-    return (3 * volume / (4 * np.pi)) ** (1 / 3)
-
-
 def test_resampling_keeps_physical_size():
     source = sphere_image((0.6, 0.8, 3.0), 9.0, (48, 36, 10))
     grid = volume_io.target_grid(source, spacing=(1.0, 1.0, 1.0))
@@ -171,28 +150,6 @@ def test_dicom_series_read(tmp_path):
     os.remove(series[0][1][2])  # A missing slice is an error, not a silently shorter volume.
     with pytest.raises(ValueError, match='uneven, duplicate or missing slices'):
         volume_io.read_dicom_series(volume_io.find_dicom_series(str(tmp_path))[0][1])
-
-
-def write_dicom_series(folder, volume_dhw, spacing, uid='1.2.826.0.1.3680043.2.1125.1', origin=(0, 0, 0),
-                       extension='.dcm', description='series'):
-    """Write a [D, H, W] int16 volume as one DICOM file per slice with the position/orientation tags."""
-    os.makedirs(folder, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    writer.SetImageIO('GDCMImageIO')  # Needed for file names without an extension.
-    for k in range(volume_dhw.shape[0]):
-        image = sitk.GetImageFromArray(volume_dhw[k:k + 1])
-        image.SetSpacing(spacing)
-        position = (origin[0], origin[1], origin[2] + k * spacing[2])
-        image.SetOrigin(position)
-        tags = {'0008|0060': 'MR', '0020|000e': uid, '0020|000d': uid + '.9', '0008|103e': description,
-                '0020|0037': '1\\0\\0\\0\\1\\0', '0020|0032': '\\'.join(f'{p:g}' for p in position),
-                '0020|0013': str(k + 1), '0018|0050': f'{spacing[2]:g}',
-                '0008|0018': f'{uid}.{k + 1}', '0008|0016': '1.2.840.10008.5.1.4.1.1.4'}
-        for key, value in tags.items():
-            image.SetMetaData(key, value)
-        writer.SetFileName(os.path.join(str(folder), f'slice{k:03d}{extension}'))
-        writer.Execute(image)
 
 
 @pytest.mark.parametrize('make, message', [

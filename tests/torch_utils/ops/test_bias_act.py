@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.utils.cpp_extension
 
-from tests.torch_utils.ops import nvcc_build
+from tests.helpers import nvcc_build
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act as ba
 from torch_utils.ops.bias_act import activation_funcs, bias_act

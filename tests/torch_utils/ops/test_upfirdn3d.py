@@ -14,7 +14,7 @@ import scipy.signal
 import torch
 import torch.utils.cpp_extension
 
-from tests.torch_utils.ops import nvcc_build
+from tests.helpers import nvcc_build
 from torch_utils import custom_ops
 from torch_utils.ops import upfirdn3d as U
 
