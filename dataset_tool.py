@@ -203,8 +203,9 @@ class PackSummary:
 
     def report(self) -> str:
         """A human-readable summary."""
-        lines = [f'Wrote {self.written} volume{"s" * (self.written != 1)} of shape [C, D, H, W] = {self.shape} '
-                 f'to {self.dest}; skipped {len(self.skipped)}.']
+        size = f'{format_size(self.shape)} with {self.shape[0]} channel(s)' if self.shape else 'no size'
+        lines = [f'Wrote {self.written} volume{"s" * (self.written != 1)} of {size} to {self.dest}; skipped '
+                 f'{len(self.skipped)}.']
         lines += [f'  skipped {name}: {reason}' for name, reason in self.skipped]
         lines += [f'  warning: {w}' for w in self.warnings]
         return '\n'.join(lines)

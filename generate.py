@@ -98,7 +98,13 @@ def main(network_pkl: str, trust_pickle: bool, seeds: str | None, count: int | N
         generation.set_noise_buffers(G, noises)
     else:
         c = generation.class_labels(G, class_idx)
-    qc = generation.make_qc_filter(qc_data, qc_ssim, G, device) if qc_data is not None else None
+    qc = None
+    if qc_data is not None:
+        from metrics.ms_ssim import make_qc_filter
+        try:
+            qc = make_qc_filter(qc_data, qc_ssim, G, device)
+        except (OSError, ValueError) as e:
+            raise click.BadParameter(dnnlib.util.one_line(e, 240), param_hint='--qc-data') from None
     copies = None
     if exclude_copies:
         from metrics.memorization.copies import CopyFilter

@@ -256,7 +256,8 @@ def run_process(rank: int, c: dict, run_dir: str, env: dict | None = None) -> No
     if torch.cuda.is_available():
         torch.cuda.set_device(distributed.get_local_rank())
     try:
-        training_loop.training_loop(rank=rank, **c)
+        from metrics import metric_main
+        training_loop.training_loop(rank=rank, metric_fn=metric_main.evaluate_snapshot, **c)
     except training_loop.TrainingDiverged as err:
         if rank == 0:
             print(err)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from common import device_name, load_average, print_table  # noqa: I001 (puts the repo on sys.path)
 from metrics.memorization.search import POOLED_SIZE, VoxelIndex, shift_offsets
 from volumes import phantom
-from volumes.contract import dhw_to_xyz, parse_size, xyz_to_dhw
+from volumes.contract import dhw_to_xyz, format_size, parse_size, xyz_to_dhw
 
 PLANTED = ('noise', 'intensity', 'shift', 'mirror')
 
@@ -92,7 +92,7 @@ def plan(train: int, generated: int, size_dhw: tuple[int, int, int], k: int, shi
     gathered = generated * k * interior * 4 * 2  # Candidate rows gathered (written, read), float32.
     rows = [dict(stage=f'exact: {variants} variants x every training case ({rows_gb:.0f} GB of rows kept)',
                  flop=exact, bytes=windows),
-            dict(stage=f'prefilter: pooled {"x".join(map(str, pooled[::-1]))}, {variants} variants x every case',
+            dict(stage=f'prefilter: pooled {format_size(pooled)}, {variants} variants x every case',
                  flop=coarse),
             dict(stage=f'prefilter: exact, {variants} variants x K={k} candidates', flop=candidates,
                  bytes=gathered + windows)]

@@ -23,6 +23,7 @@ from common import print_table  # noqa: I001 (puts the repo on sys.path)
 import dataset_tool
 from volumes import phantom, volume_io
 from training.dataset import VolumeFolderDataset
+from volumes.contract import dhw_to_xyz, parse_size
 
 
 def time_pack(source: str, dest: str, size: tuple[int, int, int], count: int) -> dict:
@@ -66,7 +67,7 @@ def time_read(path: str, workers: int, batch: int) -> dict:
 def main(count: int, size: str, workers: int, small: bool) -> None:
     if small:
         count, size = 20, '64x64x16'
-    size_xyz = tuple(int(s) for s in size.lower().split('x'))
+    size_xyz = dhw_to_xyz(parse_size(size))
     rows = []
     with tempfile.TemporaryDirectory(prefix='bench-dataset-') as tmp:
         dest = os.path.join(tmp, 'phantoms.zip')

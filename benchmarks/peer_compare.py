@@ -45,6 +45,8 @@ import types
 
 import click
 
+from volumes.contract import format_size, parse_size
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULT_TAG = 'PEER_COMPARE_RESULT '
@@ -167,7 +169,7 @@ def profile_child(project: str, root: str, shape: tuple[int, int, int], batch: i
 
 def _spawn(project: str, root: str, shape, batch: int, iters: int, widths: dict, timeout: float) -> dict:
     args = [sys.executable, os.path.abspath(__file__), '--child', project, '--root', root,
-            '--shape', 'x'.join(str(s) for s in shape), '--batch', str(batch), '--iters', str(iters),
+            '--shape', format_size(shape), '--batch', str(batch), '--iters', str(iters),
             '--widths', json.dumps(widths)]
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
@@ -288,7 +290,7 @@ def main(peer, ours, cubes, batches, rounds, iters, channel_base, channel_max, z
         profile_child(profile_project, os.path.abspath(root), (res, res, res), batch, iters, widths)
         return
     if child:
-        shape = tuple(int(s) for s in shape.split('x'))
+        shape = parse_size(shape)
         result = run_child(child, root, shape, batch, iters, json.loads(widths))
         print(RESULT_TAG + json.dumps(result), flush=True)
         return

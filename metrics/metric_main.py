@@ -191,3 +191,17 @@ def report_metric(result_dict: dict, run_dir: str | None = None, snapshot_pkl: s
     print(line, flush=True)  # and the result before any later bar, also when stdout is a pipe.
     if run_dir is not None and os.path.isdir(run_dir):
         dnnlib.util.append_text(os.path.join(run_dir, f'metric-{metric}.jsonl'), line + '\n')
+
+
+def evaluate_snapshot(metrics: list[str], metric_kwargs: dict, G, training_set_kwargs: dict, num_gpus: int,
+                      rank: int, device, run_dir: str, snapshot_pkl: str) -> dict:
+    """The training loop's metrics at a snapshot (its metric_fn): each metric of G against the training set without
+    mirrored copies (as calc_metrics.py measures by default), reported to run_dir; returns {name: value}."""
+    results = {}
+    for metric in metrics:
+        result = calc_metric(metric=metric, G=G, dataset_kwargs=dict(training_set_kwargs, xflip=False),
+                             num_gpus=num_gpus, rank=rank, device=device, **metric_kwargs)
+        if rank == 0:
+            report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+        results.update(result.results)
+    return results

@@ -15,11 +15,14 @@ quantity for random pairs of real volumes for reference. Intensities are mapped 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from volumes.contract import format_size, from_unit
+from volumes.packed import PackedDataset
 
 from . import metric_utils
 
@@ -177,3 +180,27 @@ def compute_msssim(opts: metric_utils.MetricOptions, num_pairs: int, batch: int 
     values.update(metric_utils.combine_views(real_values, names, prefix='real'))
     details = dict(num_pairs=num_pairs, win_size=11, sigma=1.5, weights=list(WEIGHTS), data_range='[0, 1]')
     return values, details
+
+
+def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> Callable[[np.ndarray], bool]:
+    """The prostate paper's QC filter (generate.py --qc-data --qc-ssim): keep a generated volume [K, D, H, W] in
+    [-1, 1] when its best mean slice SSIM to any real volume of the packed dataset `qc_data` is >= threshold.
+
+    The generated volume is compared as it will be written (clipped to the stored range); the real volumes stay in
+    their stored dtype in CPU memory and go to `device` a batch at a time, where the SSIM is computed. Raises
+    ValueError (one line naming the dataset) when the dataset cannot be read or does not fit the network.
+    """
+    dataset = PackedDataset(qc_data)
+    if dataset.img_shape != tuple(G.img_shape):
+        raise ValueError(f'{qc_data} holds volumes of size {format_size(dataset.img_shape)}; the network makes '
+                         f'{format_size(G.img_shape)}')
+    if dataset.num_channels != len(G.volume_info.channels):
+        raise ValueError(f'{qc_data} has {dataset.num_channels} channels; the network makes '
+                         f'{len(G.volume_info.channels)}')
+    reals = torch.from_numpy(np.stack([dataset.volume(i) for i in range(len(dataset))]))  # [N, C, D, H, W]
+    info = dataset.volume_info
+
+    def keep(volume: np.ndarray) -> bool:
+        stored = from_unit(volume[:dataset.num_channels], info.dtype).astype(np.float32)  # [C, D, H, W] as written
+        return best_slice_ssim(torch.from_numpy(stored).to(device), reals, data_range=info.max_value) >= threshold
+    return keep

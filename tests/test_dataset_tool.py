@@ -582,7 +582,7 @@ def test_a_size_train_py_refuses_is_packed_with_a_warning_that_names_the_nearest
     assert result.returncode == 0 and result.stderr == '', result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f'Warning: {WARNING_30}. Packing anyway: a packed set can still serve radiomics or audits.'
-    assert lines[1].startswith('Wrote 2 volumes of shape [C, D, H, W] = [1, 10, 30, 30]')
+    assert lines[1].startswith('Wrote 2 volumes of 30x30x10 with 1 channel(s)')
     assert lines[2:] == [f'  warning: {WARNING_30}']
     # The warning is true: train.py refuses the packed set, and trains the sizes it names.
     from training.volume_shape import make_schedule
@@ -612,7 +612,7 @@ def test_one_volume_file_is_a_one_volume_source_with_its_label_map(tmp_path):
     result = run_cli(['dataset_tool.py', f'--source={t2w}', f'--dest={tmp_path / "one.zip"}', '--seg=*_seg.nii.gz',
                       '--clip=0,100'])
     assert result.returncode == 0 and result.stderr == '', result.stderr
-    assert result.stdout.startswith(f'Wrote 1 volume of shape [C, D, H, W] = [1, 12, 64, 64] to {tmp_path / "one.zip"}')
+    assert result.stdout.startswith(f'Wrote 1 volume of 64x64x12 with 1 channel(s) to {tmp_path / "one.zip"}')
     info, arrays = read_zip(tmp_path / 'one.zip')
     assert info['sources'] == [['00000/vol00000000.npy', 'case_0007_t2w.nii.gz']]
     assert np.array_equal(arrays['00000/seg00000000.npy'], seg)  # Its label map, found beside it.

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """What generate.py, style_mixing.py and projector.py share: seeds and latents, synthesis by seed, output files
-(volumes with the training data's geometry and stored dtype, PNG previews), projected latents and the QC filter.
+(volumes with the training data's geometry and stored dtype, PNG previews) and projected latents.
 
 The functions raise click.BadParameter or click.ClickException where an option or a file is wrong, so the
 command-line tools report them as one line.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Iterator
+from typing import Iterator
 
 import click
 import numpy as np
@@ -20,7 +20,7 @@ import tqdm
 
 import dnnlib
 from training import visualize
-from volumes.contract import WRITE_FORMATS, IntensityMapping, VolumeInfo, format_size, from_network, from_unit
+from volumes.contract import WRITE_FORMATS, IntensityMapping, VolumeInfo, from_network, from_unit
 from volumes import volume_io
 
 
@@ -325,39 +325,6 @@ def load_projected_w(path: str, G) -> tuple[torch.Tensor, dict[str, torch.Tensor
             raise click.BadParameter(f'{path} holds noise "{name}" of shape {tuple(noise.shape)}, which this '
                                      f'network does not have', param_hint='--projected-w')
     return ws, noises
-
-#----------------------------------------------------------------------------
-# Quality control.
-
-
-def make_qc_filter(qc_data: str, threshold: float, G, device: torch.device) -> Callable[[np.ndarray], bool]:
-    """The prostate paper's QC: keep a volume if its best mean slice SSIM to any real volume >= threshold.
-
-    The generated volume is compared as it will be written (clipped to the stored range); the real volumes stay
-    in their stored dtype in CPU memory and go to `device` a batch at a time, where the SSIM is computed.
-    """
-    from metrics.ms_ssim import best_slice_ssim
-    from volumes.packed import PackedDataset
-    try:
-        dataset = PackedDataset(qc_data)
-    except (OSError, ValueError) as e:
-        raise click.BadParameter(dnnlib.util.one_line(e, 240), param_hint='--qc-data') from None
-    if dataset.img_shape != tuple(G.img_shape):
-        raise click.BadParameter(f'{qc_data} holds volumes of size {format_size(dataset.img_shape)}; the network '
-                                 f'makes {format_size(G.img_shape)}', param_hint='--qc-data')
-    if dataset.num_channels != len(G.volume_info.channels):
-        raise click.BadParameter(f'{qc_data} has {dataset.num_channels} channels; the network makes '
-                                 f'{len(G.volume_info.channels)}', param_hint='--qc-data')
-    try:
-        reals = torch.from_numpy(np.stack([dataset.volume(i) for i in range(len(dataset))]))  # [N, C, D, H, W]
-    except (OSError, ValueError) as e:
-        raise click.BadParameter(dnnlib.util.one_line(e, 240), param_hint='--qc-data') from None
-    info = dataset.volume_info
-
-    def keep(volume: np.ndarray) -> bool:
-        stored = from_unit(volume[:dataset.num_channels], info.dtype).astype(np.float32)  # [C, D, H, W] as written
-        return best_slice_ssim(torch.from_numpy(stored).to(device), reals, data_range=info.max_value) >= threshold
-    return keep
 
 #----------------------------------------------------------------------------
 # Style mixing.

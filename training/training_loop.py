@@ -388,21 +388,6 @@ def open_logs(run_dir: str):
         stats_tfevents = None
     return stats_jsonl, stats_tfevents
 
-
-def evaluate_metrics(metrics: list[str], metric_kwargs: dict, snapshot: dict, training_set_kwargs: dict,
-                     num_gpus: int, rank: int, device: torch.device, run_dir: str, snapshot_pkl: str) -> dict:
-    from metrics import metric_main
-    results = {}
-    for metric in metrics:
-        # The real volumes without mirrored copies, as calc_metrics.py measures by default.
-        result = metric_main.calc_metric(metric=metric, G=snapshot['G_ema'],
-                                         dataset_kwargs=dict(training_set_kwargs, xflip=False),
-                                         num_gpus=num_gpus, rank=rank, device=device, **metric_kwargs)
-        if rank == 0:
-            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
-        results.update(result.results)
-    return results
-
 #----------------------------------------------------------------------------
 # The loop.
 
@@ -437,8 +422,9 @@ def training_loop(
     image_snapshot_ticks: int | None = 50,       # Between slice grids [ticks]; None = never.
     network_snapshot_ticks: int | None = 50,     # Between network snapshots [ticks]; None = never.
     grid_planes: Sequence[str] = ('axial',),     # Planes shown in the slice grids.
-    metrics: Sequence[str] = (),                 # Metrics evaluated at network snapshots.
+    metrics: Sequence[str] = (),                 # Metrics evaluated at network snapshots (by metric_fn).
     metric_kwargs: dict | None = None,           # Extra options for the metrics (detector locations).
+    metric_fn: Callable[..., dict] | None = None,  # metrics.metric_main.evaluate_snapshot; None = no metrics.
     # Resume and stopping.
     resume_pkl: str | None = None,               # Network snapshot to start from.
     resume_state: str | None = None,             # The training state saved with it: an exact resume.
@@ -454,6 +440,8 @@ def training_loop(
 ) -> None:
     """Train on this process (one rank of a possibly distributed run) until total_kimg, a SIGTERM or abort_fn."""
     opts = dnnlib.EasyDict(locals())
+    if metrics and metric_fn is None:
+        raise ValueError('metrics need a metric_fn (metrics.metric_main.evaluate_snapshot) to evaluate them')
     with StopRequest() as stop_request:
         run = start_run(opts)
         if run is None:
@@ -697,12 +685,12 @@ def save_snapshot_and_metrics(run: Run, tag: str) -> None:
     snapshot = make_snapshot(opts.training_set_kwargs, run.G, run.D, run.G_ema, run.augment_pipe, opts.num_gpus)
     state = training_state(run.phases, run.progress, run.augment_pipe, run.loss, run.label_rng, run.ada_stats)
     run.last_snapshot = save_snapshot(snapshot, opts.run_dir, tag, opts.rank, state)
-    if opts.metrics and not run.stop:
+    if opts.metrics and opts.metric_fn is not None and not run.stop:
         if opts.rank == 0:
             print('Evaluating metrics...')
-        run.stats_metrics.update(evaluate_metrics(list(opts.metrics), opts.metric_kwargs or {}, snapshot,
-                                                  opts.training_set_kwargs, opts.num_gpus, opts.rank, run.device,
-                                                  opts.run_dir, run.last_snapshot))
+        run.stats_metrics.update(opts.metric_fn(list(opts.metrics), opts.metric_kwargs or {}, snapshot['G_ema'],
+                                                opts.training_set_kwargs, opts.num_gpus, opts.rank, run.device,
+                                                opts.run_dir, run.last_snapshot))
 
 
 

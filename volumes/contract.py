@@ -55,7 +55,10 @@ def format_size(shape_dhw: Sequence[int]) -> str:
 
 
 def xyz_to_dhw(values: Sequence[Any]) -> tuple:
-    """Per-axis values in (x, y, z) order -> (D, H, W) order."""
+    """Per-axis values in (x, y, z) order -> (D, H, W) order. An array [..., 3] of such triples (e.g. voxel
+    indices, one per row) is converted row by row."""
+    if isinstance(values, np.ndarray) and values.ndim > 1:
+        return _triples_reversed(values)
     values = tuple(values)
     if len(values) != 3:
         raise ValueError(f'expected three values (x, y, z), got {values!r}')
@@ -63,7 +66,9 @@ def xyz_to_dhw(values: Sequence[Any]) -> tuple:
 
 
 def dhw_to_xyz(values: Sequence[Any]) -> tuple:
-    """Per-axis values in (D, H, W) order -> (x, y, z) order."""
+    """Per-axis values in (D, H, W) order -> (x, y, z) order (an array [..., 3] of triples: row by row)."""
+    if isinstance(values, np.ndarray) and values.ndim > 1:
+        return _triples_reversed(values)
     values = tuple(values)
     if len(values) != 3:
         raise ValueError(f'expected three values (D, H, W), got {values!r}')
@@ -118,6 +123,12 @@ def plane_pixel_mm(spacing_xyz: Sequence[float], plane: str) -> tuple[float, flo
     """(row, column) pixel size in mm of an upright slice of `plane` (upright_slice) for a voxel spacing (x, y, z)."""
     sx, sy, sz = (float(s) for s in spacing_xyz)
     return dict(axial=(sy, sx), coronal=(sz, sx), sagittal=(sz, sy))[plane]
+
+
+def _triples_reversed(array: np.ndarray) -> np.ndarray:
+    if array.shape[-1] != 3:
+        raise ValueError(f'expected rows of three values, got an array of shape {array.shape}')
+    return array[..., ::-1]
 
 
 def as_xyz(value: int | Sequence[int], name: str) -> tuple[int, int, int]:

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from volumes.contract import dhw_to_xyz
+
 POOLED_SIZE = 32  # The prefilter's largest pooled axis.
 
 #----------------------------------------------------------------------------
@@ -213,7 +215,7 @@ class VoxelIndex:
             else:
                 values, index, variant = self._search_all(windows)
         values = values.clamp(-1, 1)  # Rounding can pass 1 by an ulp.
-        shift = np.array([self.variants[v][1][::-1] for v in variant.tolist()], dtype=np.int64).reshape(-1, 3)
+        shift = np.array([dhw_to_xyz(self.variants[v][1]) for v in variant.tolist()], dtype=np.int64).reshape(-1, 3)
         second = index[:, 1].cpu().numpy()
         return Neighbours(index=index[:, 0].cpu().numpy().astype(np.int64),
                           similarity=values[:, 0].double().cpu().numpy(), second_index=second.astype(np.int64),

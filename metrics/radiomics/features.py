@@ -28,6 +28,7 @@ from . import filters
 from . import roi as roi_lib
 from . import texture
 from .settings import ROI_MODES, ImageType, Settings
+from volumes.contract import xyz_to_dhw
 
 EPS = np.spacing(1)
 
@@ -115,7 +116,7 @@ def _planar_diameters(verts_index: np.ndarray, verts_mm: np.ndarray, axis: int) 
 
 def shape_features(mask: np.ndarray, spacing_xyz: Sequence[float]) -> dict[str, float]:
     """PyRadiomics' 14 shape features of a mask [D, H, W] bool with voxel spacing (x, y, z) mm."""
-    spacing = np.asarray(spacing_xyz, dtype=np.float64)[::-1]  # (z, y, x), the array's axis order.
+    spacing = np.asarray(xyz_to_dhw(spacing_xyz), dtype=np.float64)  # (z, y, x), the array's axis order.
     verts, faces = _mesh(mask)
     verts_mm = verts * spacing
     a, b, c = (verts_mm[faces[:, k]] for k in range(3))  # [F, 3] each.

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from volumes import volume_io
+from volumes.contract import dhw_to_xyz, xyz_to_dhw
 
 from .settings import Settings
 
@@ -102,10 +103,10 @@ def box_mask(image: sitk.Image, box_mm: tuple[float, float, float], centre_on: s
     if centre_on is None:
         centre = (size - 1) / 2
     else:
-        nonzero = np.argwhere(sitk.GetArrayViewFromImage(centre_on))[:, ::-1]  # [N, 3] as (x, y, z).
+        nonzero = dhw_to_xyz(np.argwhere(sitk.GetArrayViewFromImage(centre_on)))  # [N, 3] as (x, y, z).
         centre = (nonzero.min(0) + nonzero.max(0)) / 2
     start = np.clip(np.rint(centre - (n - 1) / 2).astype(int), 0, size - n)
-    array = np.zeros(size[::-1], dtype=np.uint8)  # [D, H, W]
+    array = np.zeros(xyz_to_dhw(size), dtype=np.uint8)  # [D, H, W]
     array[start[2]:start[2] + n[2], start[1]:start[1] + n[1], start[0]:start[0] + n[0]] = 1
     out = sitk.GetImageFromArray(array)
     out.CopyInformation(image)

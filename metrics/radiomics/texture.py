@@ -20,6 +20,8 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
+from volumes.contract import xyz_to_dhw
+
 EPS = np.spacing(1)  # PyRadiomics' guard inside the logarithms.
 
 #----------------------------------------------------------------------------
@@ -65,7 +67,7 @@ def _nanmean(values: np.ndarray) -> float:
 
 def _angle_weights(offsets: np.ndarray, spacing_xyz, norm: str, glcm: bool) -> np.ndarray:
     """PyRadiomics' distance weights of the angles: GLCM exp(-d^2), GLRLM d, with d the angle's length in mm."""
-    steps = np.abs(offsets) * np.asarray(spacing_xyz, dtype=np.float64)[::-1]  # [Na, 3] mm along (z, y, x).
+    steps = np.abs(offsets) * np.asarray(xyz_to_dhw(spacing_xyz), dtype=np.float64)  # [Na, 3] mm along (z, y, x).
     if norm == 'no_weighting':
         return np.ones(len(offsets))
     if norm == 'infinity':
