@@ -51,8 +51,8 @@ import SimpleITK as sitk
 import tqdm
 
 import dnnlib
-from volumes.contract import (INTERPOLATIONS, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
-                            format_size, parse_size, parse_xyz, xyz_to_dhw)
+from volumes.contract import (INTERPOLATIONS, LPS_DIRECTION, ORIENTS, IntensityMapping, VolumeInfo, dhw_to_xyz,
+                              format_size, parse_size, parse_xyz, xyz_to_dhw)
 from training import volume_shape
 from volumes import packed, packing, phantom, volume_io
 from volumes.sources import (Case, PackError, attach_label_maps, case_label, channel_names, folder_cases,
@@ -94,7 +94,7 @@ def read_item(item: tuple[str, object], grid: packing.GridOptions, labels: bool 
         return packed_image(*what, labels=labels)
     # Phantoms are drawn at the requested size directly, which saves a resampling when only --size is given.
     volume, mask, spacing = phantom.make_labelled_phantom(int(what), grid.size or phantom.DEFAULT_SIZE_XYZ)
-    return volume_io.array_to_image(mask if labels else volume, spacing, volume_io.CANONICAL_DIRECTION)
+    return volume_io.array_to_image(mask if labels else volume, spacing, LPS_DIRECTION)
 
 
 def packed_image(dataset: packed.PackedDataset, index: int, channel: int, labels: bool = False) -> sitk.Image:

@@ -23,7 +23,7 @@ from common import print_table  # noqa: I001 (puts the repo on sys.path)
 import dataset_tool
 from volumes import phantom, volume_io
 from training.dataset import VolumeFolderDataset
-from volumes.contract import dhw_to_xyz, parse_size
+from volumes.contract import LPS_DIRECTION, dhw_to_xyz, parse_size
 
 
 def time_pack(source: str, dest: str, size: tuple[int, int, int], count: int) -> dict:
@@ -40,7 +40,7 @@ def write_nifti_sources(folder: str, count: int, size: tuple[int, int, int]) -> 
     for seed in range(count):
         array, spacing = phantom.make_phantom(seed, half)
         volume_io.write_volume(os.path.join(folder, f'case{seed:04d}.nii.gz'), array, spacing,
-                               volume_io.CANONICAL_DIRECTION)
+                               LPS_DIRECTION)
 
 
 def time_read(path: str, workers: int, batch: int) -> dict:

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from common import print_table  # noqa: I001 (puts the repo on sys.path)
 from metrics.radiomics import features, roi, settings as settings_lib, sources
 from volumes import phantom, volume_io
+from volumes.contract import LPS_DIRECTION
 
 PROSTATE_CASES = 750  # The prostate paper's real set.
 
@@ -38,7 +39,7 @@ def write_cases(folder: str, count: int, size: tuple[int, int, int]) -> list[sou
         mask[centre] = volume[centre] > 0.65
         for name, array in ((f'case{seed:04d}', stored), (f'case{seed:04d}_seg', mask)):
             volume_io.write_volume(os.path.join(folder, f'{name}.nii.gz'), array, spacing,
-                                   volume_io.CANONICAL_DIRECTION)
+                                   LPS_DIRECTION)
     return sources.folder_cases(folder)
 
 

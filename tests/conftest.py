@@ -15,7 +15,7 @@ from tests.helpers.cli import REPO
 from tests.helpers.networks import tiny_generator, tiny_network, write_snapshot
 from tests.helpers.volumes import PACKED_NAMES, write_labelled_case
 from training.dataset import VolumeFolderDataset
-from volumes import volume_io
+from volumes.contract import LPS_DIRECTION
 
 
 @pytest.fixture(scope='module')
@@ -27,7 +27,7 @@ def network(tmp_path_factory):
     return dict(
         G=G,
         pkl=write_snapshot(root / 'network-snapshot-000000.pkl', G, gone),
-        pkl16=write_snapshot(root / 'uint16.pkl', tiny_generator(direction=volume_io.CANONICAL_DIRECTION,
+        pkl16=write_snapshot(root / 'uint16.pkl', tiny_generator(direction=LPS_DIRECTION,
                                                                  dtype='uint16', centre=(0, 0, 0)), gone),
         noisy=write_snapshot(root / 'noisy.pkl', tiny_generator(noise_strength=0.3), gone),
         cond=write_snapshot(root / 'cond.pkl', tiny_generator(c_dim=3), gone))

@@ -18,7 +18,7 @@ from tests.helpers.networks import (CENTRE, ROTATED, SHAPE, SPACING, different_v
                                     same_volume, stored_uint, tiny_generator, write_snapshot)
 from training import generation
 from volumes import volume_io
-from volumes.contract import IntensityMapping, VolumeInfo
+from volumes.contract import LPS_DIRECTION, IntensityMapping, VolumeInfo
 
 #----------------------------------------------------------------------------
 # Geometry, intensities, formats, previews.
@@ -48,7 +48,7 @@ def test_canonical_uint16_dataset_gives_lps_uint16_volumes(network, tmp_path):
     assert invoke(generate.main, ['--network', network['pkl16'], '--seeds', '3', '--outdir', tmp_path]).exit_code == 0
     image = nib.load(tmp_path / 'seed0003.nii.gz')
     assert nib.aff2axcodes(image.affine) == ('L', 'P', 'S')  # The canonical orientation dataset_tool packs.
-    assert np.allclose(image.affine, expected_ras_affine(volume_io.CANONICAL_DIRECTION, centre=(0, 0, 0)), atol=1e-5)
+    assert np.allclose(image.affine, expected_ras_affine(LPS_DIRECTION, centre=(0, 0, 0)), atol=1e-5)
     assert image.get_data_dtype() == np.uint16
     data = np.asanyarray(image.dataobj)
     assert same_volume(data, stored_uint(network['G'], 3, 'uint16').transpose(2, 1, 0))
@@ -223,7 +223,7 @@ def test_geometry_comes_from_the_network_not_the_dataset(network, tmp_path):
         result = invoke(generate.main, ['--network', net, '--seeds', '1', '--outdir', tmp_path / 'out', '--overwrite'])
         assert result.exit_code == 0 and 'Note' not in result.output, result.output
     image = nib.load(tmp_path / 'out' / 'seed0001.nii.gz')  # The export's, made from pkl16.
-    assert np.allclose(image.affine, expected_ras_affine(volume_io.CANONICAL_DIRECTION, centre=(0, 0, 0)), atol=1e-5)
+    assert np.allclose(image.affine, expected_ras_affine(LPS_DIRECTION, centre=(0, 0, 0)), atol=1e-5)
     assert image.get_data_dtype() == np.uint16
 
 

@@ -8,7 +8,6 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from click.testing import CliRunner
 
 import dataset_tool
@@ -17,7 +16,7 @@ import train
 from tests.helpers.training import TINY_CFG
 from tests.helpers.volumes import read_zip
 from training.dataset import VolumeFolderDataset
-from volumes.contract import IntensityMapping, VolumeInfo
+from volumes.contract import IntensityMapping
 
 NAMES = {'1': 'CZ+TZ', '2': 'PZ'}
 

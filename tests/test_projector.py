@@ -18,6 +18,7 @@ from tests.helpers.networks import (ROTATED, SHAPE, SPACING, TOLERANCE, differen
                                     same_volume, stored_uint, tiny_generator)
 from training import generation, projection
 from volumes import volume_io
+from volumes.contract import LPS_DIRECTION
 
 
 @pytest.mark.slow
@@ -101,9 +102,9 @@ def test_projector_target_is_resampled_to_the_training_spacing(network, tmp_path
     x_mm = (np.arange(fine_w) - (fine_w - 1) / 2) * SPACING[0] / 2
     array = np.zeros([D, H, fine_w], dtype=np.float32)
     array[..., np.abs(x_mm) < 2] = 100
-    volume_io.write_volume(tmp_path / 't.nii.gz', array, (SPACING[0] / 2, *SPACING[1:]), volume_io.CANONICAL_DIRECTION)
+    volume_io.write_volume(tmp_path / 't.nii.gz', array, (SPACING[0] / 2, *SPACING[1:]), LPS_DIRECTION)
     target = projection.load_target(str(tmp_path / 't.nii.gz'),
-                                    tiny_generator(direction=volume_io.CANONICAL_DIRECTION, percentiles=(0, 100)))
+                                    tiny_generator(direction=LPS_DIRECTION, percentiles=(0, 100)))
     assert target.shape == (1, *SHAPE)
     profile = target[0, D // 2, H // 2].numpy()  # along W
     assert int((profile > 0).sum()) == 8 and profile[W // 2] == pytest.approx(1, abs=1e-3)

@@ -13,6 +13,7 @@ import pytest
 import dataset_tool
 from metrics.radiomics import compare, features
 from volumes import phantom, volume_io
+from volumes.contract import LPS_DIRECTION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = (24, 24, 12)  # x, y, z: 2.67 x 2.67 x 6 mm voxels over the phantom's field of view.
@@ -30,7 +31,7 @@ def write_case(folder, name: str, seed: int, size=SIZE, mask: str = 'organ', sca
     if scale != 1:
         stored = stored.astype(np.uint16) * scale
     os.makedirs(folder, exist_ok=True)
-    volume_io.write_volume(os.path.join(folder, f'{name}.nii.gz'), stored, spacing, volume_io.CANONICAL_DIRECTION)
+    volume_io.write_volume(os.path.join(folder, f'{name}.nii.gz'), stored, spacing, LPS_DIRECTION)
     if mask == 'none':
         return
     d, h, w = stored.shape
@@ -45,9 +46,9 @@ def write_case(folder, name: str, seed: int, size=SIZE, mask: str = 'organ', sca
             seg[d // 2, h // 2 + 1, w // 2 + 1] = 1
             stored[d // 2, h // 2, w // 2], stored[d // 2, h // 2 + 1, w // 2 + 1] = 50, 200
             volume_io.write_volume(os.path.join(folder, f'{name}.nii.gz'), stored, spacing,
-                                   volume_io.CANONICAL_DIRECTION)
+                                   LPS_DIRECTION)
     seg_spacing = spacing if mask != 'off-grid' else (spacing[0], spacing[1], spacing[2] * 2)
-    volume_io.write_volume(os.path.join(folder, f'{name}_seg.nii.gz'), seg, seg_spacing, volume_io.CANONICAL_DIRECTION)
+    volume_io.write_volume(os.path.join(folder, f'{name}_seg.nii.gz'), seg, seg_spacing, LPS_DIRECTION)
 
 
 def write_folder(folder, seeds, **kwargs) -> str:
@@ -200,9 +201,9 @@ def write_flat_case(folder, name: str, seed: int, value: float) -> None:
     organ = seg == 1  # [D, H, W]
     os.makedirs(folder, exist_ok=True)
     volume_io.write_volume(os.path.join(folder, f'{name}.nii.gz'), np.where(organ, value, 0.0), spacing,
-                           volume_io.CANONICAL_DIRECTION)
+                           LPS_DIRECTION)
     volume_io.write_volume(os.path.join(folder, f'{name}_seg.nii.gz'), organ.astype(np.uint8), spacing,
-                           volume_io.CANONICAL_DIRECTION)
+                           LPS_DIRECTION)
 
 
 def numbers_in(obj) -> list[float]:

@@ -16,6 +16,7 @@ import legacy
 import train
 from tests.helpers.cli import REPO
 from tests.helpers.training import FAST
+from volumes.contract import LPS_DIRECTION
 
 
 def run_train(args):
@@ -237,7 +238,7 @@ def test_conditional_run_on_labelled_volumes(tmp_path):
     with open(tmp_path / 'labels.csv', 'w') as f:
         for i in range(6):
             volume, spacing = phantom.make_phantom(i, (16, 16, 8))
-            volume_io.write_volume(str(src / f'case{i}.nii.gz'), volume, spacing, volume_io.CANONICAL_DIRECTION)
+            volume_io.write_volume(str(src / f'case{i}.nii.gz'), volume, spacing, LPS_DIRECTION)
             f.write(f'case{i}.nii.gz,{i % 3}\n')
     data = tmp_path / 'labelled.zip'
     subprocess.run([sys.executable, 'dataset_tool.py', f'--source={src}', f'--dest={data}', '--size=16x16x8',

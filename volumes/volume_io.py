@@ -31,7 +31,6 @@ import dnnlib
 from volumes.contract import LPS_DIRECTION, centre_of, origin_of, xyz_to_dhw
 
 CANONICAL_ORIENTATION = 'LPS'
-CANONICAL_DIRECTION = LPS_DIRECTION  # The packer's axes: x to the patient's left, y posterior, z superior.
 INTERPOLATORS = {'linear': sitk.sitkLinear, 'bspline': sitk.sitkBSpline, 'nearest': sitk.sitkNearestNeighbor}
 READ_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.nhdr', '.mha', '.mhd', '.npy')
 WRITE_EXTENSIONS = ('.nii.gz', '.nii', '.nrrd', '.mha', '.npy')

@@ -13,7 +13,7 @@ from metrics.downstream import data
 from training import generation
 from training.networks import Generator
 from volumes import volume_io
-from volumes.contract import VolumeInfo
+from volumes.contract import LPS_DIRECTION, VolumeInfo
 
 SIZE = (16, 16, 8)  # x, y, z
 
@@ -128,10 +128,10 @@ def test_a_generated_folder_and_the_network_give_the_same_cases(packed, tmp_path
 
 def write_pair(folder, name: str, image: np.ndarray, labels: np.ndarray | None, spacing=(4.0, 4.0, 9.0)) -> None:
     os.makedirs(folder, exist_ok=True)
-    volume_io.write_volume(os.path.join(folder, f'{name}.nii.gz'), image, spacing, volume_io.CANONICAL_DIRECTION)
+    volume_io.write_volume(os.path.join(folder, f'{name}.nii.gz'), image, spacing, LPS_DIRECTION)
     if labels is not None:
         volume_io.write_volume(os.path.join(folder, f'{name}_seg.nii.gz'), labels, spacing,
-                               volume_io.CANONICAL_DIRECTION)
+                               LPS_DIRECTION)
 
 
 def test_bad_generated_folders_are_refused_with_the_file_named(packed, tmp_path):

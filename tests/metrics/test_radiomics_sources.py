@@ -8,6 +8,7 @@ import pytest
 
 from metrics.radiomics import settings, sources
 from volumes import volume_io
+from volumes.contract import LPS_DIRECTION
 
 
 def intensities(dtype: str, low: float, high: float) -> sources.Intensities:
@@ -32,7 +33,7 @@ def test_intensities_reads_a_spread_sample(tmp_path):
         volume = np.full((4, 6, 6), 10 * i, dtype=np.uint16)  # [D, H, W]
         volume[0, 0, 0] = 100 + 10 * i
         volume_io.write_volume(os.path.join(tmp_path, f'v{i}.nii.gz'), volume, (1, 1, 1),
-                               volume_io.CANONICAL_DIRECTION)
+                               LPS_DIRECTION)
     cases = sources.folder_cases(str(tmp_path))
     assert sources.intensities(cases) == intensities('uint16', 20, 120)           # Medians over all 5.
     assert sources.intensities(cases, most=2) == intensities('uint16', 20, 120)   # v0 and v4: medians 20, 120.
@@ -46,9 +47,9 @@ def test_mask_problem_names_the_mask_and_the_reason(tmp_path):
     masks['good'][1:3, 2:4, 2:4] = 1
     for name, mask in masks.items():
         volume_io.write_volume(os.path.join(tmp_path, f'{name}.nii.gz'), image, (1, 1, 1),
-                               volume_io.CANONICAL_DIRECTION)
+                               LPS_DIRECTION)
         volume_io.write_volume(os.path.join(tmp_path, f'{name}_seg.nii.gz'), mask, (1, 1, 1),
-                               volume_io.CANONICAL_DIRECTION)
+                               LPS_DIRECTION)
     cases = {case.name: case for case in sources.folder_cases(str(tmp_path))}
     seg = lambda name: os.path.join(tmp_path, f'{name}_seg.nii.gz')  # noqa: E731
     defaults = settings.Settings()

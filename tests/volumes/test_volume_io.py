@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from tests.helpers.volumes import measured_radius, sphere_image, write_dicom_series
 from volumes import volume_io
+from volumes.contract import LPS_DIRECTION
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -37,7 +38,7 @@ def test_nifti_reorients_to_lps_and_keeps_a_marker_in_place(tmp_path):
     nib.save(nib.Nifti1Image(data, affine), tmp_path / 'v.nii.gz')
 
     image = volume_io.reorient(volume_io.read_image(str(tmp_path / 'v.nii.gz')))
-    assert np.allclose(image.GetDirection(), volume_io.CANONICAL_DIRECTION)
+    assert np.allclose(image.GetDirection(), LPS_DIRECTION)
     # Voxel i runs along world y, j along x, k along z: the canonical (x, y, z) spacing is (s_j, s_i, s_k).
     assert np.allclose(image.GetSpacing(), (1.1, 0.8, 2.5))
     array = volume_io.image_to_array(image)  # [D, H, W] = [z, y, x]
@@ -59,7 +60,7 @@ def test_write_then_read_round_trip_with_geometry(tmp_path, ext):
     rng = np.random.default_rng(0)
     array = rng.integers(0, 255, size=(5, 6, 7)).astype(np.uint8)
     path = str(tmp_path / f'out{ext}')
-    volume_io.write_volume(path, array, (0.5, 0.75, 3.0), volume_io.CANONICAL_DIRECTION, origin=(1, 2, 3))
+    volume_io.write_volume(path, array, (0.5, 0.75, 3.0), LPS_DIRECTION, origin=(1, 2, 3))
     image = sitk.ReadImage(path)
     assert np.array_equal(sitk.GetArrayFromImage(image), array)
     assert np.allclose(image.GetSpacing(), (0.5, 0.75, 3.0)) and np.allclose(image.GetOrigin(), (1, 2, 3))
@@ -81,17 +82,17 @@ def test_write_keeps_direction_and_centres_the_volume(tmp_path):
 
 def test_multichannel_and_npy_writing(tmp_path):
     array = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # [C, D, H, W]
-    volume_io.write_volume(str(tmp_path / 'mc.nii.gz'), array, (1, 1, 1), volume_io.CANONICAL_DIRECTION)
+    volume_io.write_volume(str(tmp_path / 'mc.nii.gz'), array, (1, 1, 1), LPS_DIRECTION)
     assert np.array_equal(volume_io.read_volume_array(str(tmp_path / 'mc.nii.gz')), array)
-    volume_io.write_volume(str(tmp_path / 'mc.npy'), array, (1, 1, 1), volume_io.CANONICAL_DIRECTION)
+    volume_io.write_volume(str(tmp_path / 'mc.npy'), array, (1, 1, 1), LPS_DIRECTION)
     assert np.array_equal(np.load(tmp_path / 'mc.npy'), array)
     assert np.array_equal(volume_io.read_volume_array(str(tmp_path / 'mc.npy')), array)
 
 
 @pytest.mark.parametrize('path, array, spacing, direction, message', [
-    ('x.png', np.zeros((2, 2, 2)), (1, 1, 1), volume_io.CANONICAL_DIRECTION, 'extension must be one of'),
-    ('x.nii', np.zeros((2, 2)), (1, 1, 1), volume_io.CANONICAL_DIRECTION, r'\[D, H, W\]'),
-    ('x.nii', np.zeros((2, 2, 2)), (1, 0, 1), volume_io.CANONICAL_DIRECTION, 'spacing must be three positive'),
+    ('x.png', np.zeros((2, 2, 2)), (1, 1, 1), LPS_DIRECTION, 'extension must be one of'),
+    ('x.nii', np.zeros((2, 2)), (1, 1, 1), LPS_DIRECTION, r'\[D, H, W\]'),
+    ('x.nii', np.zeros((2, 2, 2)), (1, 0, 1), LPS_DIRECTION, 'spacing must be three positive'),
     ('x.nii', np.zeros((2, 2, 2)), (1, 1, 1), (1, 0, 0) * 3, 'direction must be 9 floats forming a rotation'),
 ])
 def test_write_rejects_bad_arguments(tmp_path, path, array, spacing, direction, message):
@@ -186,7 +187,7 @@ def test_a_nifti_short_by_less_than_its_header_is_truncated(tmp_path):
     # nibabel resets the vox_offset of an image's header copy to 0: the check once ignored the 352 header bytes, and
     # a file 200 bytes short was read with 200 voxels of 0.
     volume = np.full((8, 32, 32), 7, np.uint8)
-    volume_io.write_volume(str(tmp_path / 'a.nii'), volume, (1, 1, 1), volume_io.CANONICAL_DIRECTION)
+    volume_io.write_volume(str(tmp_path / 'a.nii'), volume, (1, 1, 1), LPS_DIRECTION)
     data = (tmp_path / 'a.nii').read_bytes()
     assert len(data) == 352 + volume.size
     (tmp_path / 'short.nii').write_bytes(data[:-200])
