@@ -24,6 +24,11 @@ import dnnlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# One thread per step unless the caller chose: with two threads on two cores, any other process (a browser, a test
+# run, a DataLoader worker, a neighbouring VM) makes the threads wait for each other, and the demo's training took
+# 2.4-5.2x longer, at 3-6x the CPU time, than with one thread (docs/performance.md, "The demo").
+STEP_ENV = {'OMP_NUM_THREADS': '1'}
+
 
 def children_cpu_seconds() -> float:
     """User + system CPU seconds of the finished child processes (and theirs); 0 where the system does not count
@@ -37,7 +42,7 @@ def run(timings: dict[str, tuple[float, float]], step: str, args: list[str]) -> 
     CPU seconds to `timings`: on a machine that others share, the CPU seconds are the step's own work."""
     print(f'\n=== {step}\n$ python {shlex.join(args)}', flush=True)
     start, cpu_start = time.time(), children_cpu_seconds()
-    result = subprocess.run([sys.executable, *args], cwd=HERE)
+    result = subprocess.run([sys.executable, *args], cwd=HERE, env={**STEP_ENV, **os.environ})
     if result.returncode != 0:
         raise click.ClickException(f'step "{step}" failed (exit code {result.returncode})')
     timings[step] = (time.time() - start, children_cpu_seconds() - cpu_start)

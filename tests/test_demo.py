@@ -82,3 +82,13 @@ def test_steps_are_timed_and_the_benchmark_reads_them(capsys):
 def test_a_failing_step_stops_the_demo():
     with pytest.raises(click.ClickException, match='step "Fail" failed \\(exit code 3\\)'):
         demo.run({}, 'Fail', ['-c', 'raise SystemExit(3)'])
+
+
+def test_steps_run_on_one_thread_unless_the_caller_chose(monkeypatch, capfd):
+    show = ['-c', 'import torch; print("threads", torch.get_num_threads())']
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    demo.run({}, 'Threads', show)
+    assert 'threads 1\n' in capfd.readouterr().out
+    monkeypatch.setenv('OMP_NUM_THREADS', '2')
+    demo.run({}, 'Threads', show)
+    assert 'threads 2\n' in capfd.readouterr().out
