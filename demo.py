@@ -3,7 +3,8 @@
 maps, export an nnU-Net dataset, preview, measure, check.
 
 Each step runs the project's own command line, exactly as a user would type it, so the demo also shows the
-workflow. On an idle 2-core CPU it finishes in about 6 minutes, the installation included (docs/performance.md).
+workflow. On an idle 2-core CPU it finishes in about 3 minutes, 4 with the installation; allow 8 on a slow or busy
+2-core machine (docs/performance.md).
 
     python demo.py --outdir demo-out
 """
@@ -24,9 +25,9 @@ import dnnlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# One thread per step unless the caller chose: with two threads on two cores, any other process (a browser, a test
-# run, a DataLoader worker, a neighbouring VM) makes the threads wait for each other, and the demo's training took
-# 2.4-5.2x longer, at 3-6x the CPU time, than with one thread (docs/performance.md, "The demo").
+# One thread per step unless the caller sets OMP_NUM_THREADS. On two cores, two threads trained the demo 1.26x faster
+# on an idle machine, but 2.4-5x slower whenever anything else ran (a test suite, another user, a neighbouring VM):
+# the threads wait for each other, spinning (docs/performance.md, "The demo").
 STEP_ENV = {'OMP_NUM_THREADS': '1'}
 
 
@@ -88,7 +89,7 @@ def check(volume_dir: str, data_zip: str) -> None:
 @click.command(cls=dnnlib.cli.Command)
 @click.option('--outdir', default='demo-out', show_default=True, help='Where everything is written')
 @click.option('--volumes', default=96, show_default=True, help='Phantom volumes to pack')
-@click.option('--kimg', default=2.0, show_default=True, help='Training length in thousands of volumes')
+@click.option('--kimg', default=0.5, show_default=True, help='Training length in thousands of volumes')
 @click.option('--size', default='32x32x16', show_default=True, help='Volume size XxYxZ')
 def main(outdir: str, volumes: int, kimg: float, size: str) -> None:
     outdir = os.path.abspath(outdir)
@@ -101,8 +102,10 @@ def main(outdir: str, volumes: int, kimg: float, size: str) -> None:
     if not os.path.isfile(data):
         run(timings, 'Pack a phantom dataset with its organ masks', [
             'dataset_tool.py', f'--source=phantom:{volumes}', f'--dest={data}', f'--size={size}', '--seg=phantom'])
+    # Batch 2: 250 steps in 0.5 kimg, the steps that the label maps need to cover the organ (docs/performance.md).
     run(timings, 'Train', ['train.py', f'--outdir={runs}', f'--data={data}', '--cfg=demo', f'--kimg={kimg:g}',
-                           '--kimg-per-tick=0.5', '--snap=4', '--workers=1', '--metrics=none', '--mirror=1'])
+                           '--batch=2', '--kimg-per-tick=0.125', '--snap=4', '--workers=1', '--metrics=none',
+                           '--mirror=1'])
     run_dir = sorted(glob.glob(os.path.join(runs, '[0-9]' * 5 + '-*')))[-1]
     snapshot = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))[-1]
     export = os.path.join(outdir, 'G.pt')
