@@ -26,7 +26,9 @@ from tests.helpers.networks import SHAPE
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH_METAVARS = ('PATH', 'DIR', 'URL|PATH')
 UNSET = getattr(click.core, 'UNSET', None)  # click 8.2+ marks an option without a default so.
-OWN_RUN_FOLDERS = ('python train.py',)  # --outdir holds numbered run folders: a second run never mixes with one.
+# --outdir holds numbered run folders (train.py), or a numbered training run and outputs that each demo replaces
+# (demo.py, so that `make demo` runs again as it ran first): a second run never mixes with one.
+OWN_RUN_FOLDERS = ('python train.py', 'python demo.py')
 
 
 def _commands() -> list[tuple[str, click.Command]]:
