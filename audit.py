@@ -145,7 +145,7 @@ def pair_records(result, train, count: int) -> list[dict]:
 
 
 def render_outputs(result, report: dict, train, pairs: int) -> dict[str, bytes]:
-    return {'audit.csv': report_lib.audit_csv(result, train.names), 'report.json': report_lib.to_json(report),
+    return {'audit.csv': report_lib.audit_csv(result, train.names), 'report.json': dnnlib.util.json_bytes(report),
             'nearest_pairs.png': plots.png_bytes(plots.nearest_pairs(pair_records(result, train, pairs), train.info,
                                                                      result.voxel.description)),
             'similarity.png': plots.png_bytes(plots.similarity_histograms(result.spaces))}

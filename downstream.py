@@ -185,7 +185,7 @@ def write_outputs(outdir: str, scores: list, result: dict, class_names: list[str
     from metrics.downstream import report
     rows = report.score_rows(scores, class_names)
     outputs = {'results.csv': report.csv_bytes([r for r in rows if r['source'] == 'test'], report.ROW_FIELDS),
-               'summary.json': report.to_json(result), 'dice.png': report.dice_figure(result)}
+               'summary.json': dnnlib.util.json_bytes(result), 'dice.png': report.dice_figure(result)}
     if result['label_consistency']:
         outputs['label_consistency.csv'] = report.csv_bytes([r for r in rows if r['source'] == 'generated'],
                                                             report.CONSISTENCY_FIELDS)

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -122,17 +121,6 @@ def features_csv(rows: list[tuple[str, str, dict[str, float]]], names: list[str]
     return buffer.getvalue().encode()
 
 
-def to_json(obj) -> bytes:
-    """JSON with NaN and infinities as null (JSON has no NaN)."""
-    def clean(x):
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        return x
-    return (json.dumps(clean(obj), indent=2) + '\n').encode()
 
 
 def figure_png(fig) -> bytes:
@@ -296,13 +284,13 @@ def run(reals: str, fakes: str, outdir: str, reference: str | None = None,
                   f'mean|): left out of the comparison and the plots', skipped_empty=skipped, warnings=warnings_seen)
     if with_frd:
         report['frd'] = frd.frd_report(cases, workers, progress)
-    outputs = {'features.csv': features_csv(rows, names), 'report.json': to_json(report)}
+    outputs = {'features.csv': features_csv(rows, names), 'report.json': dnnlib.util.json_bytes(report)}
     shown = plotted_features(report, kept)
     if shown:
         outputs.update(render_plots({g: v[:, [names.index(n) for n in shown]] for g, v in values.items()}, shown,
                                     report))
     if selection is not None:
-        outputs['selection.json'] = to_json(selection)
+        outputs['selection.json'] = dnnlib.util.json_bytes(selection)
     # Only now: a failure above leaves no folder and no file behind (and, with overwrite, the earlier outputs).
     dnnlib.cli.prepare_outdir(outdir, overwrite, OUTPUTS)
     for fname, data in outputs.items():

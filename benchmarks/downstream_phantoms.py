@@ -19,29 +19,12 @@ import sys
 import time
 
 import click
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import dataset_tool  # noqa: E402
-from volumes import volume_io  # noqa: E402
-from volumes.packed import PackedDataset  # noqa: E402
-
-
-def write_generated(source: str, folder: str, size: tuple[int, int, int], shift: int = 0) -> str:
-    """Labelled phantoms as generate.py writes them; shift > 0 rolls each label map along y and x."""
-    packed = folder + '.zip'
-    dataset_tool.pack_dataset(source, packed, size=size, seg='phantom')
-    dataset = PackedDataset(packed)
-    info = dataset.volume_info
-    os.makedirs(folder)
-    for i in range(len(dataset)):
-        labels = np.roll(dataset.label_map(i), (shift, shift), axis=(1, 2))
-        for name, array in ((f'seed{i:04d}.nii.gz', dataset.volume(i)[0]), (f'seed{i:04d}_seg.nii.gz', labels)):
-            volume_io.write_volume(os.path.join(folder, name), array, info.spacing, info.direction,
-                                   info.origin(array.shape))
-    return folder
+from tests.helpers.volumes import write_phantoms_as_generated  # noqa: E402
 
 
 def run_downstream(args: list[str]) -> tuple[dict, float]:
@@ -84,9 +67,9 @@ def main(outdir: str, small: bool) -> None:
     os.makedirs(outdir, exist_ok=False)
     real = os.path.join(outdir, 'real.zip')
     dataset_tool.pack_dataset(f'phantom:{real_count}', real, size=size, seg='phantom')
-    unseen = write_generated(f'phantom:{synthetic_count}:1000', os.path.join(outdir, 'unseen'), size)
-    moved = write_generated(f'phantom:{synthetic_count}:1000', os.path.join(outdir, 'moved'), size,
-                            shift=size[0] // 8)
+    unseen = write_phantoms_as_generated(f'phantom:{synthetic_count}:1000', os.path.join(outdir, 'unseen'), size)
+    moved = write_phantoms_as_generated(f'phantom:{synthetic_count}:1000', os.path.join(outdir, 'moved'), size,
+                                        shift=size[0] // 8)
     print(f'{real_count} real phantoms at {"x".join(map(str, size))}, {synthetic_count} synthetic; {" ".join(train)}')
     swept, t1 = run_downstream([f'--real={real}', f'--synthetic={unseen}', f'--real-fraction={fractions}',
                                 f'--outdir={os.path.join(outdir, "unseen-out")}', *train])

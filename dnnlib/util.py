@@ -7,6 +7,7 @@ import contextlib
 import errno
 import hashlib
 import importlib
+import json
 import os
 import re
 import secrets
@@ -256,6 +257,25 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def json_bytes(obj: Any) -> bytes:
+    """A report as indented JSON: NaN and infinities as null (JSON has neither), NumPy scalars as numbers, tuples as
+    lists, dict keys as strings."""
+    import math
+    import numpy as np
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.integer, np.bool_)):
+            return x.item()
+        if isinstance(x, (float, np.floating)):
+            return float(x) if math.isfinite(float(x)) else None
+        return x
+    return (json.dumps(clean(obj), indent=2) + '\n').encode()
 
 
 def append_text(path: str, text: str) -> None:

@@ -21,8 +21,8 @@ import torch
 import dataset_tool
 import legacy
 from tests.helpers.cli import REPO, assert_clean_failure, run_cli, snapshot_of_files
+from tests.helpers.volumes import write_phantoms_as_generated
 from training.networks import Generator
-from volumes import volume_io
 from volumes.contract import VolumeInfo
 from volumes.packed import PackedDataset
 
@@ -34,20 +34,6 @@ TRAIN = ['--iters=80', '--width=4', '--lr=1e-2', '--batch=4', '--seeds=1', '--no
 NAMES = ['inner zone', 'outer zone']
 
 
-def write_generated(source: str, folder, shift: int = 0, size=SIZE) -> str:
-    """Labelled phantoms written as generate.py writes volumes (stored units, the record's geometry); shift > 0 rolls
-    every label map that many voxels along y and x, off its organ."""
-    packed = str(folder) + '.zip'
-    dataset_tool.pack_dataset(source, packed, size=size, seg='phantom')
-    dataset = PackedDataset(packed)
-    info = dataset.volume_info
-    os.makedirs(folder)
-    for i in range(len(dataset)):
-        labels = np.roll(dataset.label_map(i), (shift, shift), axis=(1, 2))
-        for name, array in ((f'seed{i:04d}.nii.gz', dataset.volume(i)[0]), (f'seed{i:04d}_seg.nii.gz', labels)):
-            volume_io.write_volume(os.path.join(folder, name), array, info.spacing, info.direction,
-                                   info.origin(array.shape))
-    return str(folder)
 
 
 @pytest.fixture(scope='module')
@@ -55,8 +41,8 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp('downstream')
     real = str(root / 'real.zip')
     dataset_tool.pack_dataset('phantom:24', real, size=SIZE, seg='phantom')
-    return dict(real=real, root=root, unseen=write_generated('phantom:20:1000', root / 'unseen'),
-                moved=write_generated('phantom:20:1000', root / 'moved', shift=4))
+    return dict(real=real, root=root, unseen=write_phantoms_as_generated('phantom:20:1000', root / 'unseen', SIZE),
+                moved=write_phantoms_as_generated('phantom:20:1000', root / 'moved', SIZE, shift=4))
 
 
 def read_results(outdir) -> tuple[list[dict], dict]:
@@ -166,7 +152,7 @@ def test_bad_inputs_stop_with_one_line(inputs, tmp_path):
     info = PackedDataset(real).volume_info
     other_names = tiny_export(tmp_path / 'G.pt', VolumeInfo(spacing=info.spacing,
                                                            label_names={1: 'gland', 2: 'outer zone'}))
-    off_grid = write_generated('phantom:2:50', tmp_path / 'off-grid', size=(16, 16, 4))
+    off_grid = write_phantoms_as_generated('phantom:2:50', tmp_path / 'off-grid', (16, 16, 4))
     out = tmp_path / 'out'
     cases = [
         ([f'--real={plain}'], ['--real', 'plain.zip holds no label maps', 'dataset_tool.py --seg']),

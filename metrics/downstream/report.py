@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import warnings
 
@@ -128,19 +127,6 @@ def summary(scores: list[Scores], class_names: list[str], protocol: dict) -> dic
     return dict(regimes=regimes, label_consistency=consistency, protocol=protocol)
 
 
-def to_json(obj) -> bytes:
-    """JSON with NaN and infinities as null (JSON has no NaN)."""
-    def clean(x):
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, (float, np.floating)):
-            return float(x) if math.isfinite(x) else None
-        if isinstance(x, np.integer):
-            return int(x)
-        return x
-    return (json.dumps(clean(obj), indent=2) + '\n').encode()
 
 #----------------------------------------------------------------------------
 # The figure and the terminal table.

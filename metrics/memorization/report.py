@@ -7,10 +7,8 @@ from __future__ import annotations
 import collections
 import csv
 import io
-import json
 import math
 
-import numpy as np
 
 from . import calibration
 from .core import AuditResult, SpaceResult
@@ -86,19 +84,6 @@ def build_report(result: AuditResult, train_names: list[str], alpha: float, inpu
     return report
 
 
-def to_json(obj) -> bytes:
-    """JSON with NaN and infinities as null (JSON has neither) and NumPy scalars as numbers."""
-    def clean(x):
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, (np.integer, np.bool_)):
-            return x.item()
-        if isinstance(x, (float, np.floating)):
-            return float(x) if math.isfinite(float(x)) else None
-        return x
-    return (json.dumps(clean(obj), indent=2) + '\n').encode()
 
 #----------------------------------------------------------------------------
 # The terminal summary.

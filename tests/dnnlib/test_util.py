@@ -184,3 +184,15 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     assert util.remove_stale_temporaries(str(tmp_path)) == [str(tmp_path / names['dead'])]
     assert sorted(os.listdir(tmp_path)) == sorted(v for k, v in names.items() if k != 'dead')
     assert os.path.basename(util.temporary_path(str(tmp_path / 'v.nii.gz'))).endswith('.tmp.v.nii.gz')
+
+
+def test_json_bytes_writes_reports_that_strict_json_parsers_read():
+    import json
+
+    import numpy as np
+    report = {'fid': float('nan'), 'auc': np.float32(0.75), 'count': np.int64(3), 'flag': np.bool_(True),
+              'ci': (np.float64(-np.inf), 1.5), 7: [{'p': np.float64(0.25)}]}
+    text = util.json_bytes(report).decode()
+    assert text.endswith('}\n') and 'NaN' not in text and 'Infinity' not in text
+    parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f'{name} in the JSON'))
+    assert parsed == {'fid': None, 'auc': 0.75, 'count': 3, 'flag': True, 'ci': [None, 1.5], '7': [{'p': 0.25}]}

@@ -121,3 +121,23 @@ def write_labelled_case(folder, name: str, seed: int) -> None:
     os.makedirs(folder, exist_ok=True)
     nib.save(nib.Nifti1Image(image, affine), os.path.join(folder, f'{name}.nii.gz'))
     nib.save(nib.Nifti1Image(labels, affine), os.path.join(folder, f'{name}_seg.nii.gz'))
+
+
+def write_phantoms_as_generated(source: str, folder, size: tuple[int, int, int], shift: int = 0) -> str:
+    """Labelled phantoms (`source`, e.g. 'phantom:20') written as generate.py writes volumes: seedNNNN.nii.gz and
+    seedNNNN_seg.nii.gz in stored units with the record's geometry. shift > 0 rolls every label map that many voxels
+    along y and x, off its organ. Packs `folder`.zip on the way."""
+    import dataset_tool
+    from volumes import volume_io
+    from volumes.packed import PackedDataset
+    packed = str(folder) + '.zip'
+    dataset_tool.pack_dataset(source, packed, size=size, seg='phantom')
+    dataset = PackedDataset(packed)
+    info = dataset.volume_info
+    os.makedirs(folder)
+    for i in range(len(dataset)):
+        labels = np.roll(dataset.label_map(i), (shift, shift), axis=(1, 2))  # [D, H, W]: y and x
+        for name, array in ((f'seed{i:04d}.nii.gz', dataset.volume(i)[0]), (f'seed{i:04d}_seg.nii.gz', labels)):
+            volume_io.write_volume(os.path.join(folder, name), array, info.spacing, info.direction,
+                                   info.origin(array.shape))
+    return str(folder)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+import dnnlib
 from metrics.downstream import experiment, report
 from metrics.downstream.experiment import Run, Scores
 
@@ -28,7 +29,7 @@ def test_runs_draw_nested_real_subsets_and_the_mixed_ratio():
         quarter, half, full = (by[(f'real@{f}', seed)].real for f in ('0.25', '0.5', '1'))
         assert (len(quarter), len(half), full) == (5, 10, tuple(range(20)))
         assert set(quarter) <= set(half)  # Nested: a larger share adds cases.
-        assert by[(f'mixed@0.5', seed)].real == half and len(by[('mixed@0.5', seed)].synthetic) == 20
+        assert by[('mixed@0.5', seed)].real == half and len(by[('mixed@0.5', seed)].synthetic) == 20
         assert by[('synthetic', seed)].synthetic == tuple(range(50)) and by[('synthetic', seed)].real == ()
         assert by[('synthetic', seed)].fraction == 0
     assert by[('real@0.5', 7)].real != by[('real@0.5', 8)].real
@@ -85,7 +86,7 @@ def test_summary_csv_and_json_write_undefined_scores_as_empty_and_null():
     assert result['label_consistency']['segmenter'] == 'real'
     assert result['label_consistency']['generated']['dice'] == pytest.approx(0.7)
     assert result['label_consistency']['real']['dice'] == pytest.approx(0.8)
-    parsed = json.loads(report.to_json(result))
+    parsed = json.loads(dnnlib.util.json_bytes(result))
     assert parsed['regimes']['real']['per_label']['b']['dice'] is None
     rows = report.score_rows(all_scores, ['a', 'b'])
     text = report.csv_bytes([r for r in rows if r['source'] == 'test'], report.ROW_FIELDS).decode()
