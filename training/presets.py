@@ -59,7 +59,7 @@ class Key:
 
 SCHEMA = {
     'description': Key(str, '', 'one line that says what the preset is for'),
-    'extends': Key(str, None, 'the preset this one starts from'),
+    'extends': Key(str, None, 'the preset this one starts from: a name, or a .toml path (relative to this file)'),
     'size': Key(str, None, 'the volume size XxYxZ the preset is for (a dataset of another size is refused)'),
     'auto': Key(bool, False, 'the official auto formulas: batch, gamma, EMA, width and learning rate from the '
                              'resolution (the largest in-plane size) and the number of GPUs'),
@@ -100,8 +100,15 @@ def list_presets() -> list[str]:
 
 def preset_path(name: str, extended_by: str | None = None) -> str:
     """The file of a preset name (configs/<name>.toml) or .toml path; extended_by: the preset file whose `extends`
-    names it, which the error then names."""
-    path = name if name.endswith('.toml') else os.path.join(CONFIG_DIR, name + '.toml')
+    names it, which the error then names. A relative .toml path in `extends` is read from the folder of the file
+    that names it, as a user reading that file expects, not from the current folder."""
+    if name.endswith('.toml'):
+        path = os.path.expanduser(name)
+        if extended_by and not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(extended_by), path)
+        path = os.path.normpath(path)
+    else:
+        path = os.path.join(CONFIG_DIR, name + '.toml')
     if not os.path.isfile(path):
         nearest = difflib.get_close_matches(name, list_presets(), n=1, cutoff=0.6)
         hint = f' (did you mean "{nearest[0]}"?)' if nearest else ''

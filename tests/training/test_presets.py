@@ -64,3 +64,16 @@ def test_presets_resolve():
     assert presets.load_preset('brain-3dstylegan')['generator_architecture'] == 'orig'
     for name in presets.list_presets():  # Every shipped preset passes the schema.
         presets.resolve(presets.load_preset(name), gpus=1, res=256)
+
+
+def test_a_relative_extends_is_read_beside_the_file_that_names_it(tmp_path, monkeypatch):
+    (tmp_path / 'presets').mkdir()
+    (tmp_path / 'presets' / 'base.toml').write_text('extends = "demo"\nbatch = 6\n')
+    (tmp_path / 'presets' / 'mine.toml').write_text('extends = "base.toml"\nkimg = 1\n')
+    monkeypatch.chdir(tmp_path)  # Not the presets' folder: base.toml is not here.
+    preset = presets.load_preset('presets/mine.toml')
+    assert (preset['batch'], preset['kimg']) == (6, 1)
+    assert preset['channel_base'] == 512  # From demo, which base.toml extends.
+    (tmp_path / 'presets' / 'base.toml').write_text('extends = "./mine.toml"\n')  # A circle spelt another way.
+    with pytest.raises(presets.PresetError, match='goes round in a circle'):
+        presets.load_preset('presets/mine.toml')
