@@ -109,13 +109,12 @@ def single_file_cases(path: str) -> list[Case]:
     if volume_io.volume_extension(path) is not None:
         return [Case(name, [('file', path)], _file_keys(name))]
     folder = os.path.dirname(os.path.abspath(path))
-    series = volume_io.find_dicom_series(folder)
-    for uid, files in series:
-        if any(os.path.samefile(f, path) for f in files):
-            case = os.path.basename(folder) if len(series) == 1 else f'{os.path.basename(folder)}#{uid}'
-            return [Case(case, [('dicom', files)], (case, os.path.basename(folder), uid, name))]
-    raise PackError(f'--source {path} is a DICOM file of no readable series (ITK lists {len(series)} series in '
-                    f'{folder}, none with this file)')
+    try:
+        uid, files, count = volume_io.series_of_file(path)
+    except ValueError as e:
+        raise PackError(f'--source {e}') from None
+    case = os.path.basename(folder) if count == 1 else f'{os.path.basename(folder)}#{uid}'
+    return [Case(case, [('dicom', files)], (case, os.path.basename(folder), uid, name))]
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:

@@ -204,6 +204,18 @@ def find_dicom_series(folder: str) -> list[tuple[str, list[str]]]:
         return [(uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))) for uid in sorted(uids)]
 
 
+def series_of_file(path: str) -> tuple[str, list[str], int]:
+    """(SeriesInstanceUID, slice files, series in the folder) of the DICOM series that the file `path` belongs to:
+    the slices in its folder that share its UID. One slice is no volume, so a DICOM file stands for its series."""
+    folder = os.path.dirname(os.path.abspath(path))
+    series = find_dicom_series(folder)
+    for uid, files in series:
+        if any(os.path.samefile(f, path) for f in files):
+            return uid, files, len(series)
+    raise ValueError(f'{path} is a DICOM file of no readable series (ITK lists {len(series)} series in {folder}, '
+                     f'none with this file)')
+
+
 def read_dicom_series(files: list[str], name: str | None = None) -> sitk.Image:
     """Read the slices of one DICOM series as a checked 3D image.
 
@@ -265,7 +277,8 @@ def _quiet_itk():
 
 
 def read_any(path: str, allow_channels: bool = False) -> sitk.Image:
-    """A volume file, or a folder holding exactly one DICOM series, as a checked 3D image (file orientation)."""
+    """A volume file, a folder holding exactly one DICOM series, or one DICOM file (standing for its series), as a
+    checked 3D image (file orientation)."""
     path = str(path)
     if os.path.isdir(path):
         series = find_dicom_series(path)
@@ -275,7 +288,8 @@ def read_any(path: str, allow_channels: bool = False) -> sitk.Image:
     if not os.path.isfile(path):
         raise ValueError(f'{path} does not exist')
     if volume_extension(path) is None and is_dicom_file(path):
-        raise ValueError(f'{path} is a single DICOM file; pass the folder that holds its series')
+        uid, files, _ = series_of_file(path)
+        return read_dicom_series(files, f'{path} (series {uid})')
     return read_image(path, allow_channels)
 
 #----------------------------------------------------------------------------

@@ -153,6 +153,18 @@ def test_dicom_series_read(tmp_path):
         volume_io.read_dicom_series(volume_io.find_dicom_series(str(tmp_path))[0][1])
 
 
+def test_one_dicom_file_stands_for_its_series(tmp_path):
+    # Two series in one folder: the file picks its own (projector.py --target and every read_any caller).
+    volume = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5)  # [D, H, W]
+    write_dicom_series(tmp_path, volume, spacing=(0.7, 0.9, 2.0))
+    write_dicom_series(tmp_path, volume[:3] + 1000, spacing=(0.7, 0.9, 2.0), uid='1.2.826.0.1.3680043.2.1125.2',
+                       extension='.ima')
+    assert np.array_equal(volume_io.read_volume_array(str(tmp_path / 'slice002.dcm')), volume)
+    assert np.array_equal(volume_io.read_volume_array(str(tmp_path / 'slice000.ima')), volume[:3] + 1000)
+    with pytest.raises(ValueError, match='holds 2 DICOM series; expected exactly one'):
+        volume_io.read_any(str(tmp_path))
+
+
 @pytest.mark.parametrize('make, message', [
     (lambda d: np.save(d / 'flat.npy', np.zeros((4, 4), np.float32)), 'is a 2D array'),
     (lambda d: np.save(d / 'hyper.npy', np.zeros((2, 3, 4, 4), np.float32)), 'is a 4D array'),
