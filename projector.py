@@ -24,7 +24,8 @@ import dnnlib
 
 @click.command(cls=dnnlib.cli.Command, help=__doc__)
 @dnnlib.cli.network_option()
-@click.option('--target', help='Volume to project: NIfTI, NRRD, MHA or .npy, a DICOM series folder, or one of its files', required=True, metavar='PATH',
+@click.option('--target', help='Volume to project: NIfTI, NRRD, MHA or .npy, a DICOM series folder, or one of its '
+              'files', required=True, metavar='PATH',
               type=dnnlib.cli.PATH)
 @click.option('--class', 'class_idx', help='Class index (conditional networks)', type=click.IntRange(min=0))
 @click.option('--num-steps', help='Optimisation steps', type=click.IntRange(min=1), default=1000, show_default=True)
